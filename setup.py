@@ -1,0 +1,31 @@
+"""sovit_hf: shape-optimised vision transformers (SoViT) as native transformers models.
+
+Install torch first (on CPU machines: ``pip install torch==2.13.0``, the CPU wheel), then ``pip install -e .``:
+the torch requirement below is a floor that an installed torch satisfies, so nothing pulls CUDA wheels.
+"""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="sovit_hf",
+    version="0.1.0",
+    description="SoViT (Getting ViT in Shape, arXiv 2305.13035) and the Scaling-ViT family as transformers models",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["sovit_hf", "sovit_hf.*", "conversion", "conversion.*"]),
+    install_requires=[
+        "torch>=2.6",
+        "transformers>=5.17,<6",
+        "safetensors>=0.4",
+        "huggingface-hub>=1.33",
+        "numpy>=1.26",
+        "scipy>=1.11",
+        "pillow>=10",
+    ],
+    extras_require={
+        "dev": ["pytest>=8", "ruff>=0.6"],
+    },
+    entry_points={"console_scripts": ["sovit=sovit_hf.cli:main"]},
+)

@@ -1,0 +1,40 @@
+"""sovit_hf: shape-optimised vision transformers (SoViT, arXiv 2305.13035) and the ViT family of "Scaling Vision
+Transformers" (arXiv 2106.04560) as native transformers models.
+
+Importing the package registers the SoViT classes with the transformers Auto classes (in-process) and for
+``save_pretrained`` hub folders that load with ``trust_remote_code=True`` where sovit_hf is not installed.
+"""
+
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForImageClassification,
+)
+
+from .configuration_sovit import VARIANTS, SoViTConfig, parse_variant
+from .image_processing_sovit import SoViTImageProcessor
+from .modeling_sovit import SoViTForImageClassification, SoViTModel, SoViTPreTrainedModel
+
+__version__ = "0.1.0"
+
+AutoConfig.register(SoViTConfig.model_type, SoViTConfig, exist_ok=True)
+AutoModel.register(SoViTConfig, SoViTModel, exist_ok=True)
+AutoModelForImageClassification.register(SoViTConfig, SoViTForImageClassification, exist_ok=True)
+AutoImageProcessor.register(SoViTConfig, image_processor_classes={"pil": SoViTImageProcessor}, exist_ok=True)
+
+# Hub folders written by save_pretrained carry the code and an auto_map for these classes.
+SoViTConfig.register_for_auto_class()
+SoViTModel.register_for_auto_class("AutoModel")
+SoViTForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+SoViTImageProcessor.register_for_auto_class()
+
+__all__ = [
+    "VARIANTS",
+    "SoViTConfig",
+    "SoViTForImageClassification",
+    "SoViTImageProcessor",
+    "SoViTModel",
+    "SoViTPreTrainedModel",
+    "parse_variant",
+]

@@ -1,0 +1,102 @@
+"""``sovit`` command line: ``sovit demo`` (the package's main job) and ``sovit info VARIANT``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .configuration_sovit import SoViTConfig, parse_variant
+from .modeling_sovit import SoViTModel
+
+DEFAULT_FIXTURE = Path("tests/fixtures/big_vision/vit_map_unrolled.npz")
+# Agreement a faithful float32 port reaches on big_vision's own outputs (tests/fixtures/big_vision/README.md).
+PARITY_TOLERANCE = 1e-4
+
+
+def describe_variant(variant: str, image_size: int, pool_type: str = "map") -> dict:
+    """Shape, parameter count and float32 / bfloat16 checkpoint size of a variant, built on the meta device."""
+    shape, _ = parse_variant(variant)
+    config = SoViTConfig.from_variant(variant, image_size=image_size, pool_type=pool_type)
+    with torch.device("meta"):
+        model = SoViTModel(config)
+    params = sum(p.numel() for p in model.parameters())
+    return dict(
+        variant=variant, image_size=image_size, width=config.hidden_size, depth=config.num_hidden_layers,
+        mlp_dim=config.intermediate_size, heads=config.num_attention_heads, head_dim=config.head_dim,
+        patch=config.patch_size, tokens=config.grid_size**2, pool_type=pool_type, params=params,
+        checkpoint_mb_fp32=params * 4 / 2**20, checkpoint_mb_bf16=params * 2 / 2**20, source=shape.source,
+    )
+
+
+def fixture_agreement(fixture: Path) -> dict[str, tuple[float, float]]:
+    """Run a big_vision fixture through SoViT; ``{output: (max abs error, error / max |reference|)}``."""
+    from conversion.big_vision import load_big_vision
+
+    model, _ = load_big_vision(fixture)
+    ref = np.load(fixture.with_name(fixture.name.replace(".npz", ".ref.npz")))
+    pixels = torch.from_numpy(ref["image_nhwc"]).permute(0, 3, 1, 2)  # NHWC -> NCHW
+    with torch.no_grad():
+        base = model.sovit if hasattr(model, "sovit") else model
+        out = base(pixels)
+        ours = {"encoded": out.last_hidden_state, "pre_logits": out.pooler_output}
+        if hasattr(model, "classifier"):
+            ours["logits"] = model.classifier(out.pooler_output)
+    result = {}
+    for name, value in ours.items():
+        err = float(np.abs(value.numpy() - ref[name]).max())
+        result[name] = (err, err / float(np.abs(ref[name]).max()))
+    return result
+
+
+def _demo(args: argparse.Namespace) -> int:
+    info = describe_variant(args.variant, args.image_size)
+    print(f"SoViT {info['variant']} @ {info['image_size']}px  ({info['source']})")
+    print(f"  width {info['width']}, depth {info['depth']}, MLP {info['mlp_dim']}, heads {info['heads']} "
+          f"(head_dim {info['head_dim']}), patch {info['patch']}, {info['tokens']} tokens, pool {info['pool_type']}")
+    print(f"  parameters: {info['params']:,}")
+    print(f"  checkpoint size: {info['checkpoint_mb_fp32']:,.1f} MiB float32, {info['checkpoint_mb_bf16']:,.1f} MiB bfloat16")
+    fixture = Path(args.fixture)
+    if not fixture.is_file():
+        print(f"big_vision fixture {fixture} not found (run from the repository root or pass --fixture).")
+        return 2
+    print(f"big_vision fixture {fixture}: SoViT vs big_vision's own outputs (float32)")
+    ok = True
+    for name, (err, rel) in fixture_agreement(fixture).items():
+        passed = rel <= PARITY_TOLERANCE
+        ok &= passed
+        print(f"  {name:<11} max abs err {err:.2e}  relative {rel:.2e}  {'OK' if passed else 'FAIL'} (<= {PARITY_TOLERANCE:g})")
+    return 0 if ok else 1
+
+
+def _info(args: argparse.Namespace) -> int:
+    for key, value in describe_variant(args.variant, args.image_size, args.pool_type).items():
+        print(f"{key}: {value:,}" if isinstance(value, int) else f"{key}: {value}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sovit", description="SoViT (shape-optimised ViT) tools.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="build a variant, then check a big_vision fixture against its outputs")
+    demo.add_argument("--variant", default="So400m/14")
+    demo.add_argument("--image-size", type=int, default=224)
+    demo.add_argument("--fixture", default=str(DEFAULT_FIXTURE))
+    demo.set_defaults(func=_demo)
+    info = sub.add_parser("info", help="shape, parameter count and checkpoint size of a variant")
+    info.add_argument("variant")
+    info.add_argument("--image-size", type=int, default=224)
+    info.add_argument("--pool-type", default="map")
+    info.set_defaults(func=_info)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ValueError as err:
+        parser.error(str(err))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""SoViT configuration: one dataclass config plus the table of named ViT / SoViT variants.
+
+The shapes follow big_vision's ``decode_variant`` (google-research/big_vision, commit 0127fb6,
+``big_vision/models/vit.py``) so that a variant string such as ``"So400m/14"`` means exactly what it means there.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from huggingface_hub.dataclasses import strict
+from transformers import PreTrainedConfig
+
+POOL_TYPES = ("map", "gap", "tok", "0", "none")
+POSEMB_TYPES = ("learn", "sincos2d")
+POSEMB_INTERPOLATIONS = ("bilinear", "bicubic")
+CLASSIFICATION_LOSSES = ("softmax", "sigmoid")
+ACTIVATIONS = ("gelu_pytorch_tanh", "gelu")  # tanh-approximate (big_vision) or exact erf GELU
+
+
+@dataclass(frozen=True)
+class VariantShape:
+    """Width, depth, MLP dim and heads of one named variant, with where the numbers come from."""
+
+    width: int
+    depth: int
+    mlp_dim: int
+    heads: int
+    source: str
+
+
+_BV = "big_vision decode_variant @0127fb6"
+_SVIT = "Scaling ViT (arXiv 2106.04560) Table 2"
+# name -> shape. big_vision's table is authoritative for every name it has; the rest are cited individually.
+VARIANTS: dict[str, VariantShape] = {
+    "mu": VariantShape(32, 1, 128, 2, _BV),
+    "s": VariantShape(256, 6, 1024, 8, _SVIT + " (lower-case s, not in big_vision)"),
+    "Ti": VariantShape(192, 12, 768, 3, _BV),
+    "S": VariantShape(384, 12, 1536, 6, _BV),
+    "M": VariantShape(512, 12, 2048, 8, _BV),
+    "B": VariantShape(768, 12, 3072, 12, _BV),
+    "L": VariantShape(1024, 24, 4096, 16, _BV),
+    # SoViT-150m: width/depth/MLP from the SoViT paper (arXiv 2305.13035 v3+, Sec. 4.1); the paper does not state
+    # the head count, 16 (head_dim 55) is from the original configs quoted in
+    # huggingface.co/google/siglip-so400m-patch14-384/discussions/3. Not in big_vision.
+    "So150m": VariantShape(880, 18, 2320, 16, "SoViT paper Sec. 4.1; heads: HF discussion (see comment)"),
+    # SoViT-400m: SoViT paper Sec. 4.1 / Table 1, big_vision commit 0b73d7b ("Add So400m model def").
+    "So400m": VariantShape(1152, 27, 4304, 16, _BV + "; SoViT paper Table 1"),
+    "H": VariantShape(1280, 32, 5120, 16, _BV),
+    "g": VariantShape(1408, 40, 6144, 16, _BV + "; " + _SVIT),
+    "g-opt": VariantShape(1536, 40, 6144, 16, _BV + " (SigLIP 2)"),
+    "G": VariantShape(1664, 48, 8192, 16, _BV + "; " + _SVIT),
+    "G-opt": VariantShape(1536, 48, 8192, 16, _BV + " (SigLIP 2)"),
+    "e": VariantShape(1792, 56, 15360, 16, _BV + " (PaLI)"),
+}
+DEFAULT_VARIANT_PATCH = 16  # big_vision: a variant without "/<patch>" gets patch 16.
+
+
+def parse_variant(variant: str) -> tuple[VariantShape, int]:
+    """Split ``"<name>[/<patch>]"`` into its shape and patch size, as big_vision's ``decode_variant`` does."""
+    match = re.fullmatch(r"([A-Za-z0-9\-]+)(?:/(\d+))?", variant.strip())
+    if match is None or match.group(1) not in VARIANTS:
+        raise ValueError(f"Unknown variant {variant!r}. Known names: {', '.join(VARIANTS)} (optionally '/<patch>').")
+    patch = int(match.group(2)) if match.group(2) else DEFAULT_VARIANT_PATCH
+    if patch <= 0:
+        raise ValueError(f"Patch size in variant {variant!r} must be positive.")
+    return VARIANTS[match.group(1)], patch
+
+
+@strict
+class SoViTConfig(PreTrainedConfig):
+    r"""Configuration of a SoViT / big_vision ViT image encoder.
+
+    The defaults describe SoViT-400m/14 at 224 px with a MAP head (the SigLIP so400m image tower).
+
+    Args:
+        hidden_size (`int`): width of the token embeddings (big_vision `width`).
+        num_hidden_layers (`int`): number of encoder blocks (`depth`).
+        intermediate_size (`int`): MLP hidden dim (`mlp_dim`); explicit because So400m uses 4304, not 4x width.
+        num_attention_heads (`int`): attention heads; must divide `hidden_size`.
+        patch_size (`int`): square patch size; the stem is a VALID conv with kernel = stride = patch.
+        image_size (`int`): square input resolution the position embedding is built for.
+        num_channels (`int`): input channels.
+        pool_type (`str`): one of `map` (multihead attention pooling), `gap` (mean over tokens), `tok`
+            (learned class token, prepended after the position embedding), `0` (first token, no class token)
+            or `none` (no pooling).
+        posemb (`str`): `learn` (learned, normal(1/sqrt(width)) init) or `sincos2d` (fixed, no parameter).
+        posemb_interpolation (`str`): resampling used for `interpolate_pos_encoding`: `bilinear` is
+            big_vision's (scipy.ndimage.zoom order=1, i.e. align_corners=True); `bicubic` matches HF SigLIP.
+        representation_size (`int`, *optional*): if set, a pre-logits Dense(representation_size) + tanh.
+        layer_norm_eps (`float`): LayerNorm epsilon (Flax default 1e-6).
+        hidden_act (`str`): MLP activation; big_vision uses tanh-approximate GELU (`gelu_pytorch_tanh`).
+        attention_bias (`bool`): biases on the q/k/v/out projections.
+        hidden_dropout (`float`): dropout after the embeddings and in the MLP/residual branches (big_vision `dropout`).
+        attention_dropout (`float`): dropout on attention probabilities.
+        head_zero_init (`bool`): zero-initialise the classification head kernel (big_vision `head_zeroinit`).
+        head_bias_init (`float`): initial classifier bias, e.g. -6.9 or -10 for sigmoid losses.
+        classification_loss (`str`): `softmax` or `sigmoid` cross-entropy (the papers' choice).
+        label_smoothing (`float`): label smoothing applied to the targets of either loss.
+
+    Example:
+
+    ```python
+    >>> from sovit_hf import SoViTConfig, SoViTModel
+    >>> config = SoViTConfig.from_variant("So400m/14", image_size=384)
+    >>> config.hidden_size, config.num_hidden_layers, config.intermediate_size
+    (1152, 27, 4304)
+    ```
+    """
+
+    model_type = "sovit"
+    # big_vision's names for the same fields.
+    attribute_map = {
+        "width": "hidden_size",
+        "depth": "num_hidden_layers",
+        "mlp_dim": "intermediate_size",
+        "num_heads": "num_attention_heads",
+        "rep_size": "representation_size",
+    }
+
+    hidden_size: int = 1152
+    num_hidden_layers: int = 27
+    intermediate_size: int = 4304
+    num_attention_heads: int = 16
+    patch_size: int = 14
+    image_size: int = 224
+    num_channels: int = 3
+    pool_type: str = "map"
+    posemb: str = "learn"
+    posemb_interpolation: str = "bilinear"
+    representation_size: int | None = None
+    layer_norm_eps: float = 1e-6
+    hidden_act: str = "gelu_pytorch_tanh"
+    attention_bias: bool = True
+    hidden_dropout: float = 0.0
+    attention_dropout: float = 0.0
+    head_zero_init: bool = True
+    head_bias_init: float = 0.0
+    classification_loss: str = "softmax"
+    label_smoothing: float = 0.0
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        self.validate_sovit()
+
+    def validate_sovit(self) -> None:
+        """Reject shapes and options big_vision would reject (or silently mis-handle), with a ValueError at config
+        time (also when a saved config is loaded)."""
+        for name in ("hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads", "patch_size"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}.")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
+                f"({self.num_attention_heads})."
+            )
+        if self.image_size < self.patch_size:
+            raise ValueError(f"image_size ({self.image_size}) is smaller than one patch ({self.patch_size}).")
+        _check_choice("pool_type", self.pool_type, POOL_TYPES)
+        _check_choice("posemb", self.posemb, POSEMB_TYPES)
+        _check_choice("posemb_interpolation", self.posemb_interpolation, POSEMB_INTERPOLATIONS)
+        _check_choice("classification_loss", self.classification_loss, CLASSIFICATION_LOSSES)
+        _check_choice("hidden_act", self.hidden_act, ACTIVATIONS)
+        if self.posemb == "sincos2d" and self.hidden_size % 4:
+            raise ValueError(f"posemb='sincos2d' needs hidden_size divisible by 4, got {self.hidden_size}.")
+        if self.representation_size is not None and self.representation_size <= 0:
+            raise ValueError(f"representation_size must be positive or None, got {self.representation_size}.")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}.")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def grid_size(self) -> int:
+        """Patches per side at `image_size` (floor: the VALID conv drops leftover pixels)."""
+        return self.image_size // self.patch_size
+
+    @classmethod
+    def from_variant(cls, variant: str, **overrides) -> SoViTConfig:
+        """Build a config from a big_vision variant string such as ``"So400m/14"`` or ``"B/16"``.
+
+        Any field can be overridden, e.g. ``from_variant("So400m/14", image_size=384, pool_type="gap")``.
+        """
+        shape, patch = parse_variant(variant)
+        fields = dict(
+            hidden_size=shape.width,
+            num_hidden_layers=shape.depth,
+            intermediate_size=shape.mlp_dim,
+            num_attention_heads=shape.heads,
+            patch_size=patch,
+        )
+        fields.update(overrides)
+        return cls(**fields)
+
+
+def _check_choice(name: str, value, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"Unknown {name} {value!r}; expected one of {choices}.")
+
+
+__all__ = ["SoViTConfig", "VARIANTS", "VariantShape", "parse_variant"]
