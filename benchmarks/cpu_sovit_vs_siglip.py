@@ -25,7 +25,7 @@ import transformers
 from transformers import SiglipVisionConfig, SiglipVisionModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conversion.hf_siglip import load_siglip_as_sovit  # noqa: E402
+from conversion.hf_siglip import load_siglip_as_sovit
 
 RESULTS = Path(__file__).resolve().parent / "results" / "cpu_sovit_vs_siglip.json"
 MAX_RATIO = 1.05  # issue #2: SoViT must not be slower than 1.05x SigLIP
@@ -33,8 +33,14 @@ MAX_RATIO = 1.05  # issue #2: SoViT must not be slower than 1.05x SigLIP
 
 def build_pair(layers: int, image_size: int):
     """A random so400m-shaped SigLIP tower and the SoViT holding the same weights (through the converter)."""
-    config = SiglipVisionConfig(hidden_size=1152, intermediate_size=4304, num_hidden_layers=layers,
-                                num_attention_heads=16, image_size=image_size, patch_size=14)
+    config = SiglipVisionConfig(
+        hidden_size=1152,
+        intermediate_size=4304,
+        num_hidden_layers=layers,
+        num_attention_heads=16,
+        image_size=image_size,
+        patch_size=14,
+    )
     torch.manual_seed(0)
     siglip = SiglipVisionModel(config).eval()
     siglip.set_attn_implementation("sdpa")
@@ -77,21 +83,32 @@ def main(argv: list[str] | None = None) -> int:
     ratio = median["sovit"] / median["siglip"]
     record = {
         "benchmark": "cpu forward, so400m width, sdpa, float32",
-        "layers": args.layers, "batch": args.batch, "image_size": args.image_size, "repeats": args.repeats,
-        "median_s": median, "min_s": {n: min(t) for n, t in times.items()},
+        "layers": args.layers,
+        "batch": args.batch,
+        "image_size": args.image_size,
+        "repeats": args.repeats,
+        "median_s": median,
+        "min_s": {n: min(t) for n, t in times.items()},
         "images_per_s": {n: args.batch / m for n, m in median.items()},
-        "ratio_sovit_over_siglip": ratio, "max_ratio": MAX_RATIO, "passed": ratio <= MAX_RATIO,
+        "ratio_sovit_over_siglip": ratio,
+        "max_ratio": MAX_RATIO,
+        "passed": ratio <= MAX_RATIO,
         "pooler_max_abs_diff": diff,
-        "device": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-        "transformers": transformers.__version__, "python": platform.python_version(),
+        "device": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=2) + "\n")
     tmp.replace(args.out)
-    print(f"SoViT {median['sovit'] * 1e3:.1f} ms, SigLIP {median['siglip'] * 1e3:.1f} ms (median of {args.repeats}); "
-          f"ratio {ratio:.3f} (limit {MAX_RATIO}); outputs differ by {diff:.1e}. Wrote {args.out}")
+    print(
+        f"SoViT {median['sovit'] * 1e3:.1f} ms, SigLIP {median['siglip'] * 1e3:.1f} ms (median of {args.repeats}); "
+        f"ratio {ratio:.3f} (limit {MAX_RATIO}); outputs differ by {diff:.1e}. Wrote {args.out}"
+    )
     return 0 if record["passed"] else 1
 
 

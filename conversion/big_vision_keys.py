@@ -65,8 +65,10 @@ def block_rules(i: int) -> list[tuple[str, str, str]]:
 
 def model_rules(config) -> list[tuple[str, str, str]]:
     """All rules of the image encoder described by a ``SoViTConfig`` (without the classification head)."""
-    rules = [("embedding/kernel", "embeddings.patch_embedding.weight", "conv"),
-             ("embedding/bias", "embeddings.patch_embedding.bias", "copy")]
+    rules = [
+        ("embedding/kernel", "embeddings.patch_embedding.weight", "conv"),
+        ("embedding/bias", "embeddings.patch_embedding.bias", "copy"),
+    ]
     if config.posemb == "learn":
         rules.append(("pos_embedding", "embeddings.position_embedding", "copy"))
     if config.pool_type == "tok":
@@ -80,7 +82,10 @@ def model_rules(config) -> list[tuple[str, str, str]]:
         rules += _layer_norm("MAPHead_0/LayerNorm_0", "head.layernorm")
         rules += _expand(_MLP, "MAPHead_0/MlpBlock_0", "head.mlp")
     if config.representation_size:
-        rules += [("pre_logits/kernel", "pre_logits.dense.weight", "dense"), ("pre_logits/bias", "pre_logits.dense.bias", "copy")]
+        rules += [
+            ("pre_logits/kernel", "pre_logits.dense.weight", "dense"),
+            ("pre_logits/bias", "pre_logits.dense.bias", "copy"),
+        ]
     return rules
 
 

@@ -79,7 +79,9 @@ def read_safetensors(src: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def siglip_to_sovit_state_dict(tensors: dict[str, torch.Tensor], width: int) -> tuple[dict[str, torch.Tensor], list[str]]:
+def siglip_to_sovit_state_dict(
+    tensors: dict[str, torch.Tensor], width: int
+) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Rename SigLIP vision weights to SoViT names; returns ``(state_dict, skipped_keys)``."""
     state, skipped = {}, []
     for key, value in tensors.items():
@@ -147,8 +149,9 @@ def image_processor_for(src: Path, image_size: int) -> SoViTImageProcessor:
     return SoViTImageProcessor(**{k: cfg[k] for k in keys if k in cfg})
 
 
-def convert(src: str | Path, out_dir: str | Path, pool_type: str | None = None, verify: bool = True,
-            overwrite: bool = False) -> Path:
+def convert(
+    src: str | Path, out_dir: str | Path, pool_type: str | None = None, verify: bool = True, overwrite: bool = False
+) -> Path:
     src, out_dir = Path(src), Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir} exists; pass --overwrite to replace it.")
@@ -169,7 +172,10 @@ def convert(src: str | Path, out_dir: str | Path, pool_type: str | None = None, 
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if skipped:
-        print(f"skipped {len(skipped)} tensors outside the vision tower: {', '.join(skipped[:6])}{' ...' * (len(skipped) > 6)}")
+        print(
+            f"skipped {len(skipped)} tensors outside the vision tower: "
+            f"{', '.join(skipped[:6])}{' ...' * (len(skipped) > 6)}"
+        )
     return out_dir
 
 
@@ -177,8 +183,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Convert a transformers SigLIP folder to a SoViT folder.")
     parser.add_argument("src_dir")
     parser.add_argument("out_dir")
-    parser.add_argument("--pool-type", choices=["map", "gap", "0", "none"], default=None,
-                        help="pooling for towers without a MAP head (default: none)")
+    parser.add_argument(
+        "--pool-type",
+        choices=["map", "gap", "0", "none"],
+        default=None,
+        help="pooling for towers without a MAP head (default: none)",
+    )
     parser.add_argument("--no-verify", action="store_true", help="skip the comparison with SiglipVisionModel")
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)

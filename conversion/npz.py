@@ -64,7 +64,9 @@ def strip_prefix(params: dict[str, np.ndarray], subtree: str | None = None) -> t
     head = subtree.strip("/") + "/"
     selected = {key[len(head) :]: value for key, value in params.items() if key.startswith(head)}
     if not selected:
-        raise KeyError(f"Subtree {subtree!r} not found; top-level names are {sorted({k.split('/')[0] for k in params})}.")
+        raise KeyError(
+            f"Subtree {subtree!r} not found; top-level names are {sorted({k.split('/')[0] for k in params})}."
+        )
     return selected, sorted(key for key in params if not key.startswith(head))
 
 

@@ -25,10 +25,20 @@ def describe_variant(variant: str, image_size: int, pool_type: str = "map") -> d
         model = SoViTModel(config)
     params = sum(p.numel() for p in model.parameters())
     return dict(
-        variant=variant, image_size=image_size, width=config.hidden_size, depth=config.num_hidden_layers,
-        mlp_dim=config.intermediate_size, heads=config.num_attention_heads, head_dim=config.head_dim,
-        patch=config.patch_size, tokens=config.grid_size**2, pool_type=pool_type, params=params,
-        checkpoint_mb_fp32=params * 4 / 2**20, checkpoint_mb_bf16=params * 2 / 2**20, source=shape.source,
+        variant=variant,
+        image_size=image_size,
+        width=config.hidden_size,
+        depth=config.num_hidden_layers,
+        mlp_dim=config.intermediate_size,
+        heads=config.num_attention_heads,
+        head_dim=config.head_dim,
+        patch=config.patch_size,
+        tokens=config.grid_size**2,
+        pool_type=pool_type,
+        params=params,
+        checkpoint_mb_fp32=params * 4 / 2**20,
+        checkpoint_mb_bf16=params * 2 / 2**20,
+        source=shape.source,
     )
 
 
@@ -55,10 +65,15 @@ def fixture_agreement(fixture: Path) -> dict[str, tuple[float, float]]:
 def _demo(args: argparse.Namespace) -> int:
     info = describe_variant(args.variant, args.image_size)
     print(f"SoViT {info['variant']} @ {info['image_size']}px  ({info['source']})")
-    print(f"  width {info['width']}, depth {info['depth']}, MLP {info['mlp_dim']}, heads {info['heads']} "
-          f"(head_dim {info['head_dim']}), patch {info['patch']}, {info['tokens']} tokens, pool {info['pool_type']}")
+    print(
+        f"  width {info['width']}, depth {info['depth']}, MLP {info['mlp_dim']}, heads {info['heads']} "
+        f"(head_dim {info['head_dim']}), patch {info['patch']}, {info['tokens']} tokens, pool {info['pool_type']}"
+    )
     print(f"  parameters: {info['params']:,}")
-    print(f"  checkpoint size: {info['checkpoint_mb_fp32']:,.1f} MiB float32, {info['checkpoint_mb_bf16']:,.1f} MiB bfloat16")
+    print(
+        f"  checkpoint size: {info['checkpoint_mb_fp32']:,.1f} MiB float32, "
+        f"{info['checkpoint_mb_bf16']:,.1f} MiB bfloat16"
+    )
     fixture = Path(args.fixture)
     if not fixture.is_file():
         print(f"big_vision fixture {fixture} not found (run from the repository root or pass --fixture).")
@@ -68,7 +83,10 @@ def _demo(args: argparse.Namespace) -> int:
     for name, (err, rel) in fixture_agreement(fixture).items():
         passed = rel <= PARITY_TOLERANCE
         ok &= passed
-        print(f"  {name:<11} max abs err {err:.2e}  relative {rel:.2e}  {'OK' if passed else 'FAIL'} (<= {PARITY_TOLERANCE:g})")
+        print(
+            f"  {name:<11} max abs err {err:.2e}  relative {rel:.2e}  "
+            f"{'OK' if passed else 'FAIL'} (<= {PARITY_TOLERANCE:g})"
+        )
     return 0 if ok else 1
 
 

@@ -201,4 +201,4 @@ def _check_choice(name: str, value, choices: tuple[str, ...]) -> None:
         raise ValueError(f"Unknown {name} {value!r}; expected one of {choices}.")
 
 
-__all__ = ["SoViTConfig", "VARIANTS", "VariantShape", "parse_variant"]
+__all__ = ["VARIANTS", "SoViTConfig", "VariantShape", "parse_variant"]

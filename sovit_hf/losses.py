@@ -18,7 +18,9 @@ def classification_targets(labels: torch.Tensor, num_classes: int, label_smoothi
     """
     if labels.dtype in (torch.int64, torch.int32, torch.int16, torch.uint8) and labels.dim() == 1:
         if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
-            raise ValueError(f"Integer labels must lie in [0, {num_classes}), got range [{labels.min()}, {labels.max()}].")
+            raise ValueError(
+                f"Integer labels must lie in [0, {num_classes}), got range [{labels.min()}, {labels.max()}]."
+            )
         targets = F.one_hot(labels.long(), num_classes).float()
     elif labels.dim() == 2 and labels.shape[-1] == num_classes:
         targets = labels.float()
@@ -38,7 +40,7 @@ def softmax_xent(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 def sigmoid_xent(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """``mean_b(-sum_c [t * log sigmoid(z) + (1 - t) * log sigmoid(-z)])``: every class is an independent binary task."""
+    """``mean_b(-sum_c [t log sigmoid(z) + (1 - t) log sigmoid(-z)])``: each class is an independent binary task."""
     logits = logits.float()
     nll = -(targets * F.logsigmoid(logits) + (1.0 - targets) * F.logsigmoid(-logits))
     return nll.sum(-1).mean()

@@ -61,7 +61,8 @@ class SoViTEmbeddings(nn.Module):
             return self.position_embedding
         if not interpolate:
             raise ValueError(
-                f"Input gives a {grid[0]}x{grid[1]} patch grid but the model was built for {self.grid[0]}x{self.grid[1]} "
+                f"Input gives a {grid[0]}x{grid[1]} patch grid but the model was built for "
+                f"{self.grid[0]}x{self.grid[1]} "
                 f"(image_size={self.config.image_size}, patch_size={self.patch_size}); pass "
                 "interpolate_pos_encoding=True to resample the position embedding."
             )
@@ -70,7 +71,8 @@ class SoViTEmbeddings(nn.Module):
     def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
         if pixel_values.dim() != 4 or pixel_values.shape[1] != self.config.num_channels:
             raise ValueError(
-                f"pixel_values must be (batch, {self.config.num_channels}, height, width), got {tuple(pixel_values.shape)}."
+                f"pixel_values must be (batch, {self.config.num_channels}, height, width), "
+                f"got {tuple(pixel_values.shape)}."
             )
         height, width = pixel_values.shape[-2:]
         if height < self.patch_size or width < self.patch_size:
@@ -96,7 +98,9 @@ def eager_attention_forward(
     **kwargs,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``eager`` attention implementation: the reference math. Returns `(B, Lq, H, D)` and the probabilities."""
-    out, probs = attention_ref(query, key, value, attention_mask, scale=scaling, dropout=dropout, training=module.training)
+    out, probs = attention_ref(
+        query, key, value, attention_mask, scale=scaling, dropout=dropout, training=module.training
+    )
     return out.transpose(1, 2).contiguous(), probs  # (B, Lq, H, D)
 
 
@@ -235,7 +239,9 @@ class SoViTMAPHead(nn.Module):
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)  # MAPHead_0/LayerNorm_0
         self.mlp = SoViTMLP(config, dropout=0.0)  # MAPHead_0/MlpBlock_0
 
-    def forward(self, hidden_states: torch.Tensor, output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, hidden_states: torch.Tensor, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         probe = self.probe.to(hidden_states.dtype).expand(hidden_states.shape[0], -1, -1)  # (B, 1, W)
         x, weights = self.attention(probe, key_value_states=hidden_states, output_attentions=output_attentions)
         x = x + self.mlp(self.layernorm(x))
@@ -420,9 +426,7 @@ class SoViTForImageClassification(SoViTPreTrainedModel):
         if labels is not None:
             if self.config.pool_type == "none":
                 raise ValueError("pool_type='none' gives per-token logits; a classification loss needs a pooled model.")
-            loss = classification_loss(
-                logits, labels, self.config.classification_loss, self.config.label_smoothing
-            )
+            loss = classification_loss(logits, labels, self.config.classification_loss, self.config.label_smoothing)
         out = ImageClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )

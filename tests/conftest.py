@@ -17,8 +17,13 @@ def tiny_config(**overrides) -> SoViTConfig:
     """A small SoViT with deliberately awkward sizes: head_dim 12, MLP 40 (not 4x width), 3x3 grid with a 4px
     remainder (40 px / patch 12)."""
     fields = dict(
-        hidden_size=36, num_hidden_layers=2, intermediate_size=40, num_attention_heads=3, patch_size=12,
-        image_size=36, num_labels=5,
+        hidden_size=36,
+        num_hidden_layers=2,
+        intermediate_size=40,
+        num_attention_heads=3,
+        patch_size=12,
+        image_size=36,
+        num_labels=5,
     )
     fields.update(overrides)
     return SoViTConfig(**fields)

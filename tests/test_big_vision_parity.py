@@ -42,10 +42,26 @@ def test_fixture_architectures_are_inferred():
     gap_model, _ = load_big_vision(BIG_VISION_FIXTURES / "vit_gap_scan_bf16.npz")
     c = map_model.config
     assert (c.width, c.depth, c.num_heads, c.mlp_dim, c.patch_size, c.image_size, c.pool_type, c.num_labels) == (
-        128, 2, 2, 344, 16, 48, "map", 10)
+        128,
+        2,
+        2,
+        344,
+        16,
+        48,
+        "map",
+        10,
+    )
     c = gap_model.config
     assert (c.width, c.depth, c.num_heads, c.mlp_dim, c.patch_size, c.image_size, c.pool_type, c.num_labels) == (
-        96, 3, 4, 200, 8, 32, "gap", 6)
+        96,
+        3,
+        4,
+        200,
+        8,
+        32,
+        "gap",
+        6,
+    )
 
 
 def test_bfloat16_void_recovery_matches_torch():
@@ -61,8 +77,12 @@ def test_scan_layout_is_indexed_not_squeezed():
     raw, _ = strip_prefix(load_npz(BIG_VISION_FIXTURES / "vit_gap_scan_bf16.npz"))
     stacked = raw["Transformer/encoderblock/MultiHeadDotProductAttention_0/query/kernel"]  # (depth, W, H, D)
     unrolled = unscan({"Transformer/encoderblock/x": stacked, "other": np.zeros(1)})
-    assert sorted(unrolled) == ["Transformer/encoderblock_0/x", "Transformer/encoderblock_1/x",
-                                "Transformer/encoderblock_2/x", "other"]
+    assert sorted(unrolled) == [
+        "Transformer/encoderblock_0/x",
+        "Transformer/encoderblock_1/x",
+        "Transformer/encoderblock_2/x",
+        "other",
+    ]
     np.testing.assert_array_equal(unrolled["Transformer/encoderblock_2/x"].view(np.uint16), stacked[2].view(np.uint16))
     # A genuine size-1 axis survives: depth 1 with a (1, W) tensor stays (1, W) per block.
     single = unscan({"Transformer/encoderblock/y": np.ones((1, 1, 5))})
@@ -71,8 +91,10 @@ def test_scan_layout_is_indexed_not_squeezed():
 
 def test_subtree_selection_reports_the_rest(tmp_path):
     params = load_npz(BIG_VISION_FIXTURES / "vit_map_unrolled.npz")
-    two_tower = {f"img/{k}": v for k, v in params.items()} | {"txt/head/kernel": np.ones((2, 2), np.float32),
-                                                               "t": np.zeros(1, np.float32)}
+    two_tower = {f"img/{k}": v for k, v in params.items()} | {
+        "txt/head/kernel": np.ones((2, 2), np.float32),
+        "t": np.zeros(1, np.float32),
+    }
     np.savez(tmp_path / "siglip.npz", **two_tower)
     selected, skipped = read_big_vision_params(f"{tmp_path / 'siglip.npz'}:img")
     assert skipped == ["t", "txt/head/kernel"]

@@ -9,10 +9,21 @@ from sovit_hf import VARIANTS, SoViTConfig
 # (width, depth, mlp_dim, heads) as printed in big_vision's decode_variant @0127fb6 (reference/big_vision.md 1.5),
 # the SoViT paper (So150m: 880/18/2320, Sec. 4.1) and Scaling ViT Table 2 (lower-case s).
 PUBLISHED = {
-    "mu": (32, 1, 128, 2), "Ti": (192, 12, 768, 3), "S": (384, 12, 1536, 6), "M": (512, 12, 2048, 8),
-    "B": (768, 12, 3072, 12), "L": (1024, 24, 4096, 16), "So400m": (1152, 27, 4304, 16), "H": (1280, 32, 5120, 16),
-    "g": (1408, 40, 6144, 16), "g-opt": (1536, 40, 6144, 16), "G": (1664, 48, 8192, 16), "G-opt": (1536, 48, 8192, 16),
-    "e": (1792, 56, 15360, 16), "So150m": (880, 18, 2320, 16), "s": (256, 6, 1024, 8),
+    "mu": (32, 1, 128, 2),
+    "Ti": (192, 12, 768, 3),
+    "S": (384, 12, 1536, 6),
+    "M": (512, 12, 2048, 8),
+    "B": (768, 12, 3072, 12),
+    "L": (1024, 24, 4096, 16),
+    "So400m": (1152, 27, 4304, 16),
+    "H": (1280, 32, 5120, 16),
+    "g": (1408, 40, 6144, 16),
+    "g-opt": (1536, 40, 6144, 16),
+    "G": (1664, 48, 8192, 16),
+    "G-opt": (1536, 48, 8192, 16),
+    "e": (1792, 56, 15360, 16),
+    "So150m": (880, 18, 2320, 16),
+    "s": (256, 6, 1024, 8),
 }
 
 
@@ -61,8 +72,14 @@ def test_unknown_variant_names_the_known_ones():
 
 
 def test_round_trip_and_big_vision_aliases(tmp_path):
-    config = SoViTConfig.from_variant("So150m/14", image_size=256, representation_size=64, head_bias_init=-6.9,
-                                      classification_loss="sigmoid", pool_type="tok")
+    config = SoViTConfig.from_variant(
+        "So150m/14",
+        image_size=256,
+        representation_size=64,
+        head_bias_init=-6.9,
+        classification_loss="sigmoid",
+        pool_type="tok",
+    )
     config.save_pretrained(tmp_path)
     loaded = SoViTConfig.from_pretrained(tmp_path)
     assert loaded.to_dict() == config.to_dict()

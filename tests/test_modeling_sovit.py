@@ -76,8 +76,11 @@ def test_map_head_is_probe_attention_without_residual_then_mlp_residual():
         mha.out_proj.load_state_dict(att.out_proj.state_dict())
         x = mha(head.probe.expand(2, -1, -1), tokens, tokens, need_weights=False)[0]
         y = F.layer_norm(x, (36,), head.layernorm.weight, head.layernorm.bias, eps=1e-6)
-        y = F.linear(F.gelu(F.linear(y, head.mlp.fc1.weight, head.mlp.fc1.bias), approximate="tanh"),
-                     head.mlp.fc2.weight, head.mlp.fc2.bias)
+        y = F.linear(
+            F.gelu(F.linear(y, head.mlp.fc1.weight, head.mlp.fc1.bias), approximate="tanh"),
+            head.mlp.fc2.weight,
+            head.mlp.fc2.bias,
+        )
     torch.testing.assert_close(pooled, (x + y)[:, 0], rtol=1e-5, atol=1e-5)
 
 
@@ -99,8 +102,9 @@ def test_interpolate_pos_encoding_in_the_model():
         out = model(pixels, interpolate_pos_encoding=True, output_hidden_states=True)
         emb = model.embeddings
         patches = emb.patch_embedding(pixels).flatten(2).transpose(1, 2)  # (1, 20, W)
-        pos = torch.from_numpy(scipy.ndimage.zoom(
-            emb.position_embedding.reshape(3, 3, 36).double().numpy(), (5 / 3, 4 / 3, 1), order=1)).float()
+        pos = torch.from_numpy(
+            scipy.ndimage.zoom(emb.position_embedding.reshape(3, 3, 36).double().numpy(), (5 / 3, 4 / 3, 1), order=1)
+        ).float()
     torch.testing.assert_close(out.hidden_states[0], patches + pos.reshape(1, 20, 36), rtol=1e-5, atol=1e-5)
 
 

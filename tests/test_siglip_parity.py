@@ -14,8 +14,14 @@ MAX_ABS = 1e-5  # issue #2 acceptance: <= 1e-5 max abs error in float32, layer b
 
 
 def _siglip_config(**overrides) -> SiglipVisionConfig:
-    fields = dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=3, num_attention_heads=16,
-                  image_size=56, patch_size=14)  # shrunken so400m: 16 heads of 72, MLP 4304, 3 layers, 4x4 grid
+    fields = dict(
+        hidden_size=1152,
+        intermediate_size=4304,
+        num_hidden_layers=3,
+        num_attention_heads=16,
+        image_size=56,
+        patch_size=14,
+    )  # shrunken so400m: 16 heads of 72, MLP 4304, 3 layers, 4x4 grid
     fields.update(overrides)
     return SiglipVisionConfig(**fields)
 
@@ -66,8 +72,16 @@ def test_bicubic_interpolation_matches_siglip(siglip_pair, size):
 
 def test_full_siglip_folder_converts_vision_tower(tmp_path):
     vision = _siglip_config(num_hidden_layers=1)
-    text = dict(hidden_size=32, intermediate_size=40, num_hidden_layers=1, num_attention_heads=2, vocab_size=64,
-                bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    text = dict(
+        hidden_size=32,
+        intermediate_size=40,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        vocab_size=64,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
     full = perturb_(SiglipModel(SiglipConfig(vision_config=vision.to_dict(), text_config=text)), 0.02).eval()
     full.save_pretrained(tmp_path / "siglip")
     out = convert(tmp_path / "siglip", tmp_path / "sovit")  # verifies against SiglipVisionModel itself

@@ -1,0 +1,36 @@
+"""The main job (`sovit demo`, what `make run` runs) and the converters' command lines."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from conversion import big_vision as big_vision_cli
+from sovit_hf import SoViTForImageClassification
+from sovit_hf.cli import main
+from tests.conftest import BIG_VISION_FIXTURES
+
+
+def test_demo_reports_so400m_and_fixture_agreement(capsys):
+    assert main(["demo", "--fixture", str(BIG_VISION_FIXTURES / "vit_map_unrolled.npz")]) == 0
+    out = capsys.readouterr().out
+    assert "parameters: 427,680,704" in out  # So400m/14 at 224 with the MAP head (SoViT paper Table 1: 428M)
+    assert "1,631.5 MiB float32" in out  # 427,680,704 x 4 bytes
+    assert out.count(" OK ") == 3 and "FAIL" not in out
+
+
+def test_info_for_so150m(capsys):
+    assert main(["info", "So150m/14"]) == 0
+    out = capsys.readouterr().out
+    assert "head_dim: 55" in out and "width: 880" in out
+
+
+def test_big_vision_cli_writes_a_loadable_folder(tmp_path, capsys):
+    out_dir = tmp_path / "converted"
+    assert big_vision_cli.main([str(BIG_VISION_FIXTURES / "vit_gap_scan_bf16.npz"), str(out_dir)]) == 0
+    model = SoViTForImageClassification.from_pretrained(out_dir).eval()
+    ref = np.load(BIG_VISION_FIXTURES / "vit_gap_scan_bf16.ref.npz")
+    with torch.no_grad():
+        logits = model(torch.from_numpy(ref["image_nhwc"]).permute(0, 3, 1, 2)).logits.numpy()
+    assert np.abs(logits - ref["logits"]).max() <= 1e-4 * np.abs(ref["logits"]).max()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left behind
