@@ -28,6 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conversion.hf_siglip import load_siglip_as_sovit
 
 RESULTS = Path(__file__).resolve().parent / "results" / "cpu_sovit_vs_siglip.json"
+README = Path(__file__).resolve().parents[1] / "README.md"
+MARKERS = ("<!-- cpu-bench:start -->", "<!-- cpu-bench:end -->")
 MAX_RATIO = 1.05  # issue #2: SoViT must not be slower than 1.05x SigLIP
 
 
@@ -63,6 +65,29 @@ def time_interleaved(models: dict, pixels: torch.Tensor, repeats: int, warmup: i
                 model(pixels)
                 times[name].append(time.perf_counter() - start)
     return times
+
+
+def render_markdown(record: dict) -> str:
+    """The README's table for one result record (the README quotes numbers only from the result file)."""
+    med, ips = record["median_s"], record["images_per_s"]
+    return "\n".join(
+        [
+            "| model | median forward (s) | images/s |",
+            "|---|---|---|",
+            f"| SoViTModel (sdpa) | {med['sovit']:.3f} | {ips['sovit']:.2f} |",
+            f"| SiglipVisionModel (sdpa) | {med['siglip']:.3f} | {ips['siglip']:.2f} |",
+            "",
+            f"Ratio SoViT / SigLIP: **{record['ratio_sovit_over_siglip']:.3f}** (limit {record['max_ratio']}); "
+            f"{record['repeats']} interleaved rounds on {record['cpu_count']} CPU cores ({record['device']}), "
+            f"torch {record['torch']}, transformers {record['transformers']}.",
+        ]
+    )
+
+
+def update_readme(record: dict, readme: Path = README) -> None:
+    text = readme.read_text()
+    start, end = text.index(MARKERS[0]) + len(MARKERS[0]), text.index(MARKERS[1])
+    readme.write_text(text[:start] + "\n" + render_markdown(record) + "\n" + text[end:])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     tmp = args.out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=2) + "\n")
     tmp.replace(args.out)
+    if args.out == RESULTS:
+        update_readme(record)
     print(
         f"SoViT {median['sovit'] * 1e3:.1f} ms, SigLIP {median['siglip'] * 1e3:.1f} ms (median of {args.repeats}); "
         f"ratio {ratio:.3f} (limit {MAX_RATIO}); outputs differ by {diff:.1e}. Wrote {args.out}"

@@ -21,7 +21,10 @@ __version__ = "0.1.0"
 AutoConfig.register(SoViTConfig.model_type, SoViTConfig, exist_ok=True)
 AutoModel.register(SoViTConfig, SoViTModel, exist_ok=True)
 AutoModelForImageClassification.register(SoViTConfig, SoViTForImageClassification, exist_ok=True)
-AutoImageProcessor.register(SoViTConfig, image_processor_classes={"pil": SoViTImageProcessor}, exist_ok=True)
+try:  # transformers < 5.18 makes AutoImageProcessor itself require torchvision, which this package never needs
+    AutoImageProcessor.register(SoViTConfig, image_processor_classes={"pil": SoViTImageProcessor}, exist_ok=True)
+except ImportError:
+    pass
 
 # Hub folders written by save_pretrained carry the code and an auto_map for these classes.
 SoViTConfig.register_for_auto_class()

@@ -9,12 +9,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .configuration_sovit import SoViTConfig, parse_variant
+from .configuration_sovit import VARIANTS, SoViTConfig, parse_variant
 from .modeling_sovit import SoViTModel
 
 DEFAULT_FIXTURE = Path("tests/fixtures/big_vision/vit_map_unrolled.npz")
 # Agreement a faithful float32 port reaches on big_vision's own outputs (tests/fixtures/big_vision/README.md).
 PARITY_TOLERANCE = 1e-4
+# Patch sizes the papers use with each name (SoViT paper Sec. 4.1, Scaling ViT Table 2, SigLIP checkpoints).
+_PAPER_PATCH = {"So150m": 14, "So400m": 14, "H": 14, "g": 14, "G": 14, "e": 14}
 
 
 def describe_variant(variant: str, image_size: int, pool_type: str = "map") -> dict:
@@ -90,6 +92,26 @@ def _demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def variants_markdown(image_size: int = 224) -> str:
+    """Markdown table of every named variant (default patch: 14 for the papers' /14 models, else 16)."""
+    rows = [
+        "| variant | width | depth | MLP | heads | head_dim | params (MAP head, 224 px) | source |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name in VARIANTS:
+        info = describe_variant(f"{name}/{_PAPER_PATCH.get(name, 16)}", image_size)
+        rows.append(
+            f"| `{info['variant']}` | {info['width']} | {info['depth']} | {info['mlp_dim']} | {info['heads']} "
+            f"| {info['head_dim']} | {info['params'] / 1e6:,.1f}M | {info['source']} |"
+        )
+    return "\n".join(rows)
+
+
+def _variants(args: argparse.Namespace) -> int:
+    print(variants_markdown(args.image_size))
+    return 0
+
+
 def _info(args: argparse.Namespace) -> int:
     for key, value in describe_variant(args.variant, args.image_size, args.pool_type).items():
         print(f"{key}: {value:,}" if isinstance(value, int) else f"{key}: {value}")
@@ -109,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     info.add_argument("--image-size", type=int, default=224)
     info.add_argument("--pool-type", default="map")
     info.set_defaults(func=_info)
+    table = sub.add_parser("variants", help="markdown table of all named variants")
+    table.add_argument("--image-size", type=int, default=224)
+    table.set_defaults(func=_variants)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -1,0 +1,36 @@
+"""The README tells the truth: its tables are exactly what the code and the committed result files say."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+from sovit_hf.cli import variants_markdown
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_benchmark_module():
+    spec = importlib.util.spec_from_file_location("cpu_bench", ROOT / "benchmarks" / "cpu_sovit_vs_siglip.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_variant_table_is_current():
+    assert variants_markdown() in (ROOT / "README.md").read_text()
+
+
+def test_benchmark_table_comes_from_the_result_file():
+    bench = _load_benchmark_module()
+    record = json.loads(bench.RESULTS.read_text())
+    assert bench.render_markdown(record) in (ROOT / "README.md").read_text()
+    assert record["passed"] and record["ratio_sovit_over_siglip"] <= record["max_ratio"]
+    assert record["pooler_max_abs_diff"] < 1e-4  # timed models computed the same function
+
+
+def test_quick_start_is_exactly_two_commands():
+    text = (ROOT / "README.md").read_text()
+    block = text.split("## Quick start", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    assert [line.split("#")[0].strip() for line in block.strip().splitlines()] == ["make run", "make test"]
