@@ -1,84 +1,245 @@
-"""Load a big_vision ViT / SoViT checkpoint (``.npz``) into a SoViT model, and write it as a transformers folder.
+"""Convert a big_vision ViT / SoViT checkpoint (``.npz``, any layout big_vision itself loads) into a SoViT folder.
 
-    python -m conversion.big_vision SRC.npz[:SUBTREE] OUT_DIR [--pool-type gap|0|none] [--overwrite]
+    python -m conversion.big_vision SRC.npz[:SUBTREE] OUT_DIR [--pool-type gap|0|none] [--image-size N]
+        [--dtype float32|bfloat16|float16] [--reference REF.npz] [--overwrite]
 
-The converted model is run once and checked finite before the folder is written (to a temporary folder that is
-moved into place, so an error never leaves a half-written output).
+The architecture is read off the tensors (``--pool-type`` settles what they cannot tell: gap vs 0 vs none).
+Tensors are streamed one source array at a time into a model built on the meta device, so peak memory stays near
+the size of the converted weights. The converted model is run once and checked finite, then the folder (weights,
+config, code for ``trust_remote_code``, image processor, model card) is written to a temporary folder and moved into
+place: an error never leaves a half-written output. ``--reference`` takes big_vision's own outputs for an input
+(``image_nhwc`` and any of ``encoded`` / ``pre_logits`` / ``logits``) and records the measured agreement.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import math
 import os
 import shutil
 import sys
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import scipy.ndimage
 import torch
+from tqdm.auto import tqdm
 
-from sovit_hf import SoViTConfig, SoViTForImageClassification, SoViTModel
+from sovit_hf import SoViTConfig, SoViTForImageClassification, SoViTImageProcessor, SoViTModel
 
-from .big_vision_keys import checkpoint_rules, infer_config_kwargs, to_state_dict
-from .npz import read_big_vision_params
+from .big_vision_keys import TRANSFORMS, checkpoint_rules, expected_shapes, infer_config_kwargs
+from .layouts import BigVisionCheckpoint
+from .npz import CheckpointError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+PARITY_TOLERANCE = 1e-4  # relative to the output scale, float32 (tests/fixtures/big_vision/README.md)
 
 
-def load_big_vision(source: str | Path, **overrides) -> tuple[SoViTModel | SoViTForImageClassification, list[str]]:
-    """Build the SoViT model a big_vision checkpoint describes and load its weights (float32).
+@dataclass
+class ConversionReport:
+    """What a conversion did: the source, the tensors it left out, and any measured agreement."""
 
-    Returns ``(model, skipped)``: a ``SoViTForImageClassification`` when the checkpoint has a ``head``, else a
-    ``SoViTModel``; ``skipped`` lists tensors outside the selected subtree. A tensor inside the selected image tree
-    that the model does not use is an error.
+    source: str
+    skipped: list[str] = field(default_factory=list)
+    resampled_from: int | None = None
+    parity: dict[str, float] = field(default_factory=dict)  # output name -> max abs error / output scale
+
+
+def resample_posemb(posemb: np.ndarray, new_grid: int) -> np.ndarray:
+    """big_vision's ``resample_posemb``: ``scipy.ndimage.zoom(order=1)`` of the (g, g, W) grid, in float32."""
+    old_grid = math.isqrt(posemb.shape[1])
+    grid = posemb.reshape(old_grid, old_grid, -1)  # (g, g, W)
+    zoom = (new_grid / old_grid, new_grid / old_grid, 1)
+    return scipy.ndimage.zoom(grid, zoom, order=1).reshape(1, new_grid * new_grid, -1)
+
+
+def _check_tensors(ckpt: BigVisionCheckpoint, config: SoViTConfig, with_head: bool) -> list[tuple[str, str, str]]:
+    """The rules to apply; raises ``CheckpointError`` naming any missing, unknown or mis-shaped tensor."""
+    rules = checkpoint_rules(config, with_head)
+    expected = expected_shapes(config, with_head)
+    missing = [bv for bv, _, _ in rules if bv not in ckpt.entries]
+    if missing:
+        raise CheckpointError(
+            f"Missing tensor {missing[0]} (expected shape {expected[missing[0]]})"
+            + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
+            + "."
+        )
+    unknown = sorted(set(ckpt.keys()) - {bv for bv, _, _ in rules})
+    if unknown:
+        raise CheckpointError(
+            f"Unknown tensor {ckpt.entries[unknown[0]].source} in the image model"
+            + (f" and {len(unknown) - 1} more" if len(unknown) > 1 else "")
+            + "."
+        )
+    for bv, _, _ in rules:
+        if tuple(ckpt.shape(bv)) != expected[bv]:
+            raise CheckpointError(f"{ckpt.entries[bv].source} has shape {ckpt.shape(bv)}, expected {expected[bv]}.")
+    return rules
+
+
+def _materialize_buffers(model: torch.nn.Module) -> None:
+    """Rebuild non-persistent buffers left on the meta device (the fixed sincos2d position embedding)."""
+    for module in model.modules():
+        if getattr(module, "sincos_position_embedding", None) is not None and module.sincos_position_embedding.is_meta:
+            module.sincos_position_embedding = module._sincos(*module.grid)
+
+
+def load_big_vision(
+    source: str | Path, image_size: int | None = None, dtype: str = "float32", progress: bool = False, **overrides
+) -> tuple[SoViTModel | SoViTForImageClassification, ConversionReport]:
+    """Build the SoViT model a big_vision checkpoint describes and load its weights.
+
+    Returns ``(model, report)``: a ``SoViTForImageClassification`` when the checkpoint has a ``head``, else a
+    ``SoViTModel``. ``image_size`` changes the resolution (big_vision's position-embedding resampling).
     """
-    params, skipped = read_big_vision_params(source)
-    kwargs = infer_config_kwargs(params)
-    kwargs.update(overrides)
-    config = SoViTConfig(**kwargs)
-    with_head = "head/kernel" in params
-    state = to_state_dict(params, config, with_head)
-    unused = sorted(set(params) - {bv for bv, _, _ in checkpoint_rules(config, with_head)})
-    if unused:
-        raise KeyError(f"Checkpoint has {len(unused)} tensor(s) the model does not use: {unused[:8]}.")
-    model = (SoViTForImageClassification if with_head else SoViTModel)(config)
-    model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
-    return model.eval(), skipped
+    if dtype not in DTYPES:
+        raise CheckpointError(f"Unknown dtype {dtype!r}; expected one of {list(DTYPES)}.")
+    ckpt = BigVisionCheckpoint(source)
+    kwargs = {**infer_config_kwargs({k: ckpt.shape(k) for k in ckpt.keys()}), **overrides}
+    source_config = SoViTConfig(**kwargs)  # the checkpoint's own resolution: its shapes are checked against this
+    with_head = "head/kernel" in ckpt.entries
+    rules = _check_tensors(ckpt, source_config, with_head)
+    config = SoViTConfig(**{**kwargs, **({"image_size": image_size} if image_size else {})})
+    report = ConversionReport(source=str(source), skipped=ckpt.skipped)
+    resample = config.posemb == "learn" and config.grid_size != source_config.grid_size
+    if resample:
+        report.resampled_from = source_config.image_size
+    targets = {bv: (hf, t) for bv, hf, t in rules}
+    state = {}
+    arrays = ckpt.arrays(list(targets))
+    for bv, array in tqdm(arrays, total=len(targets), desc="tensors", unit="t", disable=not progress):
+        hf, transform = targets[bv]
+        if bv == "pos_embedding" and resample:
+            array = resample_posemb(array, config.grid_size)
+        state[hf] = torch.from_numpy(np.ascontiguousarray(TRANSFORMS[transform](array))).to(DTYPES[dtype])
+    with torch.device("meta"):
+        model = (SoViTForImageClassification if with_head else SoViTModel)(config)
+    model.load_state_dict(state, strict=True, assign=True)
+    _materialize_buffers(model)
+    return model.eval(), report
 
 
-def convert(source: str, out_dir: str | Path, overwrite: bool = False, **overrides) -> Path:
-    """Convert ``source`` and save it to ``out_dir`` (atomically: temp folder, check, then move)."""
+def measure_parity(model, reference: str | Path) -> dict[str, float]:
+    """Max abs error relative to the output scale against big_vision's outputs stored in ``reference``."""
+    ref = np.load(reference, allow_pickle=False)
+    base = model.sovit if hasattr(model, "sovit") else model
+    pixels = torch.from_numpy(ref["image_nhwc"]).permute(0, 3, 1, 2).to(model.dtype)  # NHWC -> NCHW
+    with torch.no_grad():
+        out = base(pixels)
+        ours = {"encoded": out.last_hidden_state, "pre_logits": out.pooler_output}
+        if hasattr(model, "classifier"):
+            ours["logits"] = model.classifier(out.pooler_output)
+    return {
+        name: float(np.abs(value.float().numpy() - ref[name]).max() / np.abs(ref[name]).max())
+        for name, value in ours.items()
+        if name in ref
+    }
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def convert(
+    source: str,
+    out_dir: str | Path,
+    overwrite: bool = False,
+    image_size: int | None = None,
+    dtype: str = "float32",
+    reference: str | Path | None = None,
+    progress: bool = False,
+    command: str | None = None,
+    **overrides,
+) -> tuple[Path, ConversionReport]:
+    """Convert ``source`` and write ``out_dir`` atomically (temporary folder, checks, then a rename)."""
+    from sovit_hf.model_card import write_model_card
+
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir} exists; pass --overwrite to replace it.")
-    model, skipped = load_big_vision(source, **overrides)
-    size = model.config.image_size
+    model, report = load_big_vision(source, image_size=image_size, dtype=dtype, progress=progress, **overrides)
+    size, channels = model.config.image_size, model.config.num_channels
     with torch.no_grad():
-        out = model(torch.zeros(1, model.config.num_channels, size, size))
-    first = out[0] if isinstance(out, tuple) else (out.logits if hasattr(out, "logits") else out.last_hidden_state)
-    if not torch.isfinite(first).all():
-        raise RuntimeError("Converted model produced non-finite outputs; nothing was written.")
+        out = model(torch.zeros(1, channels, size, size, dtype=model.dtype))
+    if not torch.isfinite(out.logits if hasattr(out, "logits") else out.last_hidden_state).all():
+        raise CheckpointError("The converted model produces non-finite outputs; nothing was written.")
+    if reference is not None:
+        report.parity = measure_parity(model, reference)
+        worst = max(report.parity.values())
+        if dtype == "float32" and worst > PARITY_TOLERANCE:
+            raise CheckpointError(f"Outputs differ from the reference by {worst:.2e} (> {PARITY_TOLERANCE}).")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:
         model.save_pretrained(tmp)
+        SoViTImageProcessor(size={"height": size, "width": size}).save_pretrained(tmp)
+        path = Path(report.source.split(":")[0]) if ":" in report.source else Path(report.source)
+        write_model_card(
+            tmp,
+            model.config,
+            base_model=None,
+            source=report.source,
+            source_sha256=_sha256(path),
+            command=command,
+            parity=report.parity,
+            resampled_from=report.resampled_from,
+        )
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    for key in skipped:
-        print(f"skipped (outside the selected subtree): {key}")
-    return out_dir
+    return out_dir, report
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m conversion.big_vision", description=__doc__.split("\n\n")[0])
+    parser.add_argument("source", help="big_vision checkpoint: FILE.npz or FILE.npz:SUBTREE (e.g. ':img' of SigLIP)")
+    parser.add_argument("out_dir", help="output folder (a transformers model folder)")
+    parser.add_argument(
+        "--pool-type",
+        choices=["map", "gap", "tok", "0", "none"],
+        default=None,
+        help="pooling when the tensors cannot tell (gap, 0 and none have no parameters)",
+    )
+    parser.add_argument("--image-size", type=int, default=None, help="resample the position embedding to this size")
+    parser.add_argument("--dtype", choices=list(DTYPES), default="float32")
+    parser.add_argument("--reference", default=None, help="big_vision outputs (.npz) to measure agreement against")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("source", help="big_vision checkpoint, FILE.npz or FILE.npz:SUBTREE (e.g. ':img')")
-    parser.add_argument("out_dir")
-    parser.add_argument("--pool-type", choices=["map", "gap", "tok", "0", "none"], default=None)
-    parser.add_argument("--overwrite", action="store_true")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     overrides = {"pool_type": args.pool_type} if args.pool_type else {}
-    path = convert(args.source, args.out_dir, overwrite=args.overwrite, **overrides)
+    command = "python -m conversion.big_vision " + " ".join(sys.argv[1:] if argv is None else argv)
+    try:
+        path, report = convert(
+            args.source,
+            args.out_dir,
+            overwrite=args.overwrite,
+            image_size=args.image_size,
+            dtype=args.dtype,
+            reference=args.reference,
+            progress=True,
+            command=command,
+            **overrides,
+        )
+    except (CheckpointError, FileExistsError, FileNotFoundError, KeyError, ValueError, OSError) as err:
+        message = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+        print(f"error: {' '.join(message.split())}", file=sys.stderr)
+        return 2
+    for key in report.skipped:
+        print(f"skipped (not part of the image model): {key}")
+    for name, rel in report.parity.items():
+        print(f"{name}: max abs error / output scale vs reference = {rel:.2e}")
     print(f"wrote {path}")
     return 0
 

@@ -17,6 +17,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .npz import CheckpointError
+
 TRANSFORMS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "copy": lambda a: a,
     "dense": lambda a: a.T,
@@ -24,6 +26,15 @@ TRANSFORMS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "heads_out": lambda a: a.reshape(-1, a.shape[-1]).T,  # (H, D, W) -> (H*D, W) -> (W, H*D)
     "flat": lambda a: a.reshape(-1),
     "conv": lambda a: a.transpose(3, 2, 0, 1),  # HWIO -> OIHW
+}
+# Inverses, for export back to big_vision; they need the head count H.
+INVERSE_TRANSFORMS: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
+    "copy": lambda a, h: a,
+    "dense": lambda a, h: a.T,
+    "heads_in": lambda a, h: a.T.reshape(a.shape[1], h, -1),  # (H*D, W) -> (W, H*D) -> (W, H, D)
+    "heads_out": lambda a, h: a.T.reshape(h, -1, a.shape[0]),  # (W, H*D) -> (H*D, W) -> (H, D, W)
+    "flat": lambda a, h: a.reshape(h, -1),
+    "conv": lambda a, h: a.transpose(2, 3, 1, 0),  # OIHW -> HWIO
 }
 
 _MHA = [
@@ -89,40 +100,95 @@ def model_rules(config) -> list[tuple[str, str, str]]:
     return rules
 
 
-def infer_config_kwargs(params: dict[str, np.ndarray]) -> dict:
-    """Read the architecture off the tensors of an unrolled, prefix-free big_vision ViT.
+def infer_config_kwargs(shapes: dict[str, tuple[int, ...]]) -> dict:
+    """Read the architecture off the tensor shapes of a canonical (unrolled, prefix-free) big_vision ViT.
 
     Pooling between ``gap``, ``0`` and ``none`` cannot be told from the tensors (none has parameters): ``gap`` (the
-    big_vision default) is returned and callers override it when they know better.
+    big_vision default) is returned and callers override it when they know better. Without a ``pos_embedding``
+    (``sincos2d``) the resolution is unknown and ``image_size`` is left to the caller.
     """
-    if "embedding/kernel" not in params:
-        raise KeyError("No 'embedding/kernel' in the checkpoint: not a big_vision ViT image tower (select ':img'?).")
-    patch, _, channels, width = params["embedding/kernel"].shape
-    blocks = {int(m.group(1)) for k in params if (m := re.match(r"Transformer/encoderblock_(\d+)/", k))}
+    if "embedding/kernel" not in shapes:
+        tops = sorted({k.split("/")[0] for k in shapes})
+        raise CheckpointError(f"No 'embedding/kernel': not a ViT image tower (top-level names {tops}; select ':img'?).")
+    patch, patch_w, channels, width = shapes["embedding/kernel"]
+    if patch != patch_w:
+        raise CheckpointError(f"embedding/kernel {shapes['embedding/kernel']}: non-square patches are not supported.")
+    blocks = {int(m.group(1)) for k in shapes if (m := re.match(r"Transformer/encoderblock_(\d+)/", k))}
     if not blocks or blocks != set(range(len(blocks))):
-        raise KeyError(f"Encoder blocks must be numbered 0..depth-1, found {sorted(blocks)}.")
-    query = params["Transformer/encoderblock_0/MultiHeadDotProductAttention_0/query/kernel"]
+        raise CheckpointError(f"Encoder blocks must be numbered 0..depth-1, found {sorted(blocks)}.")
+    query = _require(shapes, "Transformer/encoderblock_0/MultiHeadDotProductAttention_0/query/kernel", ndim=3)
+    mlp = _require(shapes, "Transformer/encoderblock_0/MlpBlock_0/Dense_0/kernel", ndim=2)
     kwargs = dict(
         hidden_size=int(width),
         num_hidden_layers=len(blocks),
-        num_attention_heads=int(query.shape[1]),
-        intermediate_size=int(params["Transformer/encoderblock_0/MlpBlock_0/Dense_0/kernel"].shape[1]),
+        num_attention_heads=int(query[1]),
+        intermediate_size=int(mlp[1]),
         patch_size=int(patch),
         num_channels=int(channels),
-        pool_type="map" if "MAPHead_0/probe" in params else "tok" if "cls" in params else "gap",
+        pool_type="map" if "MAPHead_0/probe" in shapes else "tok" if "cls" in shapes else "gap",
     )
-    if "pos_embedding" in params:
-        grid = math.isqrt(params["pos_embedding"].shape[1])
-        if grid * grid != params["pos_embedding"].shape[1]:
-            raise ValueError(f"pos_embedding has {params['pos_embedding'].shape[1]} rows: not a square grid.")
+    if "pos_embedding" in shapes:
+        rows = shapes["pos_embedding"][1]
+        grid = math.isqrt(rows)
+        if grid * grid != rows:
+            raise CheckpointError(f"pos_embedding has {rows} rows: not a square grid.")
         kwargs.update(posemb="learn", image_size=grid * int(patch))
     else:
         kwargs.update(posemb="sincos2d")
-    if "pre_logits/kernel" in params:
-        kwargs["representation_size"] = int(params["pre_logits/kernel"].shape[1])
-    if "head/kernel" in params:
-        kwargs["num_labels"] = int(params["head/kernel"].shape[1])
+    if "pre_logits/kernel" in shapes:
+        kwargs["representation_size"] = int(shapes["pre_logits/kernel"][1])
+    if "head/kernel" in shapes:
+        kwargs["num_labels"] = int(shapes["head/kernel"][-1])
     return kwargs
+
+
+def _require(shapes: dict[str, tuple[int, ...]], key: str, ndim: int) -> tuple[int, ...]:
+    if key not in shapes:
+        raise CheckpointError(f"Missing tensor {key}.")
+    if len(shapes[key]) != ndim:
+        raise CheckpointError(f"{key} has shape {shapes[key]}, expected {ndim} dimensions.")
+    return shapes[key]
+
+
+def expected_shapes(config, with_head: bool) -> dict[str, tuple[int, ...]]:
+    """big_vision shape of every tensor of the model a config describes (big_vision.md 1.3)."""
+    w, h, m, p = config.hidden_size, config.num_attention_heads, config.intermediate_size, config.patch_size
+    d, r = w // h, config.representation_size
+    per_suffix = {
+        "query/kernel": (w, h, d),
+        "key/kernel": (w, h, d),
+        "value/kernel": (w, h, d),
+        "out/kernel": (h, d, w),
+        "query/bias": (h, d),
+        "key/bias": (h, d),
+        "value/bias": (h, d),
+        "out/bias": (w,),
+        "Dense_0/kernel": (w, m),
+        "Dense_0/bias": (m,),
+        "Dense_1/kernel": (m, w),
+        "Dense_1/bias": (w,),
+        "scale": (w,),
+        "bias": (w,),
+    }
+    shapes = {}
+    for bv, _, _ in checkpoint_rules(config, with_head):
+        if bv == "embedding/kernel":
+            shapes[bv] = (p, p, config.num_channels, w)
+        elif bv == "pos_embedding":
+            shapes[bv] = (1, config.grid_size**2, w)
+        elif bv in ("cls", "MAPHead_0/probe"):
+            shapes[bv] = (1, 1, w)
+        elif bv == "pre_logits/kernel":
+            shapes[bv] = (w, r)
+        elif bv == "pre_logits/bias":
+            shapes[bv] = (r,)
+        elif bv == "head/kernel":
+            shapes[bv] = (r or w, config.num_labels)
+        elif bv == "head/bias":
+            shapes[bv] = (config.num_labels,)
+        else:
+            shapes[bv] = next(shape for suffix, shape in per_suffix.items() if bv.endswith(suffix))
+    return shapes
 
 
 def checkpoint_rules(config, with_head: bool) -> list[tuple[str, str, str]]:
@@ -134,14 +200,12 @@ def checkpoint_rules(config, with_head: bool) -> list[tuple[str, str, str]]:
     return rules + [("head/kernel", "classifier.weight", "dense"), ("head/bias", "classifier.bias", "copy")]
 
 
-def to_state_dict(params: dict[str, np.ndarray], config, with_head: bool) -> dict[str, np.ndarray]:
-    """Map big_vision parameters to SoViT state-dict arrays (see ``checkpoint_rules``). Missing tensors raise
-    ``KeyError`` naming the paths."""
-    rules = checkpoint_rules(config, with_head)
-    missing = [bv for bv, _, _ in rules if bv not in params]
-    if missing:
-        raise KeyError(f"Checkpoint lacks {len(missing)} tensor(s) the model needs, e.g. {missing[:5]}.")
-    return {hf: np.ascontiguousarray(TRANSFORMS[t](params[bv])) for bv, hf, t in rules}
-
-
-__all__ = ["TRANSFORMS", "block_rules", "checkpoint_rules", "infer_config_kwargs", "model_rules", "to_state_dict"]
+__all__ = [
+    "INVERSE_TRANSFORMS",
+    "TRANSFORMS",
+    "block_rules",
+    "checkpoint_rules",
+    "expected_shapes",
+    "infer_config_kwargs",
+    "model_rules",
+]

@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import load_file
 
 from sovit_hf import SoViTConfig, SoViTImageProcessor, SoViTModel
+from sovit_hf.model_card import write_model_card
 
 SKIPPED_PREFIXES = ("text_model.", "logit_scale", "logit_bias")  # parts of a full SiglipModel left out on purpose
 VERIFY_TOLERANCE = 1e-4  # relative to the output scale, float32
@@ -150,14 +151,20 @@ def image_processor_for(src: Path, image_size: int) -> SoViTImageProcessor:
 
 
 def convert(
-    src: str | Path, out_dir: str | Path, pool_type: str | None = None, verify: bool = True, overwrite: bool = False
+    src: str | Path,
+    out_dir: str | Path,
+    pool_type: str | None = None,
+    verify: bool = True,
+    overwrite: bool = False,
+    command: str | None = None,
 ) -> Path:
     src, out_dir = Path(src), Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir} exists; pass --overwrite to replace it.")
     model, skipped = load_siglip_as_sovit(src, pool_type)
+    parity = verify_against_siglip(model, src) if verify else {}
     if verify:
-        for name, rel in verify_against_siglip(model, src).items():
+        for name, rel in parity.items():
             print(f"{name}: max relative difference to SiglipVisionModel {rel:.2e}")
             if not rel <= VERIFY_TOLERANCE:
                 raise RuntimeError(f"{name} differs from SigLIP by {rel:.2e} (> {VERIFY_TOLERANCE}); nothing written.")
@@ -166,6 +173,14 @@ def convert(
     try:
         model.save_pretrained(tmp)
         image_processor_for(src, model.config.image_size).save_pretrained(tmp)
+        write_model_card(
+            tmp,
+            model.config,
+            source=str(src),
+            command=command,
+            parity=parity,
+            parity_reference="transformers' SiglipVisionModel on random input",
+        )
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
@@ -192,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-verify", action="store_true", help="skip the comparison with SiglipVisionModel")
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
-    out = convert(args.src_dir, args.out_dir, args.pool_type, verify=not args.no_verify, overwrite=args.overwrite)
+    command = "python -m conversion.hf_siglip " + " ".join(sys.argv[1:] if argv is None else argv)
+    out = convert(args.src_dir, args.out_dir, args.pool_type, not args.no_verify, args.overwrite, command)
     print(f"wrote {out}")
     return 0
 

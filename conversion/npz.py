@@ -1,111 +1,117 @@
-"""Reading big_vision ``.npz`` checkpoints: safe loading, bfloat16 recovery, prefix stripping, scan unrolling.
+"""Low-level ``.npz`` handling for big_vision checkpoints: header reading without loading, bfloat16 bits, atomic writes.
 
-Formats (big_vision @0127fb6, ``big_vision/utils.py`` and ``models/vit.py``): keys are ``/``-joined parameter paths;
-trainer checkpoints put the parameters under ``params/`` (very old ones under ``opt/target/``); bfloat16 arrays are
-stored as numpy void ``|V2``; ``scan=True`` models keep all blocks under ``Transformer/encoderblock`` with a leading
-depth axis instead of ``Transformer/encoderblock_{i}``.
+Format facts (big_vision @0127fb6, ``big_vision/utils.py``): keys are ``/``-joined parameter paths; bfloat16 arrays
+are stored as numpy void ``|V2``; files are read with ``np.load(..., allow_pickle=False)``.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
-PARAM_PREFIXES = ("params/", "opt/target/")
-_SCANNED_BLOCK = "Transformer/encoderblock/"
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not describe the expected model; the message names the problem."""
 
 
 def bfloat16_bits_to_float32(array: np.ndarray) -> np.ndarray:
     """View numpy void ``V2`` (bfloat16 bits) as float32; exact, since every bfloat16 is a float32."""
     if array.dtype.kind != "V" or array.dtype.itemsize != 2:
-        raise ValueError(f"Expected bfloat16 stored as numpy void of itemsize 2, got {array.dtype}.")
+        raise CheckpointError(f"Expected bfloat16 stored as numpy void of itemsize 2, got {array.dtype}.")
     return (array.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
 
 
-def recover_dtype(array: np.ndarray) -> np.ndarray:
-    """Return floating arrays as float32 (bfloat16 recovered from ``V2``); other dtypes are an error."""
+def float32_to_bfloat16_bits(array: np.ndarray) -> np.ndarray:
+    """Store float32 values that are exactly representable in bfloat16 as ``V2`` (what big_vision writes)."""
+    bits = np.ascontiguousarray(array, dtype=np.float32).view(np.uint32)
+    if np.any(bits & 0xFFFF):
+        raise CheckpointError("Values are not exactly representable in bfloat16; export as float32 instead.")
+    return (bits >> 16).astype(np.uint16).view(np.dtype("V2"))
+
+
+def recover_dtype(array: np.ndarray, key: str = "?") -> np.ndarray:
+    """Floating arrays as float32 (bfloat16 recovered from ``V2``); any other dtype is an error naming ``key``."""
     if array.dtype.kind == "V":
         return bfloat16_bits_to_float32(array)
     if array.dtype.kind != "f":
-        raise ValueError(f"Unsupported parameter dtype {array.dtype} (expected a floating type or bfloat16 'V2').")
+        raise CheckpointError(f"{key}: unsupported dtype {array.dtype} (expected a float type or bfloat16 'V2').")
     return array.astype(np.float32, copy=False)
 
 
-def load_npz(path: str | Path) -> dict[str, np.ndarray]:
-    """Load every array of a big_vision ``.npz`` (no pickles), keyed by its ``/``-joined path."""
+def npz_header(path: str | Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shape and dtype of every array in an ``.npz``, read from the headers without loading any data.
+
+    Raises ``CheckpointError`` for files that are not zip archives, truncated archives, non-``.npy`` members and
+    pickled (object) arrays.
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"No big_vision checkpoint at {path}.")
-    with np.load(path, allow_pickle=False) as data:
-        return {key: data[key] for key in data.files}
+        raise CheckpointError(f"No checkpoint file at {path}.")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+            if bad is not None:
+                raise CheckpointError(f"{path}: member {bad} is corrupt (CRC mismatch).")
+            headers = {}
+            for name in archive.namelist():
+                if not name.endswith(".npy"):
+                    raise CheckpointError(f"{path}: member {name} is not a .npy array.")
+                with archive.open(name) as member:
+                    version = np.lib.format.read_magic(member)
+                    read = (
+                        np.lib.format.read_array_header_1_0
+                        if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0
+                    )
+                    shape, _, dtype = read(member)
+                if dtype.hasobject:
+                    raise CheckpointError(f"{path}: {name[:-4]} is a pickled object array; refusing to load pickles.")
+                headers[name[:-4]] = (tuple(shape), dtype)
+    except (zipfile.BadZipFile, EOFError, OSError) as err:
+        raise CheckpointError(f"{path} is not a readable .npz archive (corrupt or truncated): {err}") from err
+    except ValueError as err:
+        if isinstance(err, CheckpointError):
+            raise
+        raise CheckpointError(f"{path}: unreadable array header: {err}") from err
+    if not headers:
+        raise CheckpointError(f"{path} holds no arrays.")
+    return headers
 
 
 def split_subtree(source: str) -> tuple[str, str | None]:
-    """Split ``"file.npz:img"`` into the file and the selected subtree, as big_vision's ``path:key`` syntax."""
-    match = re.fullmatch(r"(.+?\.npz)(?::([\w/]+))?", source)
+    """Split ``"file.npz:img"`` into the file and the selected subtree (big_vision's ``path:key`` syntax)."""
+    match = re.fullmatch(r"(.+?\.npz)(?::([\w/]+))?", str(source))
     if match is None:
-        raise ValueError(f"Expected 'FILE.npz' or 'FILE.npz:SUBTREE', got {source!r}.")
+        raise CheckpointError(f"Expected 'FILE.npz' or 'FILE.npz:SUBTREE', got {source!r}.")
     return match.group(1), match.group(2)
 
 
-def strip_prefix(params: dict[str, np.ndarray], subtree: str | None = None) -> tuple[dict[str, np.ndarray], list[str]]:
-    """Drop a trainer prefix (``params/``, ``opt/target/``) and select ``subtree`` (e.g. ``img``).
-
-    Returns the selected parameters and the keys left outside the selection (reported as skipped by converters).
-    """
-    for prefix in PARAM_PREFIXES:
-        if any(key.startswith(prefix) for key in params):
-            params = {key[len(prefix) :]: value for key, value in params.items() if key.startswith(prefix)}
-            break
-    if subtree is None:
-        return params, []
-    head = subtree.strip("/") + "/"
-    selected = {key[len(head) :]: value for key, value in params.items() if key.startswith(head)}
-    if not selected:
-        raise KeyError(
-            f"Subtree {subtree!r} not found; top-level names are {sorted({k.split('/')[0] for k in params})}."
-        )
-    return selected, sorted(key for key in params if not key.startswith(head))
-
-
-def unscan(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Turn a scanned ``Transformer/encoderblock/X`` (leading depth axis) into ``encoderblock_{i}/X``.
-
-    Indexes the depth axis (never ``squeeze``, which would also drop genuine size-1 axes).
-    """
-    scanned = {key: value for key, value in params.items() if key.startswith(_SCANNED_BLOCK)}
-    if not scanned:
-        return params
-    depths = {value.shape[0] for value in scanned.values()}
-    if len(depths) != 1:
-        raise ValueError(f"Scanned encoder blocks disagree on depth: {sorted(depths)}.")
-    out = {key: value for key, value in params.items() if key not in scanned}
-    for key, value in scanned.items():
-        rest = key[len(_SCANNED_BLOCK) :]
-        for i in range(value.shape[0]):
-            out[f"Transformer/encoderblock_{i}/{rest}"] = value[i]
-    return out
-
-
-def read_big_vision_params(source: str | Path) -> tuple[dict[str, np.ndarray], list[str]]:
-    """Load ``FILE.npz[:SUBTREE]`` as float32 arrays in the unrolled layout, without any prefix.
-
-    Returns ``(params, skipped_keys)``, where ``skipped_keys`` are the tensors outside the selected subtree.
-    """
-    path, subtree = split_subtree(str(source))
-    params, skipped = strip_prefix(load_npz(path), subtree)
-    params = {key: recover_dtype(value) for key, value in params.items()}
-    return unscan(params), skipped
+def save_npz_atomic(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
+    """``np.savez`` with sorted keys to a temporary file in the same folder, then an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".npz", dir=path.parent)
+    os.close(fd)
+    try:
+        np.savez(tmp, **{key: arrays[key] for key in sorted(arrays)})
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
 
 
 __all__ = [
+    "CheckpointError",
     "bfloat16_bits_to_float32",
-    "load_npz",
-    "read_big_vision_params",
+    "float32_to_bfloat16_bits",
+    "npz_header",
     "recover_dtype",
+    "save_npz_atomic",
     "split_subtree",
-    "strip_prefix",
-    "unscan",
 ]

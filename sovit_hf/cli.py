@@ -118,7 +118,20 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+# Subcommands that hand their arguments to a converter's own command line.
+_PASSTHROUGH = {
+    "convert": ("conversion.big_vision", "big_vision .npz -> SoViT folder (python -m conversion.big_vision)"),
+    "convert-siglip": ("conversion.hf_siglip", "transformers SigLIP folder -> SoViT folder"),
+    "export": ("conversion.to_big_vision", "SoViT folder -> big_vision .npz"),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in _PASSTHROUGH:
+        import importlib
+
+        return importlib.import_module(_PASSTHROUGH[argv[0]][0]).main(argv[1:])
     parser = argparse.ArgumentParser(prog="sovit", description="SoViT (shape-optimised ViT) tools.")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="build a variant, then check a big_vision fixture against its outputs")
@@ -134,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     table = sub.add_parser("variants", help="markdown table of all named variants")
     table.add_argument("--image-size", type=int, default=224)
     table.set_defaults(func=_variants)
+    for name, (_, help_text) in _PASSTHROUGH.items():
+        sub.add_parser(name, help=f"{help_text}; see `sovit {name} --help`", add_help=False)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
