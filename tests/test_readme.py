@@ -11,8 +11,8 @@ from sovit_hf.cli import variants_markdown
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load_benchmark_module():
-    spec = importlib.util.spec_from_file_location("cpu_bench", ROOT / "benchmarks" / "cpu_sovit_vs_siglip.py")
+def _load_benchmark_module(name: str = "cpu_sovit_vs_siglip"):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -28,6 +28,13 @@ def test_benchmark_table_comes_from_the_result_file():
     assert bench.render_markdown(record) in (ROOT / "README.md").read_text()
     assert record["passed"] and record["ratio_sovit_over_siglip"] <= record["max_ratio"]
     assert record["pooler_max_abs_diff"] < 1e-4  # timed models computed the same function
+
+
+def test_conversion_table_comes_from_the_result_file():
+    bench = _load_benchmark_module("bench_conversion")
+    payload = json.loads(bench.RESULTS.read_text())
+    assert bench.render_markdown(payload) in (ROOT / "README.md").read_text()
+    assert all(r["peak_over_checkpoint"] <= 1.5 for r in payload["records"])  # issue #4: at most ~1.5x
 
 
 def test_quick_start_is_exactly_two_commands():
