@@ -122,6 +122,8 @@ def render_model_card(
     parity: dict[str, float] | None = None,
     parity_reference: str = "big_vision's outputs",
     resampled_from: int | None = None,
+    results: dict[str, float] | None = None,
+    dataset: str | None = None,
 ) -> ModelCard:
     """A model card for a SoViT folder; the provenance fields record how the folder was made."""
     family = family_of(config)
@@ -177,6 +179,15 @@ def render_model_card(
             "`python -m conversion.hf_siglip SRC_DIR OUT_DIR` (transformers SigLIP folders); the card the "
             "converter writes records the source hash, the command and the agreement it measured"
         )
+    if results:
+        lines += [
+            "",
+            f"## Evaluation (measured by the run that wrote this folder{f', on {dataset}' if dataset else ''})",
+            "",
+            "| metric | value |",
+            "|---|---|",
+        ]
+        lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in results.items()]
     if family:
         lines += ["", "## Results reported in the papers (not measured by sovit_hf)", ""]
         lines += [f"- {item}" for item in family.reported]

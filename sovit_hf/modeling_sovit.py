@@ -21,10 +21,19 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .configuration_sovit import SoViTConfig
 from .losses import classification_loss
+from .ops_registry import get_layer_norm, get_mlp
 from .position_embeddings import posemb_sincos_2d, resample_pos_embedding
-from .reference import attention_ref, mlp_ref
+from .reference import attention_ref
 
 _GELU_APPROXIMATION = {"gelu_pytorch_tanh": "tanh", "gelu": "none"}  # config.hidden_act -> F.gelu(approximate=)
+
+
+def apply_layer_norm(
+    config: SoViTConfig, norm: nn.LayerNorm, x: torch.Tensor, residual: torch.Tensor | None = None
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """``norm(x)``, or with ``residual`` the pair ``(norm(x + residual), x + residual)``, computed by
+    ``config.layer_norm_implementation`` (``eager``: reference math; ``triton``: one fused kernel)."""
+    return get_layer_norm(config.layer_norm_implementation)(x, norm.weight, norm.bias, norm.eps, residual=residual)
 
 
 class SoViTEmbeddings(nn.Module):
@@ -162,6 +171,7 @@ class SoViTMLP(nn.Module):
 
     def __init__(self, config: SoViTConfig, dropout: float = 0.0):
         super().__init__()
+        self.config = config
         self.approximate = _GELU_APPROXIMATION[config.hidden_act]
         self.dropout = dropout
         self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)  # big_vision Dense_0
@@ -169,7 +179,8 @@ class SoViTMLP(nn.Module):
         self.fc1.sovit_init = self.fc2.sovit_init = "mlp"
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return mlp_ref(
+        mlp = get_mlp(self.config.mlp_implementation)  # eager: reference.mlp_ref; triton: fused fc1 + bias + GELU
+        return mlp(
             hidden_states,
             self.fc1.weight,
             self.fc1.bias,
@@ -186,6 +197,7 @@ class SoViTEncoderLayer(GradientCheckpointingLayer):
 
     def __init__(self, config: SoViTConfig):
         super().__init__()
+        self.config = config
         self.layer_norm1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)  # LayerNorm_0
         self.self_attn = SoViTAttention(config)  # MultiHeadDotProductAttention_0
         self.layer_norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)  # LayerNorm_1
@@ -195,9 +207,13 @@ class SoViTEncoderLayer(GradientCheckpointingLayer):
     def forward(
         self, hidden_states: torch.Tensor, output_attentions: bool = False, **kwargs
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attn_out, attn_weights = self.self_attn(self.layer_norm1(hidden_states), output_attentions=output_attentions)
-        hidden_states = hidden_states + self.dropout(attn_out)
-        hidden_states = hidden_states + self.dropout(self.mlp(self.layer_norm2(hidden_states)))
+        normed = apply_layer_norm(self.config, self.layer_norm1, hidden_states)
+        attn_out, attn_weights = self.self_attn(normed, output_attentions=output_attentions)
+        # hidden_states + attn_out and LayerNorm_1 of the sum, in one kernel with layer_norm_implementation="triton"
+        normed, hidden_states = apply_layer_norm(
+            self.config, self.layer_norm2, self.dropout(attn_out), residual=hidden_states
+        )
+        hidden_states = hidden_states + self.dropout(self.mlp(normed))
         return hidden_states, attn_weights
 
 
@@ -234,6 +250,7 @@ class SoViTMAPHead(nn.Module):
 
     def __init__(self, config: SoViTConfig):
         super().__init__()
+        self.config = config
         self.probe = nn.Parameter(torch.empty(1, 1, config.hidden_size))
         self.attention = SoViTAttention(config, dropout=0.0)  # MAPHead_0/MultiHeadDotProductAttention_0
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)  # MAPHead_0/LayerNorm_0
@@ -244,7 +261,7 @@ class SoViTMAPHead(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         probe = self.probe.to(hidden_states.dtype).expand(hidden_states.shape[0], -1, -1)  # (B, 1, W)
         x, weights = self.attention(probe, key_value_states=hidden_states, output_attentions=output_attentions)
-        x = x + self.mlp(self.layernorm(x))
+        x = x + self.mlp(apply_layer_norm(self.config, self.layernorm, x))
         return x[:, 0], weights  # (B, W)
 
 
@@ -369,7 +386,7 @@ class SoViTModel(SoViTPreTrainedModel):
 
         embeddings = self.embeddings(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
         encoder_out = self.encoder(embeddings, output_attentions, output_hidden_states)
-        encoded = self.post_layernorm(encoder_out.last_hidden_state)  # (B, L, W)
+        encoded = apply_layer_norm(self.config, self.post_layernorm, encoder_out.last_hidden_state)  # (B, L, W)
         pooled, map_attention = self.pool(encoded, output_attentions)
         if self.pre_logits is not None:
             pooled = self.pre_logits(pooled)
@@ -392,6 +409,10 @@ class SoViTForImageClassification(SoViTPreTrainedModel):
     examples as in big_vision, with optional label smoothing. Labels are class ids `(B,)` or targets `(B, C)`
     (multi-label / soft).
     """
+
+    # The loss is a mean over examples computed here; Trainer must not rescale it for a token count (it would
+    # multiply it by the number of processes under DDP and skip the division by gradient-accumulation steps).
+    accepts_loss_kwargs = False
 
     def __init__(self, config: SoViTConfig):
         super().__init__(config)

@@ -1,0 +1,350 @@
+"""Image-classification training and fine-tuning of SoViT with the transformers ``Trainer``.
+
+    sovit train                                   # the main job: embedded digits data, a small SoViT, < 5 min on CPU
+    python -m sovit_hf.training.classification --dataset_name imagefolder --data_dir DIR --output_dir OUT \
+        --model_name_or_path SOVIT_DIR --image_size 224 --optimizer sgd_finetune --learning_rate 0.03
+
+Tested on: 2 CPU cores (x86_64), torch 2.13 CPU. Expected runtime and accuracy of ``sovit train``: see the run record
+``benchmarks/results/sovit_train_digits.json`` (the README's numbers come from it).
+
+Datasets: any ``datasets`` image-classification dataset with an image and an integer label column: ``digits``
+(embedded, from scikit-learn), a folder written by ``save_to_disk``, ``imagefolder`` with ``--data_dir``, or a Hub
+name when online. Bad input (missing columns, labels outside the head, unconvertible images, an unwritable output
+folder) is rejected before training starts. The output folder is hub-ready: model, image processor, model card with
+the measured metrics, ``eval_results.json``, a training-curve plot and a run record.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import transformers
+from transformers import HfArgumentParser, Trainer, TrainerCallback, TrainingArguments
+
+from ..configuration_sovit import SoViTConfig
+from ..image_processing_sovit import SoViTImageProcessor
+from ..modeling_sovit import SoViTForImageClassification
+from .transforms import flip_lr, inception_crop
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(default=None, metadata={"help": "SoViT folder to fine-tune (else new)"})
+    variant: str = field(default="mu/4", metadata={"help": "big_vision variant for a new model, e.g. 'B/16'"})
+    model_overrides: str = field(
+        default='{"hidden_size": 96, "num_hidden_layers": 3, "intermediate_size": 256, "num_attention_heads": 4}',
+        metadata={"help": "JSON dict of SoViTConfig fields overriding the variant"},
+    )
+    image_size: int = field(default=32, metadata={"help": "training resolution"})
+    pool_type: str = field(default="map")
+    classification_loss: str = field(default="softmax", metadata={"help": "softmax or sigmoid"})
+    head_bias_init: float = field(default=0.0, metadata={"help": "e.g. -6.9 with the sigmoid loss"})
+    label_smoothing: float = field(default=0.0)
+    attn_implementation: str = field(default="sdpa")
+
+
+@dataclass
+class DataArguments:
+    dataset_name: str = field(default="digits", metadata={"help": "digits | imagefolder | saved folder | Hub name"})
+    dataset_config: str | None = field(default=None)
+    data_dir: str | None = field(default=None)
+    train_split: str = field(default="train")
+    eval_split: str = field(default="test")
+    image_column: str = field(default="image")
+    label_column: str = field(default="label")
+    eval_fraction: float = field(default=0.02, metadata={"help": "held out from train if there is no eval split"})
+    max_train_samples: int | None = field(default=None)
+    max_eval_samples: int | None = field(default=None)
+    augment: bool = field(default=True, metadata={"help": "inception crop + left-right flip on train images"})
+    crop_area_min: float = field(default=0.35, metadata={"help": "smallest crop area fraction (big_vision: 0.05)"})
+    flip: bool = field(default=False, metadata={"help": "random left-right flips (off for digits: 2 vs 5)"})
+    fewshot_shots: str = field(default="", metadata={"help": "comma-separated n-shot probes at each eval"})
+
+
+@dataclass
+class SoViTTrainingArguments(TrainingArguments):
+    """``TrainingArguments`` with defaults for SoViT and the papers' optimizers."""
+
+    output_dir: str = field(default="outputs/sovit-digits")
+    optimizer: str = field(default="adamw", metadata={"help": "adamw | big_vision_adafactor | sgd_finetune"})
+    layer_decay: float | None = field(default=None, metadata={"help": "layer-wise lr decay, e.g. 0.85"})
+    num_train_epochs: float = field(default=30.0)
+    per_device_train_batch_size: int = field(default=64)
+    per_device_eval_batch_size: int = field(default=128)
+    learning_rate: float = field(default=2e-3)
+    weight_decay: float = field(default=0.05)
+    warmup_steps: float = field(default=50)
+    lr_scheduler_type: str = field(default="cosine")
+    eval_strategy: str = field(default="epoch")
+    save_strategy: str = field(default="no")
+    logging_steps: int = field(default=10)
+    report_to: str = field(default="none")
+    remove_unused_columns: bool = field(default=False)  # the image column must reach the transform
+    dataloader_num_workers: int = field(default=0)
+    dataloader_pin_memory: bool = field(default=False)
+
+
+def build_model(model_args: ModelArguments, labels: list[str]) -> SoViTForImageClassification:
+    id2label = dict(enumerate(labels))
+    label2id = {v: k for k, v in id2label.items()}
+    common = dict(num_labels=len(labels), id2label=id2label, label2id=label2id)
+    if model_args.model_name_or_path:
+        return SoViTForImageClassification.from_pretrained(
+            model_args.model_name_or_path,
+            dtype=torch.float32,
+            ignore_mismatched_sizes=True,
+            attn_implementation=model_args.attn_implementation,
+            **common,
+        )
+    config = SoViTConfig.from_variant(
+        model_args.variant,
+        image_size=model_args.image_size,
+        pool_type=model_args.pool_type,
+        classification_loss=model_args.classification_loss,
+        head_bias_init=model_args.head_bias_init,
+        label_smoothing=model_args.label_smoothing,
+        **json.loads(model_args.model_overrides or "{}"),
+        **common,
+    )
+    config._attn_implementation = model_args.attn_implementation
+    return SoViTForImageClassification(config)
+
+
+INDEX_COLUMN = "_sovit_example_index"
+
+
+class AugmentationEpoch(TrainerCallback):
+    """Tells the training transform which epoch is running, so that every crop is a function of
+    ``(seed, epoch, example index)`` only: resuming from a checkpoint replays exactly the same augmentations."""
+
+    def __init__(self):
+        self.epoch = 0
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.epoch = int(state.epoch or 0)
+
+
+def make_transform(
+    processor: SoViTImageProcessor,
+    data_args: DataArguments,
+    size: int,
+    train: bool,
+    seed: int = 0,
+    epoch: AugmentationEpoch | None = None,
+):
+    """Batch transform for ``Dataset.with_transform``: resize (eval) or inception crop [+ flip] (train)."""
+
+    def transform(batch):
+        images = [image.convert("RGB") for image in batch[data_args.image_column]]
+        if train and data_args.augment:
+            current = epoch.epoch if epoch is not None else 0
+            rngs = [np.random.default_rng([seed, current, int(i)]) for i in batch[INDEX_COLUMN]]
+            images = [
+                inception_crop(im, size, rng, (data_args.crop_area_min, 1.0))
+                for im, rng in zip(images, rngs, strict=True)
+            ]
+            if data_args.flip:
+                images = [flip_lr(im, rng) for im, rng in zip(images, rngs, strict=True)]
+        pixels = processor(images, return_tensors="pt")["pixel_values"]
+        return {"pixel_values": pixels, "labels": torch.as_tensor(batch[data_args.label_column])}
+
+    return transform
+
+
+def collate(examples):
+    return {
+        "pixel_values": torch.stack([e["pixel_values"] for e in examples]),
+        "labels": torch.stack([torch.as_tensor(e["labels"]) for e in examples]),
+    }
+
+
+def compute_accuracy(prediction) -> dict[str, float]:
+    logits, labels = prediction.predictions, prediction.label_ids
+    return {"accuracy": float((np.asarray(logits).argmax(-1) == np.asarray(labels)).mean())}
+
+
+def prepare_data(data_args: DataArguments, seed: int):
+    """Load the splits, hold out an eval split if needed, subsample; returns ``(train, eval)``."""
+    from .data import load_classification_dataset
+
+    dataset = load_classification_dataset(data_args.dataset_name, data_args.data_dir, data_args.dataset_config)
+    if data_args.train_split not in dataset:
+        raise ValueError(f"No split '{data_args.train_split}' in the dataset; splits: {list(dataset)}.")
+    train = dataset[data_args.train_split]
+    if data_args.eval_split in dataset:
+        evaluation = dataset[data_args.eval_split]
+    else:
+        parts = train.train_test_split(test_size=data_args.eval_fraction, seed=seed)
+        train, evaluation = parts["train"], parts["test"]
+    if data_args.max_train_samples:
+        train = train.select(range(min(data_args.max_train_samples, len(train))))
+    if data_args.max_eval_samples:
+        evaluation = evaluation.select(range(min(data_args.max_eval_samples, len(evaluation))))
+    return train, evaluation
+
+
+def build_optimizers(model, args: SoViTTrainingArguments, num_training_steps: int):
+    """``(optimizer, scheduler)`` for ``Trainer(optimizers=...)``; ``(None, None)`` lets Trainer build AdamW.
+
+    The papers' recipes (``big_vision_adafactor``, ``sgd_finetune``; see docs/training_optim.md) keep their own
+    weight decay and clip the global gradient norm themselves, so Trainer's clipping is turned off for them.
+    """
+    if args.optimizer == "adamw" and args.layer_decay is None:
+        return None, None
+    from .recipes import build_recipe
+
+    if args.optimizer != "adamw":
+        args.max_grad_norm = 0.0
+    return build_recipe(
+        args.optimizer,
+        model,
+        learning_rate=args.learning_rate,
+        num_training_steps=num_training_steps,
+        weight_decay=args.weight_decay if args.optimizer == "adamw" else None,
+        warmup_steps=int(args.warmup_steps),
+        layer_decay=args.layer_decay,
+    )
+
+
+def plot_training_curves(log_history: list[dict], path: Path) -> Path | None:
+    """Training loss and eval accuracy against steps, as PNG; ``None`` if matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no training-curve plot (pip install matplotlib)")
+        return None
+    train = [(r["step"], r["loss"]) for r in log_history if "loss" in r]
+    evals = [(r["step"], r["eval_accuracy"]) for r in log_history if "eval_accuracy" in r]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    if train:
+        ax.plot(*zip(*train, strict=True), label="train loss", color="tab:blue")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    if evals:
+        acc = ax.twinx()
+        acc.plot(*zip(*evals, strict=True), "o-", label="eval accuracy", color="tab:orange")
+        acc.set_ylabel("accuracy")
+        acc.set_ylim(0, 1)
+    ax.set_title("SoViT training")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def run(model_args: ModelArguments, data_args: DataArguments, args: SoViTTrainingArguments) -> dict:
+    """Train, evaluate and write the hub-ready folder; returns the final evaluation metrics."""
+    from ..model_card import write_model_card
+    from .data import check_output_dir, label_names, validate_dataset
+    from .fewshot import FewShotCallback
+
+    start = time.perf_counter()
+    args.remove_unused_columns = False
+    check_output_dir(args.output_dir)
+    train, evaluation = prepare_data(data_args, args.seed)
+    labels = label_names(train, data_args.label_column)
+    for split, data in (("train", train), ("eval", evaluation)):
+        validate_dataset(data, data_args.image_column, data_args.label_column, len(labels), split)
+
+    transformers.set_seed(args.seed)
+    model = build_model(model_args, labels)
+    size = model.config.image_size
+    processor = SoViTImageProcessor(size={"height": size, "width": size})
+    epoch = AugmentationEpoch()
+    train_ds = train.add_column(INDEX_COLUMN, list(range(len(train))))
+    train_ds = train_ds.with_transform(make_transform(processor, data_args, size, True, args.seed, epoch))
+    eval_ds = evaluation.with_transform(make_transform(processor, data_args, size, train=False))
+    callbacks = [epoch]
+    if data_args.fewshot_shots:
+        shots = [int(s) for s in data_args.fewshot_shots.split(",")]
+        plain = make_transform(processor, data_args, size, train=False)
+        tr, ev = plain(train[:]), plain(evaluation[:])
+        callbacks.append(FewShotCallback(tr["pixel_values"], tr["labels"], ev["pixel_values"], ev["labels"], shots))
+    steps_per_epoch = -(-len(train_ds) // (args.per_device_train_batch_size * max(args.world_size, 1)))
+    total = args.max_steps if args.max_steps > 0 else int(steps_per_epoch * args.num_train_epochs)
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        data_collator=collate,
+        compute_metrics=compute_accuracy,
+        processing_class=processor,
+        callbacks=callbacks,
+        optimizers=build_optimizers(model, args, total),
+    )
+    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    metrics = trainer.evaluate()
+    if trainer.is_world_process_zero():
+        trainer.save_model()
+        trainer.save_metrics("eval", metrics)
+        trainer.save_state()
+        out = Path(args.output_dir)
+        plot_training_curves(trainer.state.log_history, out / "training_curves.png")
+        write_model_card(
+            out,
+            model.config,
+            source=f"trained with sovit_hf on '{data_args.dataset_name}'",
+            command="sovit train " + " ".join(sys.argv[1:]),
+            results=metrics,
+            dataset=data_args.dataset_name,
+        )
+        record = {
+            "dataset": data_args.dataset_name,
+            "train_examples": len(train),
+            "eval_examples": len(evaluation),
+            "model": {
+                k: getattr(model.config, k)
+                for k in (
+                    "hidden_size",
+                    "num_hidden_layers",
+                    "intermediate_size",
+                    "num_attention_heads",
+                    "patch_size",
+                    "image_size",
+                )
+            },
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "epochs": args.num_train_epochs,
+            "steps": trainer.state.global_step,
+            "wall_s": time.perf_counter() - start,
+            "eval_accuracy": metrics.get("eval_accuracy"),
+            "processes": args.world_size,
+            "torch_threads": torch.get_num_threads(),
+            "machine": platform.machine(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+        }
+        (out / "run_record.json").write_text(json.dumps(record, indent=2) + "\n")
+    return metrics
+
+
+def parse_args(argv: list[str] | None = None):
+    parser = HfArgumentParser((ModelArguments, DataArguments, SoViTTrainingArguments))
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    model_args, data_args, args = parse_args(argv)
+    try:
+        metrics = run(model_args, data_args, args)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.process_index == 0:
+        print(f"eval accuracy {metrics.get('eval_accuracy', float('nan')):.4f}; wrote {args.output_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

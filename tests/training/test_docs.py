@@ -1,0 +1,35 @@
+"""docs/training_optim.md quotes the memory benchmark's result file, and the result supports the paper's claim."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location(
+        "bench_optimizer_memory", ROOT / "benchmarks" / "bench_optimizer_memory.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_memory_table_comes_from_the_result_file():
+    bench = _bench()
+    results = json.loads(bench.RESULTS.read_text())
+    assert bench.render_markdown(results) in (ROOT / "docs" / "training_optim.md").read_text()
+
+
+def test_memory_result_supports_the_papers_claim():
+    """ "Scaling ViT" Sec. 3.4: Adam adds 2x the parameter memory, the modified Adafactor about 0.5x."""
+    results = json.loads(_bench().RESULTS.read_text())
+    so400m = results["variants"]["So400m/14"]
+    assert 428e6 < so400m["num_params"] < 430e6  # So400m/14 with the MAP head and a 1000-class head
+    optimizers = so400m["optimizers"]
+    assert abs(optimizers["adamw_fp32"]["state_over_params"] - 2.0) < 1e-5
+    assert 0.5 < optimizers["adafactor_big_vision"]["state_over_params"] < 0.51
+    assert optimizers["adafactor_no_momentum"]["state_over_params"] < 0.01
