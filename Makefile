@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 # torch first: on CPU machines 2.13.0 resolves to the CPU wheel on disk, so no later install pulls CUDA wheels.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install run test test-gpu lint format bench clean
+.PHONY: install run demo test test-gpu lint format bench clean
 
 $(VENV)/.installed: setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -16,6 +16,9 @@ $(VENV)/.installed: setup.py
 install: $(VENV)/.installed
 
 run: install
+	$(PY) -m sovit_hf train
+
+demo: install
 	$(PY) -m sovit_hf demo
 
 test: install

@@ -23,9 +23,15 @@ setup(
         "numpy>=1.26",
         "scipy>=1.11",
         "pillow>=10",
+        "tqdm>=4.60",
     ],
     extras_require={
-        "dev": ["pytest>=8", "ruff>=0.6"],
+        # Trainer recipes: datasets for data, accelerate for Trainer, scikit-learn ships the embedded digits data,
+        # matplotlib draws training curves and scaling-law plots. `import sovit_hf` needs none of them.
+        "train": ["datasets>=3", "accelerate>=1.1", "scikit-learn>=1.3", "matplotlib>=3.7"],
+        "plot": ["matplotlib>=3.7"],
+        "dev": ["pytest>=8", "ruff>=0.6", "datasets>=3", "accelerate>=1.1", "scikit-learn>=1.3", "matplotlib>=3.7"],
     },
+    package_data={"sovit_hf.scaling": ["data/*.csv"]},
     entry_points={"console_scripts": ["sovit=sovit_hf.cli:main"]},
 )

@@ -123,6 +123,7 @@ _PASSTHROUGH = {
     "convert": ("conversion.big_vision", "big_vision .npz -> SoViT folder (python -m conversion.big_vision)"),
     "convert-siglip": ("conversion.hf_siglip", "transformers SigLIP folder -> SoViT folder"),
     "export": ("conversion.to_big_vision", "SoViT folder -> big_vision .npz"),
+    "train": ("sovit_hf.training.classification", "train / fine-tune with the Trainer (default: the digits demo)"),
 }
 
 
@@ -147,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     table = sub.add_parser("variants", help="markdown table of all named variants")
     table.add_argument("--image-size", type=int, default=224)
     table.set_defaults(func=_variants)
+    from .scaling.cli import add_scaling_commands  # sovit shape / sovit fit
+
+    add_scaling_commands(sub)
     for name, (_, help_text) in _PASSTHROUGH.items():
         sub.add_parser(name, help=f"{help_text}; see `sovit {name} --help`", add_help=False)
     args = parser.parse_args(argv)

@@ -1,0 +1,213 @@
+"""Compute accounting for SoViT / big_vision ViTs: parameter counts and forward FLOPs per image.
+
+Conventions (the papers'):
+
+* FLOPs = 2 x multiply-adds ("FLOPs according to XLA; PyTorch reports MACs", SoViT Table 1 footnote). Only the
+  matrix products are counted (patch conv, q/k/v/out projections, QK^T, attention x V, MLP, MAP head, pre-logits);
+  LayerNorm, GELU, softmax and additions are left out, as in ``torch.utils.flop_counter.FlopCounterMode``. They are
+  under 1% of the total for B/16 and larger.
+* Compute t of a training run = forward GFLOPs per image x examples seen (SoViT Sec. 5: SoViT-400m/14 at 221 GFLOPs
+  x 40B examples = "9T GFLOPs"; the backward pass is not counted).
+
+Per image, with width w, depth L, MLP dim m, n tokens, patch p and C channels (n = (image_size // p)^2, +1 for a
+class token):
+
+    MACs = C p^2 w (n patches)                                    # patch embedding
+         + L [n (4 w^2 + 2 w m) + 2 n^2 w]                        # encoder blocks
+         + 2 n w^2 + 2 w^2 + 2 n w + 2 w m     (MAP head)         # k/v of all tokens, q/out of the probe, MLP
+         + w r                                  (pre-logits)
+"""
+
+from __future__ import annotations
+
+from ..configuration_sovit import SoViTConfig
+
+GIGA = 1e9
+
+
+def num_tokens(config: SoViTConfig, image_size: int | None = None) -> int:
+    """Number of tokens the encoder sees: patches of a square image (VALID conv, floor), plus one class token.
+
+    Args:
+        config: the model configuration.
+        image_size: square input resolution; defaults to ``config.image_size``.
+    """
+    size = config.image_size if image_size is None else image_size
+    if size < config.patch_size:
+        raise ValueError(f"image_size {size} is smaller than one {config.patch_size}px patch.")
+    n = (size // config.patch_size) ** 2
+    return n + 1 if config.pool_type == "tok" else n
+
+
+def flops_breakdown(config: SoViTConfig, image_size: int | None = None, classifier: bool = False) -> dict[str, float]:
+    """Forward FLOPs (2 x MACs) per image of each part of the model.
+
+    Args:
+        config: the model configuration.
+        image_size: square input resolution; defaults to ``config.image_size``.
+        classifier: include the ``SoViTForImageClassification`` head (``num_labels`` outputs).
+
+    Returns:
+        ``{"patch_embedding", "attention", "mlp", "map_head", "pre_logits", "classifier"}`` in FLOPs (not GFLOPs).
+    """
+    w, layers, m = config.hidden_size, config.num_hidden_layers, config.intermediate_size
+    n = num_tokens(config, image_size)
+    patches = n - 1 if config.pool_type == "tok" else n
+    out = {
+        "patch_embedding": 2.0 * patches * config.num_channels * config.patch_size**2 * w,
+        # q, k, v, out projections (4 n w^2) + QK^T (n^2 w) + attention x V (n^2 w), per block.
+        "attention": 2.0 * layers * (4 * n * w * w + 2 * n * n * w),
+        "mlp": 2.0 * layers * 2 * n * w * m,
+        "map_head": 0.0,
+        "pre_logits": 0.0,
+        "classifier": 0.0,
+    }
+    if config.pool_type == "map":
+        # k/v of all n tokens, q/out of the single probe, probe attention (1 x n), then the MLP on one token.
+        out["map_head"] = 2.0 * (2 * n * w * w + 2 * w * w + 2 * n * w + 2 * w * m)
+    pooled_tokens = n if config.pool_type == "none" else 1
+    rep = config.representation_size
+    if rep:
+        out["pre_logits"] = 2.0 * pooled_tokens * w * rep
+    if classifier:
+        out["classifier"] = 2.0 * pooled_tokens * (rep or w) * config.num_labels
+    return out
+
+
+def count_flops(config: SoViTConfig, image_size: int | None = None, classifier: bool = False) -> float:
+    """Forward GFLOPs per image (2 x multiply-adds), MAP head and pre-logits included when the config has them.
+
+    This is the papers' per-image cost (Scaling ViT Table 2, SoViT Table 1); see the module docstring for the
+    formula. Multiply by examples seen to get the training compute t of SoViT Eq. 2 (:func:`training_compute`).
+
+    Args:
+        config: the model configuration.
+        image_size: square input resolution; defaults to ``config.image_size``.
+        classifier: also count the classification head of ``SoViTForImageClassification``.
+    """
+    return sum(flops_breakdown(config, image_size, classifier).values()) / GIGA
+
+
+def training_compute(config: SoViTConfig, examples: float, image_size: int | None = None) -> float:
+    """Training compute t in GFLOPs, as SoViT counts it: forward GFLOPs per image x examples seen.
+
+    Args:
+        config: the model configuration.
+        examples: number of training examples seen (batch size x steps).
+        image_size: training resolution; defaults to ``config.image_size`` (the papers pretrain at 224).
+    """
+    if examples <= 0:
+        raise ValueError(f"examples must be positive, got {examples}.")
+    return count_flops(config, image_size) * examples
+
+
+def count_params(config: SoViTConfig, classifier: bool = False) -> int:
+    """Number of parameters of ``SoViTModel(config)`` (or of ``SoViTForImageClassification`` with ``classifier``).
+
+    Args:
+        config: the model configuration.
+        classifier: include the classification head (``num_labels`` outputs with bias).
+    """
+    total = shape_params(
+        config.hidden_size,
+        config.num_hidden_layers,
+        config.intermediate_size,
+        patch_size=config.patch_size,
+        image_size=config.image_size,
+        pool_type=config.pool_type,
+        num_channels=config.num_channels,
+        posemb=config.posemb,
+        attention_bias=config.attention_bias,
+        representation_size=config.representation_size,
+    )
+    if classifier:
+        total += ((config.representation_size or config.hidden_size) + 1) * config.num_labels
+    return int(total)
+
+
+def shape_params(
+    width: float,
+    depth: float,
+    mlp_dim: float,
+    patch_size: int = 14,
+    image_size: int = 224,
+    pool_type: str = "map",
+    num_channels: int = 3,
+    posemb: str = "learn",
+    attention_bias: bool = True,
+    representation_size: int | None = None,
+) -> float:
+    """Parameter count of a ViT shape; accepts non-integer width / depth / MLP dim (for unrounded optima).
+
+    Args:
+        width: token width w.
+        depth: number of encoder blocks L.
+        mlp_dim: MLP hidden dim m.
+        patch_size: square patch size p.
+        image_size: resolution the (learned) position embedding is built for.
+        pool_type: ``map`` adds the MAP head, ``tok`` a class token.
+        num_channels: input channels C.
+        posemb: ``learn`` adds (image_size // p)^2 x w position-embedding parameters; ``sincos2d`` none.
+        attention_bias: biases on the q/k/v/out projections.
+        representation_size: pre-logits width r, or None.
+    """
+    w, m = width, mlp_dim
+    attention = 4 * (w * w + w) if attention_bias else 4 * w * w
+    mlp = w * m + m + m * w + w
+    block = attention + mlp + 2 * 2 * w  # two LayerNorms (scale and bias)
+    total = num_channels * patch_size**2 * w + w  # patch conv kernel + bias
+    if posemb == "learn":
+        total += (image_size // patch_size) ** 2 * w
+    if pool_type == "tok":
+        total += w
+    total += depth * block + 2 * w  # blocks + encoder_norm
+    if pool_type == "map":
+        total += w + attention + 2 * w + mlp  # probe, attention, LayerNorm, MLP
+    if representation_size:
+        total += (w + 1) * representation_size
+    return total
+
+
+def shape_flops(
+    width: float,
+    depth: float,
+    mlp_dim: float,
+    patch_size: int = 14,
+    image_size: int = 224,
+    pool_type: str = "map",
+    num_channels: int = 3,
+    representation_size: int | None = None,
+) -> float:
+    """Forward GFLOPs per image of a ViT shape (same formula as :func:`count_flops`); accepts non-integer width,
+    depth and MLP dim (for unrounded optima).
+
+    Args:
+        width: token width w.
+        depth: number of encoder blocks L.
+        mlp_dim: MLP hidden dim m.
+        patch_size: square patch size p.
+        image_size: square input resolution.
+        pool_type: one of ``map``, ``gap``, ``tok``, ``0``, ``none``.
+        num_channels: input channels C.
+        representation_size: pre-logits width r, or None.
+    """
+    patches = (image_size // patch_size) ** 2
+    n = patches + 1 if pool_type == "tok" else patches
+    w, m = width, mlp_dim
+    macs = patches * num_channels * patch_size**2 * w + depth * (n * (4 * w * w + 2 * w * m) + 2 * n * n * w)
+    if pool_type == "map":
+        macs += 2 * n * w * w + 2 * w * w + 2 * n * w + 2 * w * m
+    if representation_size:
+        macs += (n if pool_type == "none" else 1) * w * representation_size
+    return 2.0 * macs / GIGA
+
+
+__all__ = [
+    "count_flops",
+    "count_params",
+    "flops_breakdown",
+    "num_tokens",
+    "shape_flops",
+    "shape_params",
+    "training_compute",
+]

@@ -1,0 +1,343 @@
+"""Compute-optimal SoViT shapes: SoViT's joint scaling rule (Sec. 3 "Scaling") with published or fitted exponents.
+
+The rule. The grid sweep gives a small compute-optimal anchor x^(0) at compute t^(0); the star sweep gives the
+exponents s_k of x_k^* = O(t^{s_k}) (Eq. 4). To scale compute by tau = t / t^(0), SoViT splits tau into D
+sub-increments tau^{w_k} with sum_k w_k = 1 and uses w_k = 1/D (Sec. 3). We read this as
+
+    x_k(t) = x_k^(0) * tau^{w_k * s_k}        (default w_k = 1/3)
+
+i.e. the share tau^{w_k} of the compute increase is spent on dimension k, which moves along its own law
+x_k ~ t^{s_k}. The paper's wording ("increases by a factor of tau^{w_k}") can also be read as x_k = x_k^(0) tau^{w_k},
+which ignores s_k, or as x_k ~ tau^{s_k} per dimension. Only the first reading agrees with the paper's own summary:
+with s = (0.22, 0.45, 0.6), 10x compute gives about 2.3x-2.4x parameters ("about 2.5x parameters per 10x compute",
+Sec. 4.1 II), whereas x_k ~ tau^{s_k} gives about 12x (more than the compute). See docs/scaling.md.
+
+t^(0) is not published (papers.md A.3.2, NOT FOUND). The default is the compute of training the anchor (608, 10, 928)
+for the grid sweep's 600M examples (App. B.3) at 224 px with patch 14 and a MAP head: an upper bound, since rule 2
+of App. B.3 takes the smallest compute at which the anchor is optimal. Pass ``t0`` to override it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from ..configuration_sovit import SoViTConfig
+from .flops import count_flops, count_params, shape_flops, shape_params
+from .laws import DIMENSIONS, ShapeLaw
+
+# SoViT (arXiv 2305.13035) Sec. 4.1 (classification, ImageNet 10-shot error) and Sec. 4.2 (image-to-text,
+# multitask LiT-decoder log-perplexity): s_k for (width, depth, MLP dim).
+PAPER_EXPONENTS: dict[str, dict[str, float]] = {
+    "classification": {"width": 0.22, "depth": 0.45, "mlp_dim": 0.6},
+    "image_to_text": {"width": 0.25, "depth": 0.49, "mlp_dim": 0.62},
+}
+# SoViT Sec. 4.1 / Fig. 3 / App. B.3: the classification grid-sweep optimum x^(0) = (width, depth, MLP).
+# The image-to-text anchor (red star of Fig. 3) is not published; the paper uses the same recipe for both (Sec. 4.2).
+PAPER_ANCHOR: dict[str, int] = {"width": 608, "depth": 10, "mlp_dim": 928}
+PAPER_GRID_SWEEP_EXAMPLES = 600e6  # SoViT App. B.3: every grid-sweep model was pretrained on 600M examples.
+PAPER_PATCH_SIZE = 14  # SoViT Sec. 4: patch 14 fixed throughout the shape analysis.
+PAPER_HEADS = 16  # SoViT App. B.2: 16 heads in the star sweep; So400m has 16.
+PAPER_IMAGE_SIZE = 224  # SoViT Table 5: sweeps at 224 px; t counts 224 px GFLOPs (Sec. 5).
+TASKS = tuple(PAPER_EXPONENTS)
+
+
+def paper_t0() -> float:
+    """Default t^(0) in GFLOPs: the anchor x^(0) = (608, 10, 928), patch 14, MAP head, 224 px, trained on the grid
+    sweep's 600M examples (SoViT App. B.3). The paper does not publish t^(0); this is an upper bound."""
+    anchor = PAPER_ANCHOR
+    per_image = shape_flops(anchor["width"], anchor["depth"], anchor["mlp_dim"], PAPER_PATCH_SIZE, PAPER_IMAGE_SIZE)
+    return per_image * PAPER_GRID_SWEEP_EXAMPLES
+
+
+@dataclass(frozen=True)
+class ScalingRule:
+    """SoViT's joint scaling rule x_k(t) = x_k^(0) (t / t^(0))^{w_k s_k} (Sec. 3 "Scaling"; see module docstring).
+
+    Args:
+        exponents: s_k per dimension (``width``, ``depth``, ``mlp_dim``), Eq. 4.
+        anchor: x^(0) per dimension, the small compute-optimal shape of the grid sweep.
+        t0: t^(0), the compute (GFLOPs) at which ``anchor`` is optimal.
+        weights: w_k per dimension, summing to 1 (the paper uses 1/D).
+        source: where the exponents and anchor come from (printed by the CLI).
+    """
+
+    exponents: Mapping[str, float]
+    anchor: Mapping[str, float]
+    t0: float
+    weights: Mapping[str, float] = field(default_factory=lambda: {k: 1.0 / len(DIMENSIONS) for k in DIMENSIONS})
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        for name, table in (("exponents", self.exponents), ("anchor", self.anchor), ("weights", self.weights)):
+            missing = [k for k in DIMENSIONS if k not in table]
+            if missing:
+                raise ValueError(f"ScalingRule.{name} is missing {missing}; expected keys {DIMENSIONS}.")
+            if any(not (math.isfinite(table[k]) and table[k] > 0) for k in DIMENSIONS):
+                raise ValueError(f"ScalingRule.{name} must be finite and > 0, got {dict(table)}.")
+        if not math.isclose(sum(self.weights[k] for k in DIMENSIONS), 1.0, rel_tol=1e-9):
+            raise ValueError(f"ScalingRule.weights must sum to 1, got {dict(self.weights)}.")
+        if not (math.isfinite(self.t0) and self.t0 > 0):
+            raise ValueError(f"ScalingRule.t0 must be > 0, got {self.t0}.")
+
+    @classmethod
+    def paper(cls, task: str = "classification", t0: float | None = None) -> ScalingRule:
+        """The published exponents (SoViT Sec. 4.1 / 4.2) with the anchor (608, 10, 928) (Sec. 4.1, App. B.3).
+
+        Args:
+            task: ``classification`` (0.22 / 0.45 / 0.6) or ``image_to_text`` (0.25 / 0.49 / 0.62).
+            t0: t^(0) in GFLOPs; default :func:`paper_t0`.
+        """
+        if task not in PAPER_EXPONENTS:
+            raise ValueError(f"Unknown task {task!r}; expected one of {TASKS}.")
+        section = "4.1" if task == "classification" else "4.2"
+        return cls(
+            exponents=PAPER_EXPONENTS[task],
+            anchor=PAPER_ANCHOR,
+            t0=paper_t0() if t0 is None else t0,
+            source=f"SoViT (arXiv 2305.13035) Sec. {section} exponents, anchor (608, 10, 928) of Sec. 4.1",
+        )
+
+    @classmethod
+    def from_laws(
+        cls,
+        laws: Mapping[str, ShapeLaw],
+        anchor: Mapping[str, float] | None = None,
+        t0: float | None = None,
+        source: str = "fitted laws",
+    ) -> ScalingRule:
+        """A rule with the exponents s_k of fitted laws (Eq. 4), and an anchor (else the paper's, Sec. 4.1).
+
+        Args:
+            laws: ``{dimension: ShapeLaw}`` for width, depth and mlp_dim (e.g. ``{k: fit.law for k, fit in ...}``).
+            anchor: ``{"width", "depth", "mlp_dim", "t0"}`` of your own grid sweep, or None for the paper's.
+            t0: override t^(0) in GFLOPs.
+            source: provenance shown by the CLI.
+        """
+        missing = [k for k in DIMENSIONS if k not in laws]
+        if missing:
+            raise ValueError(f"No fitted law for {missing}; a scaling rule needs all of {DIMENSIONS}.")
+        exponents = {k: laws[k].exponent for k in DIMENSIONS}
+        if anchor is None:
+            return replace(cls.paper(t0=t0), exponents=exponents, source=f"{source}; paper anchor (608, 10, 928)")
+        return cls(
+            exponents=exponents,
+            anchor={k: float(anchor[k]) for k in DIMENSIONS},
+            t0=float(anchor["t0"]) if t0 is None else t0,
+            source=f"{source}; own anchor",
+        )
+
+    @classmethod
+    def from_json(cls, path: str | Path, t0: float | None = None) -> ScalingRule:
+        """A rule from a law file written by ``sovit fit`` (:func:`~sovit_hf.scaling.files.save_shape_fits`): s_k of
+        each fitted law, and the file's anchor if it has one, else the paper's.
+
+        Args:
+            path: the JSON law file.
+            t0: override t^(0) in GFLOPs.
+        """
+        from .files import load_shape_laws
+
+        laws, anchor = load_shape_laws(path)
+        return cls.from_laws(laws, anchor, t0, source=f"fitted exponents from {path}")
+
+    def shape(self, gflops: float) -> dict[str, float]:
+        """Unrounded x_k(t) = x_k^(0) (t / t^(0))^{w_k s_k} for a training budget t.
+
+        Args:
+            gflops: training compute t in GFLOPs (forward GFLOPs per image x examples seen).
+        """
+        if not (math.isfinite(gflops) and gflops > 0):
+            raise ValueError(f"The compute budget must be a positive number of GFLOPs, got {gflops}.")
+        tau = gflops / self.t0
+        return {k: self.anchor[k] * tau ** (self.weights[k] * self.exponents[k]) for k in DIMENSIONS}
+
+
+@dataclass(frozen=True)
+class OptimalShape:
+    """A compute-optimal shape for a budget: unrounded, rounded, and what the rounded one costs.
+
+    Args:
+        budget_gflops: requested training compute t (GFLOPs).
+        exact: unrounded (width, depth, mlp_dim) of the rule.
+        config: the rounded shape as a ``SoViTConfig``.
+        gflops_per_image: forward GFLOPs per image of the rounded shape at ``config.image_size``.
+        exact_gflops_per_image: the same for the unrounded shape (continuous formula).
+        examples: training examples that spend the budget on the rounded shape (budget / gflops_per_image).
+        params: parameters of the rounded ``SoViTModel``.
+        rule: the scaling rule used.
+    """
+
+    budget_gflops: float
+    exact: dict[str, float]
+    config: SoViTConfig
+    gflops_per_image: float
+    exact_gflops_per_image: float
+    examples: float
+    params: int
+    rule: ScalingRule
+
+    @property
+    def rounding_change(self) -> float:
+        """Relative change of per-image GFLOPs caused by rounding (rounded / unrounded - 1)."""
+        return self.gflops_per_image / self.exact_gflops_per_image - 1.0
+
+    def summary(self) -> str:
+        """Human-readable lines (the CLI prints these)."""
+        c = self.config
+        e = self.exact
+        return "\n".join(
+            [
+                f"budget t = {self.budget_gflops:.4g} GFLOPs (forward GFLOPs/image x examples)",
+                f"  unrounded: width {e['width']:.1f}, depth {e['depth']:.2f}, mlp_dim {e['mlp_dim']:.1f}",
+                f"  shape:     width {c.hidden_size}, depth {c.num_hidden_layers}, mlp_dim {c.intermediate_size}, "
+                f"heads {c.num_attention_heads} (head_dim {c.head_dim}), patch {c.patch_size}",
+                f"  params:    {self.params / 1e6:.1f}M (SoViTModel, pool {c.pool_type})",
+                f"  GFLOPs/image @{c.image_size}px: {self.gflops_per_image:.2f} "
+                f"(unrounded {self.exact_gflops_per_image:.2f}, rounding {100 * self.rounding_change:+.2f}%)",
+                f"  examples:  {self.examples:.4g} (budget / rounded GFLOPs per image)",
+                f"  law:       {self.rule.source}; s = "
+                + ", ".join(f"{k} {self.rule.exponents[k]:.3g}" for k in DIMENSIONS)
+                + f"; t0 = {self.rule.t0:.4g} GFLOPs",
+            ]
+        )
+
+
+def _round_to(value: float, multiple: int) -> int:
+    return max(multiple, multiple * round(value / multiple))
+
+
+def _resolve_rule(law: str | Path | ScalingRule, task: str, t0: float | None) -> ScalingRule:
+    if isinstance(law, ScalingRule):
+        return law if t0 is None else replace(law, t0=t0)
+    if law == "paper":
+        return ScalingRule.paper(task, t0=t0)
+    path = Path(law)
+    if not path.is_file():
+        raise ValueError(f"law must be 'paper', a ScalingRule or a path to a law JSON file; {law!r} is none.")
+    return ScalingRule.from_json(path, t0=t0)
+
+
+def compute_optimal_shape(
+    gflops: float,
+    task: str = "classification",
+    law: str | Path | ScalingRule = "paper",
+    heads: int = PAPER_HEADS,
+    multiple_of: int = 16,
+    patch_size: int = PAPER_PATCH_SIZE,
+    image_size: int = PAPER_IMAGE_SIZE,
+    pool_type: str = "map",
+    t0: float | None = None,
+    **config_overrides,
+) -> OptimalShape:
+    """The compute-optimal shape for a training budget, rounded to a valid config, with its cost.
+
+    Rounding: width to the nearest multiple of lcm(heads, multiple_of) (so that it divides into ``heads``),
+    MLP dim to the nearest multiple of ``multiple_of``, depth to the nearest integer (all at least one step).
+    Every width and MLP value of the paper's sweeps and models is a multiple of 16 (papers.md A.3.3).
+
+    Args:
+        gflops: training compute t in GFLOPs (forward GFLOPs per image x examples), e.g. 9e12 for SoViT-400m.
+        task: ``classification`` or ``image_to_text`` (for ``law="paper"``).
+        law: ``"paper"``, a :class:`ScalingRule`, or a path to a law JSON file written by ``sovit fit``.
+        heads: attention heads of the config.
+        multiple_of: rounding step for width and MLP dim.
+        patch_size: patch size of the config (the law was measured at 14).
+        image_size: resolution of the config and of the GFLOPs per image reported.
+        pool_type: pooling of the config (the papers use ``map``).
+        t0: override t^(0) in GFLOPs.
+        **config_overrides: further ``SoViTConfig`` fields (e.g. ``num_labels``).
+    """
+    if heads < 1 or multiple_of < 1:
+        raise ValueError(f"heads and multiple_of must be >= 1, got {heads} and {multiple_of}.")
+    rule = _resolve_rule(law, task, t0)
+    exact = rule.shape(gflops)
+    width_step = math.lcm(heads, multiple_of)
+    config = SoViTConfig(
+        hidden_size=_round_to(exact["width"], width_step),
+        num_hidden_layers=max(1, round(exact["depth"])),
+        intermediate_size=_round_to(exact["mlp_dim"], multiple_of),
+        num_attention_heads=heads,
+        patch_size=patch_size,
+        image_size=image_size,
+        pool_type=pool_type,
+        **config_overrides,
+    )
+    per_image = count_flops(config)
+    exact_per_image = shape_flops(
+        exact["width"], exact["depth"], exact["mlp_dim"], patch_size, image_size, pool_type, config.num_channels
+    )
+    return OptimalShape(
+        budget_gflops=float(gflops),
+        exact=exact,
+        config=config,
+        gflops_per_image=per_image,
+        exact_gflops_per_image=exact_per_image,
+        examples=gflops / per_image,
+        params=count_params(config),
+        rule=rule,
+    )
+
+
+def compute_optimal_config(
+    gflops: float,
+    task: str = "classification",
+    law: str | Path | ScalingRule = "paper",
+    heads: int = PAPER_HEADS,
+    multiple_of: int = 16,
+    **kwargs,
+) -> SoViTConfig:
+    """The compute-optimal ``SoViTConfig`` for a training budget (see :func:`compute_optimal_shape`, which also
+    reports the rounded shape's GFLOPs next to the budget).
+
+    Args:
+        gflops: training compute t in GFLOPs (forward GFLOPs per image x examples seen).
+        task: ``classification`` or ``image_to_text`` (for ``law="paper"``).
+        law: ``"paper"``, a :class:`ScalingRule`, or a path to a law JSON file written by ``sovit fit``.
+        heads: attention heads; the width is rounded to a multiple of it.
+        multiple_of: rounding step for width and MLP dim.
+        **kwargs: ``patch_size``, ``image_size``, ``pool_type``, ``t0`` or other ``SoViTConfig`` fields.
+    """
+    return compute_optimal_shape(gflops, task, law, heads, multiple_of, **kwargs).config
+
+
+def variant_budget(variant: str, examples: float, image_size: int = PAPER_IMAGE_SIZE) -> float:
+    """Training compute (GFLOPs) of a named variant trained on ``examples`` images, e.g. So400m/14 x 40B ~ 9e12.
+
+    Args:
+        variant: big_vision variant string such as ``"So400m/14"``.
+        examples: examples seen.
+        image_size: training resolution (the papers count 224 px).
+    """
+    if not (math.isfinite(examples) and examples > 0):
+        raise ValueError(f"examples must be positive, got {examples}.")
+    return count_flops(SoViTConfig.from_variant(variant, image_size=image_size)) * examples
+
+
+def parameter_growth(rule: ScalingRule, gflops: float, factor: float = 10.0) -> float:
+    """Parameter ratio of the unrounded optimal shapes at ``factor * gflops`` and ``gflops`` (Sec. 4.1 II says
+    about 2.5x per 10x compute).
+
+    Args:
+        rule: the scaling rule.
+        gflops: the reference budget in GFLOPs.
+        factor: compute multiplier.
+    """
+    small, large = rule.shape(gflops), rule.shape(gflops * factor)
+    return shape_params(**large) / shape_params(**small)
+
+
+__all__ = [
+    "DIMENSIONS",
+    "PAPER_ANCHOR",
+    "PAPER_EXPONENTS",
+    "OptimalShape",
+    "ScalingRule",
+    "compute_optimal_config",
+    "compute_optimal_shape",
+    "paper_t0",
+    "parameter_growth",
+    "variant_budget",
+]
