@@ -37,12 +37,18 @@ from .transforms import flip_lr, inception_crop
 @dataclass
 class ModelArguments:
     model_name_or_path: str | None = field(default=None, metadata={"help": "SoViT folder to fine-tune (else new)"})
-    variant: str = field(default="mu/4", metadata={"help": "big_vision variant for a new model, e.g. 'B/16'"})
-    model_overrides: str = field(
-        default='{"hidden_size": 96, "num_hidden_layers": 3, "intermediate_size": 256, "num_attention_heads": 4}',
-        metadata={"help": "JSON dict of SoViTConfig fields overriding the variant"},
+    compute_budget_gflops: float = field(
+        default=1000.0,
+        metadata={
+            "help": "training compute in GFLOPs: a new model gets the compute-optimal shape of the SoViT "
+            "paper's law for it (sovit_hf.scaling) and trains on the examples the budget pays for; 0 = --variant"
+        },
     )
-    image_size: int = field(default=32, metadata={"help": "training resolution"})
+    variant: str = field(default="mu/4", metadata={"help": "big_vision variant when --compute_budget_gflops 0"})
+    model_overrides: str = field(default="{}", metadata={"help": "JSON dict of SoViTConfig fields to override"})
+    image_size: int = field(default=16, metadata={"help": "training resolution"})
+    patch_size: int = field(default=4)
+    num_heads: int = field(default=4, metadata={"help": "attention heads of a compute-optimal shape"})
     pool_type: str = field(default="map")
     classification_loss: str = field(default="softmax", metadata={"help": "softmax or sigmoid"})
     head_bias_init: float = field(default=0.0, metadata={"help": "e.g. -6.9 with the sigmoid loss"})
@@ -75,10 +81,10 @@ class SoViTTrainingArguments(TrainingArguments):
     output_dir: str = field(default="outputs/sovit-digits")
     optimizer: str = field(default="adamw", metadata={"help": "adamw | big_vision_adafactor | sgd_finetune"})
     layer_decay: float | None = field(default=None, metadata={"help": "layer-wise lr decay, e.g. 0.85"})
-    num_train_epochs: float = field(default=30.0)
+    num_train_epochs: float = field(default=30.0, metadata={"help": "set from the budget for compute-optimal shapes"})
     per_device_train_batch_size: int = field(default=64)
     per_device_eval_batch_size: int = field(default=128)
-    learning_rate: float = field(default=2e-3)
+    learning_rate: float = field(default=3e-3)
     weight_decay: float = field(default=0.05)
     warmup_steps: float = field(default=50)
     lr_scheduler_type: str = field(default="cosine")
@@ -91,30 +97,42 @@ class SoViTTrainingArguments(TrainingArguments):
     dataloader_pin_memory: bool = field(default=False)
 
 
-def build_model(model_args: ModelArguments, labels: list[str]) -> SoViTForImageClassification:
+def build_model(model_args: ModelArguments, labels: list[str]) -> tuple[SoViTForImageClassification, float | None]:
+    """The model to train and, for a compute-optimal shape, the number of examples its budget pays for."""
     id2label = dict(enumerate(labels))
     label2id = {v: k for k, v in id2label.items()}
     common = dict(num_labels=len(labels), id2label=id2label, label2id=label2id)
     if model_args.model_name_or_path:
-        return SoViTForImageClassification.from_pretrained(
+        model = SoViTForImageClassification.from_pretrained(
             model_args.model_name_or_path,
             dtype=torch.float32,
             ignore_mismatched_sizes=True,
             attn_implementation=model_args.attn_implementation,
             **common,
         )
-    config = SoViTConfig.from_variant(
-        model_args.variant,
+        return model, None
+    fields = dict(
         image_size=model_args.image_size,
+        patch_size=model_args.patch_size,
         pool_type=model_args.pool_type,
         classification_loss=model_args.classification_loss,
         head_bias_init=model_args.head_bias_init,
         label_smoothing=model_args.label_smoothing,
-        **json.loads(model_args.model_overrides or "{}"),
         **common,
     )
+    examples = None
+    if model_args.compute_budget_gflops > 0:
+        from ..scaling.optimal import compute_optimal_shape
+
+        shape = compute_optimal_shape(model_args.compute_budget_gflops, heads=model_args.num_heads, **fields)
+        config, examples = shape.config, shape.examples
+    else:
+        config = SoViTConfig.from_variant(model_args.variant, **fields)
+    overrides = json.loads(model_args.model_overrides or "{}")
+    if overrides:
+        config = SoViTConfig(**{**config.to_dict(), **overrides})
     config._attn_implementation = model_args.attn_implementation
-    return SoViTForImageClassification(config)
+    return SoViTForImageClassification(config), examples
 
 
 INDEX_COLUMN = "_sovit_example_index"
@@ -257,7 +275,9 @@ def run(model_args: ModelArguments, data_args: DataArguments, args: SoViTTrainin
         validate_dataset(data, data_args.image_column, data_args.label_column, len(labels), split)
 
     transformers.set_seed(args.seed)
-    model = build_model(model_args, labels)
+    model, budget_examples = build_model(model_args, labels)
+    if budget_examples is not None and args.max_steps <= 0:  # train on the examples the compute budget pays for
+        args.num_train_epochs = max(1.0, round(budget_examples / len(train), 2))
     size = model.config.image_size
     processor = SoViTImageProcessor(size={"height": size, "width": size})
     epoch = AugmentationEpoch()
