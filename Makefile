@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 # torch first: on CPU machines 2.13.0 resolves to the CPU wheel on disk, so no later install pulls CUDA wheels.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install run demo test test-gpu lint format bench clean
+.PHONY: install run demo test test-gpu test-kernels lint format bench bench-kernels clean
 
 $(VENV)/.installed: setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -37,6 +37,12 @@ format: install
 
 bench: install
 	$(PY) benchmarks/cpu_sovit_vs_siglip.py
+
+bench-kernels: install
+	$(PY) benchmarks/bench_kernels.py
+
+test-kernels: install
+	TRITON_INTERPRET=1 $(PY) -m pytest -q tests/kernels tests/convergence
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -24,13 +24,30 @@ setup(
         "scipy>=1.11",
         "pillow>=10",
         "tqdm>=4.60",
+        "tokenizers>=0.22",
+        # Triton kernels (sovit_hf.kernels): imported only when a Triton path is requested; on CPU they run under
+        # TRITON_INTERPRET=1 (how CI tests them).
+        "triton>=3.6; platform_system == 'Linux'",
     ],
     extras_require={
         # Trainer recipes: datasets for data, accelerate for Trainer, scikit-learn ships the embedded digits data,
         # matplotlib draws training curves and scaling-law plots. `import sovit_hf` needs none of them.
         "train": ["datasets>=3", "accelerate>=1.1", "scikit-learn>=1.3", "matplotlib>=3.7"],
+        # Captioning / VQA metrics: CIDEr (pycocoevalcap's scorer) and BLEU (sacrebleu).
+        "text": ["pycocoevalcap>=1.2", "sacrebleu>=2.4"],
+        "triton": ["triton>=3.6"],
         "plot": ["matplotlib>=3.7"],
-        "dev": ["pytest>=8", "ruff>=0.6", "datasets>=3", "accelerate>=1.1", "scikit-learn>=1.3", "matplotlib>=3.7"],
+        "dev": [
+            "pytest>=8",
+            "ruff>=0.6",
+            "datasets>=3",
+            "accelerate>=1.1",
+            "scikit-learn>=1.3",
+            "matplotlib>=3.7",
+            "pycocoevalcap>=1.2",
+            "sacrebleu>=2.4",
+            "triton==3.6.0; platform_system == 'Linux'",  # the version CI tests (and the GPU machine's)
+        ],
     },
     package_data={"sovit_hf.scaling": ["data/*.csv"]},
     entry_points={"console_scripts": ["sovit=sovit_hf.cli:main"]},

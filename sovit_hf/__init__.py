@@ -10,17 +10,24 @@ from transformers import (
     AutoImageProcessor,
     AutoModel,
     AutoModelForImageClassification,
+    AutoModelForImageTextToText,
 )
 
+from . import ops_registry  # noqa: F401  registers attn_implementation="sovit_triton" (docs/kernels.md)
 from .configuration_sovit import VARIANTS, SoViTConfig, parse_variant
+from .configuration_sovit_generation import SoViTForConditionalGenerationConfig
 from .image_processing_sovit import SoViTImageProcessor
 from .modeling_sovit import SoViTForImageClassification, SoViTModel, SoViTPreTrainedModel
+from .modeling_sovit_generation import SoViTForConditionalGeneration
+from .processing_sovit import SoViTProcessor, train_tokenizer
 
 __version__ = "0.1.0"
 
 AutoConfig.register(SoViTConfig.model_type, SoViTConfig, exist_ok=True)
 AutoModel.register(SoViTConfig, SoViTModel, exist_ok=True)
 AutoModelForImageClassification.register(SoViTConfig, SoViTForImageClassification, exist_ok=True)
+AutoConfig.register(SoViTForConditionalGenerationConfig.model_type, SoViTForConditionalGenerationConfig, exist_ok=True)
+AutoModelForImageTextToText.register(SoViTForConditionalGenerationConfig, SoViTForConditionalGeneration, exist_ok=True)
 try:  # transformers < 5.18 makes AutoImageProcessor itself require torchvision, which this package never needs
     AutoImageProcessor.register(SoViTConfig, image_processor_classes={"pil": SoViTImageProcessor}, exist_ok=True)
 except ImportError:
@@ -31,13 +38,19 @@ SoViTConfig.register_for_auto_class()
 SoViTModel.register_for_auto_class("AutoModel")
 SoViTForImageClassification.register_for_auto_class("AutoModelForImageClassification")
 SoViTImageProcessor.register_for_auto_class()
+SoViTForConditionalGenerationConfig.register_for_auto_class()
+SoViTForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
 
 __all__ = [
     "VARIANTS",
     "SoViTConfig",
+    "SoViTForConditionalGeneration",
+    "SoViTForConditionalGenerationConfig",
     "SoViTForImageClassification",
     "SoViTImageProcessor",
     "SoViTModel",
     "SoViTPreTrainedModel",
+    "SoViTProcessor",
     "parse_variant",
+    "train_tokenizer",
 ]

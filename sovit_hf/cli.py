@@ -123,8 +123,34 @@ _PASSTHROUGH = {
     "convert": ("conversion.big_vision", "big_vision .npz -> SoViT folder (python -m conversion.big_vision)"),
     "convert-siglip": ("conversion.hf_siglip", "transformers SigLIP folder -> SoViT folder"),
     "export": ("conversion.to_big_vision", "SoViT folder -> big_vision .npz"),
-    "train": ("sovit_hf.training.classification", "train / fine-tune with the Trainer (default: the digits demo)"),
+    "train": (
+        "sovit_hf.training.classification",
+        "train / fine-tune with the Trainer (default: the digits demo; --task captioning|vqa)",
+    ),
 }
+
+
+_TRAIN_TASKS = {
+    "classification": "sovit_hf.training.classification",
+    "captioning": "sovit_hf.training.captioning",
+    "vqa": "sovit_hf.training.vqa",
+}
+
+
+def _train_module(argv: list[str]) -> tuple[str, list[str]]:
+    """``sovit train [--task classification|captioning|vqa] ...``: the recipe module and the remaining arguments."""
+    rest, task, i = [], "classification", 0
+    while i < len(argv):
+        if argv[i] == "--task" and i + 1 < len(argv):
+            task, i = argv[i + 1], i + 2
+        elif argv[i].startswith("--task="):
+            task, i = argv[i].split("=", 1)[1], i + 1
+        else:
+            rest.append(argv[i])
+            i += 1
+    if task not in _TRAIN_TASKS:
+        raise SystemExit(f"sovit train: unknown --task {task!r}; choose from {', '.join(_TRAIN_TASKS)}.")
+    return _TRAIN_TASKS[task], rest
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,7 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in _PASSTHROUGH:
         import importlib
 
-        return importlib.import_module(_PASSTHROUGH[argv[0]][0]).main(argv[1:])
+        module, rest = _PASSTHROUGH[argv[0]][0], argv[1:]
+        if argv[0] == "train":
+            module, rest = _train_module(rest)
+        return importlib.import_module(module).main(rest)
     parser = argparse.ArgumentParser(prog="sovit", description="SoViT (shape-optimised ViT) tools.")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="build a variant, then check a big_vision fixture against its outputs")

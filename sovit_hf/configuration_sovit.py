@@ -17,6 +17,10 @@ POSEMB_TYPES = ("learn", "sincos2d")
 POSEMB_INTERPOLATIONS = ("bilinear", "bicubic")
 CLASSIFICATION_LOSSES = ("softmax", "sigmoid")
 ACTIVATIONS = ("gelu_pytorch_tanh", "gelu")  # tanh-approximate (big_vision) or exact erf GELU
+KERNEL_IMPLEMENTATIONS = ("eager", "triton")
+# Runtime choices, not model description: never written by save_pretrained / to_dict (like _attn_implementation), so
+# the checkpoint and its config.json are identical with the kernels on or off.
+RUNTIME_ONLY_FIELDS = ("mlp_implementation", "layer_norm_implementation")
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,10 @@ class SoViTConfig(PreTrainedConfig):
         head_bias_init (`float`): initial classifier bias, e.g. -6.9 or -10 for sigmoid losses.
         classification_loss (`str`): `softmax` or `sigmoid` cross-entropy (the papers' choice).
         label_smoothing (`float`): label smoothing applied to the targets of either loss.
+        mlp_implementation (`str`): runtime choice, not saved: `eager` (the reference math) or `triton` (the fused
+            fc1 + bias + GELU kernel, `sovit_hf.kernels`). Pass it to `from_pretrained` or set it on `model.config`.
+        layer_norm_implementation (`str`): runtime choice, not saved: `eager` or `triton` (fused residual-add +
+            LayerNorm). Attention is chosen by `attn_implementation` (`"sovit_triton"` for the Triton kernel).
 
     Example:
 
@@ -139,6 +147,8 @@ class SoViTConfig(PreTrainedConfig):
     head_bias_init: float = 0.0
     classification_loss: str = "softmax"
     label_smoothing: float = 0.0
+    mlp_implementation: str = "eager"
+    layer_norm_implementation: str = "eager"
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -162,12 +172,20 @@ class SoViTConfig(PreTrainedConfig):
         _check_choice("posemb_interpolation", self.posemb_interpolation, POSEMB_INTERPOLATIONS)
         _check_choice("classification_loss", self.classification_loss, CLASSIFICATION_LOSSES)
         _check_choice("hidden_act", self.hidden_act, ACTIVATIONS)
+        _check_choice("mlp_implementation", self.mlp_implementation, KERNEL_IMPLEMENTATIONS)
+        _check_choice("layer_norm_implementation", self.layer_norm_implementation, KERNEL_IMPLEMENTATIONS)
         if self.posemb == "sincos2d" and self.hidden_size % 4:
             raise ValueError(f"posemb='sincos2d' needs hidden_size divisible by 4, got {self.hidden_size}.")
         if self.representation_size is not None and self.representation_size <= 0:
             raise ValueError(f"representation_size must be positive or None, got {self.representation_size}.")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}.")
+
+    def _remove_keys_not_serialized(self, d: dict) -> None:
+        """transformers' hook for keys that never reach config.json (it drops `_attn_implementation` here too)."""
+        super()._remove_keys_not_serialized(d)
+        for key in RUNTIME_ONLY_FIELDS:
+            d.pop(key, None)
 
     @property
     def head_dim(self) -> int:
@@ -194,7 +212,6 @@ class SoViTConfig(PreTrainedConfig):
         )
         fields.update(overrides)
         return cls(**fields)
-
 
     @classmethod
     def compute_optimal(cls, gflops: float, **kwargs) -> SoViTConfig:

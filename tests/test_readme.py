@@ -37,6 +37,13 @@ def test_conversion_table_comes_from_the_result_file():
     assert all(r["peak_over_checkpoint"] <= 1.5 for r in payload["records"])  # issue #4: at most ~1.5x
 
 
+def test_training_table_comes_from_the_run_record():
+    record_module = _load_benchmark_module("record_train_run")
+    record = json.loads(record_module.RECORD.read_text())
+    assert record_module.render_markdown(record) in (ROOT / "README.md").read_text()
+    assert record["eval_accuracy"] >= 0.95 and record["wall_s"] < 300  # issue #6 targets for `sovit train`
+
+
 def test_quick_start_is_exactly_two_commands():
     text = (ROOT / "README.md").read_text()
     block = text.split("## Quick start", 1)[1].split("```bash", 1)[1].split("```", 1)[0]

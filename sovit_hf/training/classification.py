@@ -69,7 +69,7 @@ class DataArguments:
     max_train_samples: int | None = field(default=None)
     max_eval_samples: int | None = field(default=None)
     augment: bool = field(default=True, metadata={"help": "inception crop + left-right flip on train images"})
-    crop_area_min: float = field(default=0.35, metadata={"help": "smallest crop area fraction (big_vision: 0.05)"})
+    crop_area_min: float = field(default=0.6, metadata={"help": "smallest crop area fraction (big_vision: 0.05)"})
     flip: bool = field(default=False, metadata={"help": "random left-right flips (off for digits: 2 vs 5)"})
     fewshot_shots: str = field(default="", metadata={"help": "comma-separated n-shot probes at each eval"})
 
@@ -88,7 +88,8 @@ class SoViTTrainingArguments(TrainingArguments):
     weight_decay: float = field(default=0.05)
     warmup_steps: float = field(default=50)
     lr_scheduler_type: str = field(default="cosine")
-    eval_strategy: str = field(default="epoch")
+    eval_strategy: str = field(default="steps")
+    eval_steps: float = field(default=0.1, metadata={"help": "< 1: a fraction of the training steps"})
     save_strategy: str = field(default="no")
     logging_steps: int = field(default=10)
     report_to: str = field(default="none")

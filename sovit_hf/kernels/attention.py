@@ -1,0 +1,835 @@
+"""Fused non-causal softmax attention (FlashAttention-2 algorithm) for SoViT's awkward shapes, forward and backward.
+
+What is different from the Triton tutorial (``python/tutorials/06-fused-attention.py``, triton-lang/triton @003da478)
+and why:
+
+* **Any head dim up to 256, split instead of padded.** Triton tiles must be powers of two, so a head dim such as 72
+  cannot be one tile. Instead of padding to the next power of two (72 -> 128: 1.78x the MMA work, what FlexAttention
+  and Dao's ``flash_attn_triton.py`` do), the head dim is cut into up to three power-of-two chunks of at least 16
+  (the K-dim minimum of a 16-bit ``tl.dot`` on NVIDIA): 72 = 64 + 16 (8 zero columns, 1.11x), 88 = 64 + 32, 104 and
+  112 = 64 + 32 + 16, 55 = 64 (one chunk: 32 + 32 would be as wide). QK^T sums one dot per chunk; PV and every
+  gradient keep one accumulator per chunk. Columns past the true head dim are loaded as zeros by masked pointer loads
+  (per (batch, head) slab, so a tile never reads the next head's columns), which makes every contraction over the
+  head dim exact. ``head_dim_chunks`` picks the split; the benchmark compares it with plain power-of-two padding.
+* **Any sequence length, and Lq != Lk.** Key tiles past the end are masked to -inf in the forward (only the last,
+  partial tile pays for the mask); query rows past the end are never stored. The MAP head's probe (Lq = 1) uses the
+  same kernels.
+* **Layouts without copies.** Q/K/V are read through their strides (the model passes transposed views of the
+  projections), the output is written straight in the (B, Lq, H, D) layout transformers expects, and dQ/dK/dV have
+  the strides of Q/K/V.
+* fp32/fp16/bf16 inputs, fp32 accumulation, softmax in base 2 with the log-sum-exp kept for the backward pass.
+
+Backward: ``_attn_bwd_preprocess`` computes Delta = rowsum(dO * O); one kernel per key tile accumulates dK and dV over
+all query tiles, one kernel per query tile accumulates dQ over all key tiles (no atomics, deterministic).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .. import ops_registry
+from ..reference import attention_ref
+from ._utils import (
+    autotune,
+    cdiv,
+    check_inputs,
+    dot_precision,
+    interpret_tile,
+    interpreting,
+    launch,
+    next_power_of_2,
+)
+
+MAX_HEAD_DIM = 256
+MIN_CHUNK = 16  # smallest K of a 16-bit tl.dot on NVIDIA GPUs (triton backends/nvidia min_dot_size)
+LOG2E = 1.4426950408889634
+
+
+def head_dim_chunks(head_dim: int, max_chunks: int = 3) -> tuple[int, int, int]:
+    """Power-of-two chunk widths (each >= 16, zeros for absent chunks) that cover ``head_dim`` with the least padded
+    width; ties go to fewer chunks. ``max_chunks=1`` gives plain next-power-of-two padding.
+
+    >>> head_dim_chunks(72), head_dim_chunks(55), head_dim_chunks(112), head_dim_chunks(72, max_chunks=1)
+    ((64, 16, 0), (64, 0, 0), (64, 32, 16), (128, 0, 0))
+    """
+    if not 1 <= head_dim <= MAX_HEAD_DIM:
+        raise ValueError(f"head_dim must be in [1, {MAX_HEAD_DIM}], got {head_dim}.")
+    if not 1 <= max_chunks <= 3:
+        raise ValueError(f"max_chunks must be 1, 2 or 3, got {max_chunks}.")
+    best: list[int] | None = None
+    for n in range(1, max_chunks + 1):
+        chunks, remaining = [], head_dim
+        while remaining > 0 and len(chunks) < n - 1:  # greedy: the largest power of two that still fits
+            width = max(MIN_CHUNK, 1 << (remaining.bit_length() - 1))
+            chunks.append(width)
+            remaining -= width
+        if remaining > 0:
+            chunks.append(max(MIN_CHUNK, next_power_of_2(remaining)))
+        if best is None or sum(chunks) < sum(best):
+            best = chunks
+    return tuple(best + [0] * (3 - len(best)))
+
+
+def _check_chunks(head_dim: int, chunks: tuple[int, int, int]) -> tuple[int, int, int]:
+    chunks = tuple(chunks) + (0,) * (3 - len(chunks))
+    d0, d1, d2 = chunks
+    widths = [w for w in chunks if w]
+    ok = (
+        len(chunks) == 3
+        and d0 > 0
+        and all(w >= MIN_CHUNK and w & (w - 1) == 0 for w in widths)
+        and (d1 > 0 or d2 == 0)
+        and sum(widths) >= head_dim
+        and sum(widths[:-1]) < head_dim  # no chunk lies entirely in the padding
+    )
+    if not ok:
+        raise ValueError(f"Invalid head-dim chunks {chunks} for head_dim {head_dim}.")
+    return chunks
+
+
+# ----------------------------------------------------------------------------------------------------- autotuning
+# Spill-free in bf16 at head dims 55 and 72 on sm_90 (offline ptxas check). fp32 uses IEEE dots on FMA units, where
+# only small tiles fit in registers; 16-bit dtypes skip 32 x 32 (tiles of 32 rows cannot use wgmma's 64-row MMAs).
+_FP32_MAX_TILE = 64 * 32
+
+
+def _configs(shapes, stages) -> list[triton.Config]:
+    return [
+        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s) for bm, bn, w in shapes for s in stages
+    ]
+
+
+def _fwd_configs() -> list[triton.Config]:
+    shapes = ((64, 32, 4), (64, 64, 4), (64, 128, 8), (128, 32, 8), (128, 64, 8), (128, 128, 8))
+    return _configs(shapes, (2, 3, 4)) + _configs(((32, 32, 4),), (2,))
+
+
+def _dkdv_configs() -> list[triton.Config]:  # BLOCK_N keys stay resident, BLOCK_M queries stream
+    shapes = ((64, 64, 4), (64, 64, 8), (32, 64, 4), (32, 64, 8), (64, 128, 8), (32, 128, 8))
+    return _configs(shapes, (2, 3)) + _configs(((32, 32, 4),), (2,))
+
+
+def _dq_configs() -> list[triton.Config]:  # BLOCK_M queries stay resident, BLOCK_N keys stream
+    shapes = ((64, 64, 4), (64, 64, 8), (64, 128, 8), (128, 32, 8), (128, 64, 8))
+    return _configs(shapes, (2, 3)) + _configs(((32, 32, 4),), (2,))
+
+
+def _prune(configs, named_args, **kwargs):
+    """fp32 gets tiles of at most 64 x 32 with 4 warps, 16-bit dtypes at least 64 x 32; short query sets (the MAP
+    probe) no 128-row tiles."""
+    area = lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"]
+    if named_args["Q"].dtype == torch.float32:
+        kept = [c for c in configs if area(c) <= _FP32_MAX_TILE and c.num_warps == 4]
+    else:
+        kept = [c for c in configs if area(c) >= 64 * 32]
+    if named_args["seq_q"] <= 64:
+        kept = [c for c in kept if c.kwargs["BLOCK_M"] <= 64] or kept
+    return kept or configs
+
+
+_KEY = ["seq_q", "seq_k", "HEAD_DIM", "D0", "D1", "D2"]
+
+
+def _interpret_meta() -> dict[str, int]:
+    """Tile sizes passed explicitly under the interpreter (no autotuning there)."""
+    return {"BLOCK_M": interpret_tile(), "BLOCK_N": interpret_tile()}
+
+
+def _default_fwd_config(seq_q: int, dtype: torch.dtype) -> triton.Config:
+    """The forward config used when autotuning is off (SOVIT_HF_AUTOTUNE=0)."""
+    if dtype == torch.float32:  # IEEE fp32 dots run on FMA units: small tiles (larger ones spill on sm_90)
+        return triton.Config({"BLOCK_M": 32, "BLOCK_N": 32}, num_warps=4, num_stages=2)
+    if seq_q > 64:
+        return triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=8, num_stages=3)
+    return triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=3)
+
+
+def _default_bwd_config(width: int, dtype: torch.dtype) -> triton.Config:
+    """The backward config used when autotuning is off; 8 warps above 64 head-dim columns (4 spill on sm_90)."""
+    if dtype == torch.float32:
+        return triton.Config({"BLOCK_M": 32, "BLOCK_N": 32}, num_warps=4, num_stages=2)
+    return triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=8 if width > 64 else 4, num_stages=2)
+
+
+# ----------------------------------------------------------------------------------------------------- kernels
+# Loads inside the loops. Every loop streams full tiles with plain loads and then its last tile (partial or not) with
+# row and column masks. A column mask that cuts a 16-wide chunk (72 = 64 + 8 of 16) keeps Triton from pipelining the
+# loop's loads (no cp.async; checked with ptxas for sm_90), so full tiles read the padding columns as they are in
+# memory: for a row that is not the last of its (batch, head) slab these are the next elements of the same dense
+# tensor (the launcher guarantees it, else it copies). The operand they meet is zero there: the tile loaded once per
+# program (Q in the forward and dQ kernels, K/V in the dK/dV kernel) always has its padding masked to 0, so every
+# contraction over the head dim stays exact; accumulators that pick up values in padding columns are never stored.
+
+
+@triton.jit
+def _load_tile(
+    base,  # pointer to row 0, column 0 of one (batch, head) slab
+    offs_rows,  # (R,) row indices
+    row_mask,  # (R,) rows that exist
+    stride_row,
+    D_OFF: tl.constexpr,  # first column of this head-dim chunk
+    D_W: tl.constexpr,  # chunk width (power of two)
+    HEAD_DIM: tl.constexpr,  # true head dim
+    MASK: tl.constexpr,  # True: rows by row_mask and columns >= HEAD_DIM read as 0; False: a plain load
+):
+    """(R, D_W) tile of rows ``offs_rows`` and columns [D_OFF, D_OFF + D_W)."""
+    offs_d = D_OFF + tl.arange(0, D_W)
+    ptrs = base + offs_rows[:, None] * stride_row + offs_d[None, :]
+    if not MASK:
+        tile = tl.load(ptrs)
+    elif D_OFF + D_W <= HEAD_DIM:
+        tile = tl.load(ptrs, mask=row_mask[:, None], other=0.0)
+    else:
+        tile = tl.load(ptrs, mask=row_mask[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)
+    return tile
+
+
+@triton.jit
+def _store_tile(
+    base, tile, offs_rows, row_mask, stride_row, D_OFF: tl.constexpr, D_W: tl.constexpr, HEAD_DIM: tl.constexpr
+):
+    """Store an (R, D_W) fp32 tile to existing rows and true head-dim columns, cast to the destination dtype."""
+    offs_d = D_OFF + tl.arange(0, D_W)
+    ptrs = base + offs_rows[:, None] * stride_row + offs_d[None, :]
+    mask = row_mask[:, None]
+    if D_OFF + D_W > HEAD_DIM:
+        mask = mask & (offs_d[None, :] < HEAD_DIM)
+    tl.store(ptrs, tile.to(base.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _attn_fwd_inner(
+    acc0, acc1, acc2, m_i, l_i,  # running output chunks (BM, Dc) fp32, row max and row sum (log2 units)
+    q0, q1, q2,  # query chunks (BM, Dc), padding columns 0
+    k_base, v_base, stride_kn, stride_vn,
+    lo, hi, seq_k, qk_scale,
+    HEAD_DIM: tl.constexpr, D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, BLOCK_N: tl.constexpr, MASK: tl.constexpr,
+):  # fmt: skip
+    """Online softmax over key tiles [lo, hi); MASK for the last tile only."""
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        n_mask = offs_n < seq_k
+        # S = Q K^T summed over the head-dim chunks: (BM, BN)
+        k0 = _load_tile(k_base, offs_n, n_mask, stride_kn, 0, D0, HEAD_DIM, MASK)
+        s = tl.dot(q0, tl.trans(k0), input_precision=DOT_PRECISION)
+        if D1 > 0:
+            k1 = _load_tile(k_base, offs_n, n_mask, stride_kn, D0, D1, HEAD_DIM, MASK)
+            s = tl.dot(q1, tl.trans(k1), s, input_precision=DOT_PRECISION)
+        if D2 > 0:
+            k2 = _load_tile(k_base, offs_n, n_mask, stride_kn, D0 + D1, D2, HEAD_DIM, MASK)
+            s = tl.dot(q2, tl.trans(k2), s, input_precision=DOT_PRECISION)
+        s = s * qk_scale  # softmax scale and log2(e): exp(x * scale) = exp2(x * scale * log2 e)
+        if MASK:
+            s = tl.where(n_mask[None, :], s, float("-inf"))
+        # Online softmax (FlashAttention-2): rescale what was accumulated by 2^(m_old - m_new).
+        m_new = tl.maximum(m_i, tl.max(s, 1))  # finite: every tile holds at least one real key
+        alpha = tl.math.exp2(m_i - m_new)
+        p = tl.math.exp2(s - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        p = p.to(q0.dtype)  # like FlashAttention, P enters the PV dot in the input dtype
+        v0 = _load_tile(v_base, offs_n, n_mask, stride_vn, 0, D0, HEAD_DIM, MASK)
+        acc0 = tl.dot(p, v0, acc0 * alpha[:, None], input_precision=DOT_PRECISION)
+        if D1 > 0:
+            v1 = _load_tile(v_base, offs_n, n_mask, stride_vn, D0, D1, HEAD_DIM, MASK)
+            acc1 = tl.dot(p, v1, acc1 * alpha[:, None], input_precision=DOT_PRECISION)
+        if D2 > 0:
+            v2 = _load_tile(v_base, offs_n, n_mask, stride_vn, D0 + D1, D2, HEAD_DIM, MASK)
+            acc2 = tl.dot(p, v2, acc2 * alpha[:, None], input_precision=DOT_PRECISION)
+        m_i = m_new
+    return acc0, acc1, acc2, m_i, l_i
+
+
+@autotune(_fwd_configs, _KEY, _prune)
+@triton.jit
+def _attn_fwd_kernel(
+    Q, K, V,  # (B, H, Lq, D) / (B, H, Lk, D) through strides, unit last stride
+    Out,  # (B, Lq, H, D) output, written in the layout transformers expects
+    Lse,  # (B, H, Lq) fp32 log2-sum-exp of the scaled scores (for the backward pass)
+    stride_qb, stride_qh, stride_qm,
+    stride_kb, stride_kh, stride_kn,
+    stride_vb, stride_vh, stride_vn,
+    stride_ob, stride_oh, stride_om,
+    num_heads, seq_q, seq_k, qk_scale,
+    HEAD_DIM: tl.constexpr, D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr,
+    STORE_LSE: tl.constexpr, DOT_PRECISION: tl.constexpr, STRIDE_ALIGN: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    # Strides arrive divided by STRIDE_ALIGN (see _stride_align). Multiplying by the constexpr tells the compiler that
+    # rows start 16-byte aligned (a head stride of 72 is not a multiple of 16, all Triton's argument specialisation
+    # can see), so the loads vectorise and pipeline.
+    stride_qb, stride_qh, stride_qm = stride_qb * STRIDE_ALIGN, stride_qh * STRIDE_ALIGN, stride_qm * STRIDE_ALIGN
+    stride_kb, stride_kh, stride_kn = stride_kb * STRIDE_ALIGN, stride_kh * STRIDE_ALIGN, stride_kn * STRIDE_ALIGN
+    stride_vb, stride_vh, stride_vn = stride_vb * STRIDE_ALIGN, stride_vh * STRIDE_ALIGN, stride_vn * STRIDE_ALIGN
+    stride_ob, stride_oh, stride_om = stride_ob * STRIDE_ALIGN, stride_oh * STRIDE_ALIGN, stride_om * STRIDE_ALIGN
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    off_b = (pid_bh // num_heads).to(tl.int64)  # int64: batch offsets exceed 2^31 elements at large batch
+    off_h = (pid_bh % num_heads).to(tl.int64)
+    q_base = Q + off_b * stride_qb + off_h * stride_qh
+    k_base = K + off_b * stride_kb + off_h * stride_kh
+    v_base = V + off_b * stride_vb + off_h * stride_vh
+    o_base = Out + off_b * stride_ob + off_h * stride_oh
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    m_mask = offs_m < seq_q
+    q0 = _load_tile(q_base, offs_m, m_mask, stride_qm, 0, D0, HEAD_DIM, True)
+    acc0 = tl.zeros([BLOCK_M, D0], dtype=tl.float32)
+    q1, acc1, q2, acc2 = q0, acc0, q0, acc0  # placeholders for absent chunks, never read
+    if D1 > 0:
+        q1 = _load_tile(q_base, offs_m, m_mask, stride_qm, D0, D1, HEAD_DIM, True)
+        acc1 = tl.zeros([BLOCK_M, D1], dtype=tl.float32)
+    if D2 > 0:
+        q2 = _load_tile(q_base, offs_m, m_mask, stride_qm, D0 + D1, D2, HEAD_DIM, True)
+        acc2 = tl.zeros([BLOCK_M, D2], dtype=tl.float32)
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+
+    last = ((seq_k - 1) // BLOCK_N) * BLOCK_N  # start of the last key tile, the only masked one
+    acc0, acc1, acc2, m_i, l_i = _attn_fwd_inner(
+        acc0, acc1, acc2, m_i, l_i, q0, q1, q2, k_base, v_base, stride_kn, stride_vn, 0, last, seq_k, qk_scale,
+        HEAD_DIM, D0, D1, D2, DOT_PRECISION, BLOCK_N, False,
+    )  # fmt: skip
+    acc0, acc1, acc2, m_i, l_i = _attn_fwd_inner(
+        acc0, acc1, acc2, m_i, l_i, q0, q1, q2, k_base, v_base, stride_kn, stride_vn, last, seq_k, seq_k, qk_scale,
+        HEAD_DIM, D0, D1, D2, DOT_PRECISION, BLOCK_N, True,
+    )  # fmt: skip
+
+    # O = acc / l. Rows past seq_q saw all-zero scores, so l >= 1 there too (no 0/0); they are not stored.
+    l_rcp = 1.0 / l_i
+    _store_tile(o_base, acc0 * l_rcp[:, None], offs_m, m_mask, stride_om, 0, D0, HEAD_DIM)
+    if D1 > 0:
+        _store_tile(o_base, acc1 * l_rcp[:, None], offs_m, m_mask, stride_om, D0, D1, HEAD_DIM)
+    if D2 > 0:
+        _store_tile(o_base, acc2 * l_rcp[:, None], offs_m, m_mask, stride_om, D0 + D1, D2, HEAD_DIM)
+    if STORE_LSE:
+        tl.store(Lse + pid_bh.to(tl.int64) * seq_q + offs_m, m_i + tl.math.log2(l_i), mask=m_mask)
+
+
+@triton.jit
+def _attn_bwd_preprocess_kernel(
+    Out, DO,  # (B, Lq, H, D) output and its gradient, through strides, unit last stride
+    Delta,  # (B, H, Lq) fp32 out: Delta_i = sum_d dO_id * O_id
+    stride_ob, stride_oh, stride_om,
+    stride_dob, stride_doh, stride_dom,
+    num_heads, seq_q,
+    HEAD_DIM: tl.constexpr, D_POW2: tl.constexpr, BLOCK_M: tl.constexpr,
+):  # fmt: skip
+    # Why Delta: with P = softmax(S), dS_ij = P_ij (dP_ij - sum_k P_ik dP_ik), and since dP_ik = dO_i . V_k,
+    # sum_k P_ik dP_ik = dO_i . (sum_k P_ik V_k) = dO_i . O_i. One dot per row here instead of a row sum per tile.
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    off_b = (pid_bh // num_heads).to(tl.int64)
+    off_h = (pid_bh % num_heads).to(tl.int64)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, D_POW2)  # elementwise, so plain power-of-two padding costs no MMA work here
+    mask = (offs_m < seq_q)[:, None] & (offs_d < HEAD_DIM)[None, :]
+    o_ptrs = Out + off_b * stride_ob + off_h * stride_oh + offs_m[:, None] * stride_om + offs_d[None, :]
+    do_ptrs = DO + off_b * stride_dob + off_h * stride_doh + offs_m[:, None] * stride_dom + offs_d[None, :]
+    o = tl.load(o_ptrs, mask=mask, other=0.0).to(tl.float32)
+    do = tl.load(do_ptrs, mask=mask, other=0.0).to(tl.float32)
+    tl.store(Delta + pid_bh.to(tl.int64) * seq_q + offs_m, tl.sum(o * do, 1), mask=offs_m < seq_q)
+
+
+@triton.jit
+def _attn_bwd_dkdv_inner(
+    dk0, dk1, dk2, dv0, dv1, dv2,  # (BN, Dc) fp32 accumulators
+    k0, k1, k2, v0, v1, v2,  # this program's key/value chunks (BN, Dc), padding columns 0
+    q_base, do_base, lse_base, delta_base, stride_qm, stride_dom,
+    lo, hi, seq_q, qk_scale,
+    HEAD_DIM: tl.constexpr, D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, MASK: tl.constexpr,
+):  # fmt: skip
+    """Accumulate dK, dV of one key tile over query tiles [lo, hi); MASK for the last query tile only.
+
+    With S = scale * Q K^T, P = softmax(S), O = P V:
+      dV = P^T dO                      (O is linear in V)
+      dP = dO V^T
+      dS = P * (dP - Delta)            (softmax Jacobian, Delta from the preprocess kernel)
+      dK = scale * dS^T Q              (S is linear in K; the scale is applied once, by the caller)
+    computed transposed (keys as rows), so that dK and dV accumulate in rows of this tile. Query rows past seq_q
+    (only in the masked tile) load Q = dO = 0, so their terms vanish without a mask on P.
+    """
+    for start_m in range(lo, hi, BLOCK_M):
+        offs_m = start_m + tl.arange(0, BLOCK_M)
+        m_mask = offs_m < seq_q
+        if MASK:
+            lse = tl.load(lse_base + offs_m, mask=m_mask, other=0.0)
+            delta = tl.load(delta_base + offs_m, mask=m_mask, other=0.0)
+        else:
+            lse = tl.load(lse_base + offs_m)
+            delta = tl.load(delta_base + offs_m)
+        # S^T = K Q^T: (BN, BM)
+        q0 = _load_tile(q_base, offs_m, m_mask, stride_qm, 0, D0, HEAD_DIM, MASK)
+        s_t = tl.dot(k0, tl.trans(q0), input_precision=DOT_PRECISION)
+        if D1 > 0:
+            q1 = _load_tile(q_base, offs_m, m_mask, stride_qm, D0, D1, HEAD_DIM, MASK)
+            s_t = tl.dot(k1, tl.trans(q1), s_t, input_precision=DOT_PRECISION)
+        if D2 > 0:
+            q2 = _load_tile(q_base, offs_m, m_mask, stride_qm, D0 + D1, D2, HEAD_DIM, MASK)
+            s_t = tl.dot(k2, tl.trans(q2), s_t, input_precision=DOT_PRECISION)
+        p_t = tl.math.exp2(s_t * qk_scale - lse[None, :])  # P^T, normalised by the forward's log-sum-exp
+        # dV += P^T dO and dP^T = V dO^T, chunk by chunk: (BN, Dc) and (BN, BM)
+        do0 = _load_tile(do_base, offs_m, m_mask, stride_dom, 0, D0, HEAD_DIM, MASK)
+        dv0 = tl.dot(p_t.to(do0.dtype), do0, dv0, input_precision=DOT_PRECISION)
+        dp_t = tl.dot(v0, tl.trans(do0), input_precision=DOT_PRECISION)
+        if D1 > 0:
+            do1 = _load_tile(do_base, offs_m, m_mask, stride_dom, D0, D1, HEAD_DIM, MASK)
+            dv1 = tl.dot(p_t.to(do1.dtype), do1, dv1, input_precision=DOT_PRECISION)
+            dp_t = tl.dot(v1, tl.trans(do1), dp_t, input_precision=DOT_PRECISION)
+        if D2 > 0:
+            do2 = _load_tile(do_base, offs_m, m_mask, stride_dom, D0 + D1, D2, HEAD_DIM, MASK)
+            dv2 = tl.dot(p_t.to(do2.dtype), do2, dv2, input_precision=DOT_PRECISION)
+            dp_t = tl.dot(v2, tl.trans(do2), dp_t, input_precision=DOT_PRECISION)
+        # dS^T = P^T * (dP^T - Delta) and dK += dS^T Q: (BN, Dc)
+        ds_t = (p_t * (dp_t - delta[None, :])).to(q0.dtype)
+        dk0 = tl.dot(ds_t, q0, dk0, input_precision=DOT_PRECISION)
+        if D1 > 0:
+            dk1 = tl.dot(ds_t, q1, dk1, input_precision=DOT_PRECISION)
+        if D2 > 0:
+            dk2 = tl.dot(ds_t, q2, dk2, input_precision=DOT_PRECISION)
+    return dk0, dk1, dk2, dv0, dv1, dv2
+
+
+@autotune(_dkdv_configs, _KEY, _prune)
+@triton.jit
+def _attn_bwd_dkdv_kernel(
+    Q, K, V, DO,  # Q (B, H, Lq, D), K/V (B, H, Lk, D), dO (B, Lq, H, D), all through strides
+    Lse, Delta,  # (B, H, Lq) fp32 from the forward pass / the preprocess kernel
+    DK, DV,  # (B, H, Lk, D) outputs, through their own strides
+    stride_qb, stride_qh, stride_qm,
+    stride_kb, stride_kh, stride_kn,
+    stride_vb, stride_vh, stride_vn,
+    stride_dob, stride_doh, stride_dom,
+    stride_dkb, stride_dkh, stride_dkn,
+    stride_dvb, stride_dvh, stride_dvn,
+    num_heads, seq_q, seq_k, qk_scale, sm_scale,
+    HEAD_DIM: tl.constexpr, D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    STRIDE_ALIGN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """One key tile (BLOCK_N keys) per program; sweeps every query tile (see _attn_bwd_dkdv_inner)."""
+    # Strides arrive divided by STRIDE_ALIGN: see _attn_fwd_kernel.
+    stride_qb, stride_qh, stride_qm = stride_qb * STRIDE_ALIGN, stride_qh * STRIDE_ALIGN, stride_qm * STRIDE_ALIGN
+    stride_kb, stride_kh, stride_kn = stride_kb * STRIDE_ALIGN, stride_kh * STRIDE_ALIGN, stride_kn * STRIDE_ALIGN
+    stride_vb, stride_vh, stride_vn = stride_vb * STRIDE_ALIGN, stride_vh * STRIDE_ALIGN, stride_vn * STRIDE_ALIGN
+    stride_dob, stride_doh, stride_dom = stride_dob * STRIDE_ALIGN, stride_doh * STRIDE_ALIGN, stride_dom * STRIDE_ALIGN
+    stride_dkb, stride_dkh, stride_dkn = stride_dkb * STRIDE_ALIGN, stride_dkh * STRIDE_ALIGN, stride_dkn * STRIDE_ALIGN
+    stride_dvb, stride_dvh, stride_dvn = stride_dvb * STRIDE_ALIGN, stride_dvh * STRIDE_ALIGN, stride_dvn * STRIDE_ALIGN
+    pid_n = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    off_b = (pid_bh // num_heads).to(tl.int64)
+    off_h = (pid_bh % num_heads).to(tl.int64)
+    q_base = Q + off_b * stride_qb + off_h * stride_qh
+    k_base = K + off_b * stride_kb + off_h * stride_kh
+    v_base = V + off_b * stride_vb + off_h * stride_vh
+    do_base = DO + off_b * stride_dob + off_h * stride_doh
+    lse_base = Lse + pid_bh.to(tl.int64) * seq_q
+    delta_base = Delta + pid_bh.to(tl.int64) * seq_q
+
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_mask = offs_n < seq_k
+    k0 = _load_tile(k_base, offs_n, n_mask, stride_kn, 0, D0, HEAD_DIM, True)
+    v0 = _load_tile(v_base, offs_n, n_mask, stride_vn, 0, D0, HEAD_DIM, True)
+    dk0 = tl.zeros([BLOCK_N, D0], dtype=tl.float32)
+    dv0 = tl.zeros([BLOCK_N, D0], dtype=tl.float32)
+    k1, v1, dk1, dv1, k2, v2, dk2, dv2 = k0, v0, dk0, dv0, k0, v0, dk0, dv0  # placeholders, never read if absent
+    if D1 > 0:
+        k1 = _load_tile(k_base, offs_n, n_mask, stride_kn, D0, D1, HEAD_DIM, True)
+        v1 = _load_tile(v_base, offs_n, n_mask, stride_vn, D0, D1, HEAD_DIM, True)
+        dk1 = tl.zeros([BLOCK_N, D1], dtype=tl.float32)
+        dv1 = tl.zeros([BLOCK_N, D1], dtype=tl.float32)
+    if D2 > 0:
+        k2 = _load_tile(k_base, offs_n, n_mask, stride_kn, D0 + D1, D2, HEAD_DIM, True)
+        v2 = _load_tile(v_base, offs_n, n_mask, stride_vn, D0 + D1, D2, HEAD_DIM, True)
+        dk2 = tl.zeros([BLOCK_N, D2], dtype=tl.float32)
+        dv2 = tl.zeros([BLOCK_N, D2], dtype=tl.float32)
+
+    last = ((seq_q - 1) // BLOCK_M) * BLOCK_M  # start of the last query tile, the only masked one
+    dk0, dk1, dk2, dv0, dv1, dv2 = _attn_bwd_dkdv_inner(
+        dk0, dk1, dk2, dv0, dv1, dv2, k0, k1, k2, v0, v1, v2,
+        q_base, do_base, lse_base, delta_base, stride_qm, stride_dom, 0, last, seq_q, qk_scale,
+        HEAD_DIM, D0, D1, D2, DOT_PRECISION, BLOCK_M, False,
+    )  # fmt: skip
+    dk0, dk1, dk2, dv0, dv1, dv2 = _attn_bwd_dkdv_inner(
+        dk0, dk1, dk2, dv0, dv1, dv2, k0, k1, k2, v0, v1, v2,
+        q_base, do_base, lse_base, delta_base, stride_qm, stride_dom, last, seq_q, seq_q, qk_scale,
+        HEAD_DIM, D0, D1, D2, DOT_PRECISION, BLOCK_M, True,
+    )  # fmt: skip
+
+    dk_base = DK + off_b * stride_dkb + off_h * stride_dkh
+    dv_base = DV + off_b * stride_dvb + off_h * stride_dvh
+    _store_tile(dk_base, dk0 * sm_scale, offs_n, n_mask, stride_dkn, 0, D0, HEAD_DIM)
+    _store_tile(dv_base, dv0, offs_n, n_mask, stride_dvn, 0, D0, HEAD_DIM)
+    if D1 > 0:
+        _store_tile(dk_base, dk1 * sm_scale, offs_n, n_mask, stride_dkn, D0, D1, HEAD_DIM)
+        _store_tile(dv_base, dv1, offs_n, n_mask, stride_dvn, D0, D1, HEAD_DIM)
+    if D2 > 0:
+        _store_tile(dk_base, dk2 * sm_scale, offs_n, n_mask, stride_dkn, D0 + D1, D2, HEAD_DIM)
+        _store_tile(dv_base, dv2, offs_n, n_mask, stride_dvn, D0 + D1, D2, HEAD_DIM)
+
+
+@triton.jit
+def _attn_bwd_dq_inner(
+    dq0, dq1, dq2,  # (BM, Dc) fp32 accumulators
+    q0, q1, q2, do0, do1, do2,  # this program's query / output-gradient chunks (BM, Dc), padding columns 0
+    lse, delta,  # (BM,) fp32
+    k_base, v_base, stride_kn, stride_vn,
+    lo, hi, seq_k, qk_scale,
+    HEAD_DIM: tl.constexpr, D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    BLOCK_N: tl.constexpr, MASK: tl.constexpr,
+):  # fmt: skip
+    """Accumulate dQ = scale * dS K of one query tile over key tiles [lo, hi), dS = P * (dO V^T - Delta).
+
+    Key rows past seq_k (only in the masked tile) load K = V = 0: their dS (= -P * Delta) meets a zero K row.
+    """
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        n_mask = offs_n < seq_k
+        # S = Q K^T and dP = dO V^T, chunk by chunk: (BM, BN)
+        k0 = _load_tile(k_base, offs_n, n_mask, stride_kn, 0, D0, HEAD_DIM, MASK)
+        v0 = _load_tile(v_base, offs_n, n_mask, stride_vn, 0, D0, HEAD_DIM, MASK)
+        s = tl.dot(q0, tl.trans(k0), input_precision=DOT_PRECISION)
+        dp = tl.dot(do0, tl.trans(v0), input_precision=DOT_PRECISION)
+        if D1 > 0:
+            k1 = _load_tile(k_base, offs_n, n_mask, stride_kn, D0, D1, HEAD_DIM, MASK)
+            v1 = _load_tile(v_base, offs_n, n_mask, stride_vn, D0, D1, HEAD_DIM, MASK)
+            s = tl.dot(q1, tl.trans(k1), s, input_precision=DOT_PRECISION)
+            dp = tl.dot(do1, tl.trans(v1), dp, input_precision=DOT_PRECISION)
+        if D2 > 0:
+            k2 = _load_tile(k_base, offs_n, n_mask, stride_kn, D0 + D1, D2, HEAD_DIM, MASK)
+            v2 = _load_tile(v_base, offs_n, n_mask, stride_vn, D0 + D1, D2, HEAD_DIM, MASK)
+            s = tl.dot(q2, tl.trans(k2), s, input_precision=DOT_PRECISION)
+            dp = tl.dot(do2, tl.trans(v2), dp, input_precision=DOT_PRECISION)
+        p = tl.math.exp2(s * qk_scale - lse[:, None])
+        ds = (p * (dp - delta[:, None])).to(q0.dtype)  # dS = P * (dP - Delta)
+        # dQ += dS K: (BM, Dc)
+        dq0 = tl.dot(ds, k0, dq0, input_precision=DOT_PRECISION)
+        if D1 > 0:
+            dq1 = tl.dot(ds, k1, dq1, input_precision=DOT_PRECISION)
+        if D2 > 0:
+            dq2 = tl.dot(ds, k2, dq2, input_precision=DOT_PRECISION)
+    return dq0, dq1, dq2
+
+
+@autotune(_dq_configs, _KEY, _prune)
+@triton.jit
+def _attn_bwd_dq_kernel(
+    Q, K, V, DO,  # as in _attn_bwd_dkdv_kernel
+    Lse, Delta,
+    DQ,  # (B, H, Lq, D) output, through its own strides
+    stride_qb, stride_qh, stride_qm,
+    stride_kb, stride_kh, stride_kn,
+    stride_vb, stride_vh, stride_vn,
+    stride_dob, stride_doh, stride_dom,
+    stride_dqb, stride_dqh, stride_dqm,
+    num_heads, seq_q, seq_k, qk_scale, sm_scale,
+    HEAD_DIM: tl.constexpr, D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    STRIDE_ALIGN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """One query tile per program; sweeps every key tile (see _attn_bwd_dq_inner)."""
+    # Strides arrive divided by STRIDE_ALIGN: see _attn_fwd_kernel.
+    stride_qb, stride_qh, stride_qm = stride_qb * STRIDE_ALIGN, stride_qh * STRIDE_ALIGN, stride_qm * STRIDE_ALIGN
+    stride_kb, stride_kh, stride_kn = stride_kb * STRIDE_ALIGN, stride_kh * STRIDE_ALIGN, stride_kn * STRIDE_ALIGN
+    stride_vb, stride_vh, stride_vn = stride_vb * STRIDE_ALIGN, stride_vh * STRIDE_ALIGN, stride_vn * STRIDE_ALIGN
+    stride_dob, stride_doh, stride_dom = stride_dob * STRIDE_ALIGN, stride_doh * STRIDE_ALIGN, stride_dom * STRIDE_ALIGN
+    stride_dqb, stride_dqh, stride_dqm = stride_dqb * STRIDE_ALIGN, stride_dqh * STRIDE_ALIGN, stride_dqm * STRIDE_ALIGN
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    off_b = (pid_bh // num_heads).to(tl.int64)
+    off_h = (pid_bh % num_heads).to(tl.int64)
+    q_base = Q + off_b * stride_qb + off_h * stride_qh
+    k_base = K + off_b * stride_kb + off_h * stride_kh
+    v_base = V + off_b * stride_vb + off_h * stride_vh
+    do_base = DO + off_b * stride_dob + off_h * stride_doh
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    m_mask = offs_m < seq_q
+    lse = tl.load(Lse + pid_bh.to(tl.int64) * seq_q + offs_m, mask=m_mask, other=0.0)
+    delta = tl.load(Delta + pid_bh.to(tl.int64) * seq_q + offs_m, mask=m_mask, other=0.0)
+    q0 = _load_tile(q_base, offs_m, m_mask, stride_qm, 0, D0, HEAD_DIM, True)
+    do0 = _load_tile(do_base, offs_m, m_mask, stride_dom, 0, D0, HEAD_DIM, True)
+    dq0 = tl.zeros([BLOCK_M, D0], dtype=tl.float32)
+    q1, do1, dq1, q2, do2, dq2 = q0, do0, dq0, q0, do0, dq0  # placeholders, never read if absent
+    if D1 > 0:
+        q1 = _load_tile(q_base, offs_m, m_mask, stride_qm, D0, D1, HEAD_DIM, True)
+        do1 = _load_tile(do_base, offs_m, m_mask, stride_dom, D0, D1, HEAD_DIM, True)
+        dq1 = tl.zeros([BLOCK_M, D1], dtype=tl.float32)
+    if D2 > 0:
+        q2 = _load_tile(q_base, offs_m, m_mask, stride_qm, D0 + D1, D2, HEAD_DIM, True)
+        do2 = _load_tile(do_base, offs_m, m_mask, stride_dom, D0 + D1, D2, HEAD_DIM, True)
+        dq2 = tl.zeros([BLOCK_M, D2], dtype=tl.float32)
+
+    last = ((seq_k - 1) // BLOCK_N) * BLOCK_N  # start of the last key tile, the only masked one
+    dq0, dq1, dq2 = _attn_bwd_dq_inner(
+        dq0, dq1, dq2, q0, q1, q2, do0, do1, do2, lse, delta, k_base, v_base, stride_kn, stride_vn,
+        0, last, seq_k, qk_scale, HEAD_DIM, D0, D1, D2, DOT_PRECISION, BLOCK_N, False,
+    )  # fmt: skip
+    dq0, dq1, dq2 = _attn_bwd_dq_inner(
+        dq0, dq1, dq2, q0, q1, q2, do0, do1, do2, lse, delta, k_base, v_base, stride_kn, stride_vn,
+        last, seq_k, seq_k, qk_scale, HEAD_DIM, D0, D1, D2, DOT_PRECISION, BLOCK_N, True,
+    )  # fmt: skip
+
+    dq_base = DQ + off_b * stride_dqb + off_h * stride_dqh
+    _store_tile(dq_base, dq0 * sm_scale, offs_m, m_mask, stride_dqm, 0, D0, HEAD_DIM)
+    if D1 > 0:
+        _store_tile(dq_base, dq1 * sm_scale, offs_m, m_mask, stride_dqm, D0, D1, HEAD_DIM)
+    if D2 > 0:
+        _store_tile(dq_base, dq2 * sm_scale, offs_m, m_mask, stride_dqm, D0 + D1, D2, HEAD_DIM)
+
+
+# ----------------------------------------------------------------------------------------------------- launchers
+
+
+def _dense(t: torch.Tensor) -> bool:
+    """Non-overlapping and dense: some order of the dims is contiguous, so every address between the tensor's first
+    and last element belongs to it."""
+    order = sorted(range(t.dim()), key=lambda d: (t.stride(d), t.shape[d]), reverse=True)
+    return t.permute(order).is_contiguous()
+
+
+def _kernel_operand(t: torch.Tensor, width: int) -> torch.Tensor:
+    """``t`` itself where the kernels may read it ``width`` columns per row, else a zero-padded (..., width) copy.
+
+    Full tiles read the columns [D, width) past the head dim as they are in memory (see the comment above
+    ``_load_tile``). That stays inside the tensor when it is dense with a unit last stride and width - D <= D, and
+    the loads vectorise (and pipeline) only when rows are 16-byte aligned. Head dims such as 55 (110-byte rows in
+    bf16) fail that, and get a padded copy, as SDPA's FlashAttention path pads 55 to 56 (its zero padding also makes
+    the reads exact). SoViT's 72, 88, 96, 104, 112 and the powers of two read the projections in place.
+    """
+    d = t.shape[-1]
+    if t.stride(-1) == 1 and (width == d or (_dense(t) and width - d <= d and d * t.element_size() % 16 == 0)):
+        return t
+    padded = t.new_zeros(*t.shape[:-1], width)  # (..., width), zero padding columns
+    padded[..., :d] = t
+    return padded
+
+
+def _stride_align(strides: list[int], element_size: int) -> int:
+    """The largest power of two, up to 16 bytes' worth of elements, that divides every stride: the launchers pass
+    strides divided by it and the kernels multiply back by the constexpr (see ``_attn_fwd_kernel``)."""
+    align = 16 // element_size
+    while align > 1 and any(s % align for s in strides):
+        align //= 2
+    return align
+
+
+def _aligned(strides: list[int], align: int) -> list[int]:
+    return [s // align for s in strides]
+
+
+def _grad_layout(t: torch.Tensor) -> tuple[torch.Size, tuple[int, ...] | None]:
+    """Shape and (when reusable) strides for t's gradient: with t's strides it flows back through the model's
+    transpose/view of the projection without a copy."""
+    return t.shape, (t.stride() if t.stride(-1) == 1 and _dense(t) else None)
+
+
+def _empty_grad(layout: tuple[torch.Size, tuple[int, ...] | None], like: torch.Tensor) -> torch.Tensor:
+    shape, strides = layout
+    if strides is None:
+        return torch.empty(shape, device=like.device, dtype=like.dtype)
+    return torch.empty_strided(shape, strides, device=like.device, dtype=like.dtype)
+
+
+def _check_qkv(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> None:
+    check_inputs("sovit_triton attention", query, key, value)
+    if query.dim() != 4 or key.dim() != 4 or value.dim() != 4:
+        raise ValueError(f"query/key/value must be (B, H, L, D); got {tuple(query.shape)}, {tuple(key.shape)}.")
+    if not (query.dtype == key.dtype == value.dtype):
+        raise TypeError(f"query/key/value dtypes differ: {query.dtype}, {key.dtype}, {value.dtype}.")
+    batch, heads, _, head_dim = query.shape
+    if key.shape != value.shape or key.shape[:2] != (batch, heads) or key.shape[-1] != head_dim:
+        raise ValueError(
+            f"key/value must be (B, H, Lk, D) matching query (B, H, Lq, D) = {tuple(query.shape)}; got "
+            f"{tuple(key.shape)} and {tuple(value.shape)} (grouped-query attention is not supported)."
+        )
+    if head_dim > MAX_HEAD_DIM:
+        raise ValueError(f"head_dim {head_dim} > {MAX_HEAD_DIM} is not supported by the sovit_triton kernel.")
+    if key.shape[2] == 0:
+        raise ValueError("attention over zero keys is undefined.")
+
+
+def attention_forward(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    scale: float,
+    chunks: tuple[int, int, int],
+    head_dim: int,
+    need_lse: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Launch the forward kernel on kernel operands (``_kernel_operand``: the head dim ``head_dim`` or padded).
+
+    Returns ``out (B, Lq, H, head_dim)`` (contiguous) and the fp32 log2-sum-exp (B, H, Lq).
+    """
+    batch, heads, seq_q, _ = query.shape
+    seq_k = key.shape[2]
+    out = torch.empty(batch, seq_q, heads, head_dim, device=query.device, dtype=query.dtype)  # (B, Lq, H, D)
+    lse = torch.empty(batch, heads, seq_q, device=query.device, dtype=torch.float32) if need_lse else None
+    if seq_q == 0:
+        return out, lse
+    strides = [
+        *query.stride()[:3], *key.stride()[:3], *value.stride()[:3],
+        out.stride(0), out.stride(2), out.stride(1),  # (b, h, m) strides of the (B, Lq, H, D) output
+    ]  # fmt: skip
+    align = _stride_align(strides, query.element_size())
+    lse_arg = lse if need_lse else out  # an unused pointer gets any tensor
+    args = (query, key, value, out, lse_arg, *_aligned(strides, align), heads, seq_q, seq_k, scale * LOG2E)
+    kwargs = dict(
+        HEAD_DIM=head_dim, D0=chunks[0], D1=chunks[1], D2=chunks[2],
+        STORE_LSE=need_lse, DOT_PRECISION=dot_precision(query.dtype), STRIDE_ALIGN=align,
+    )  # fmt: skip
+    grid = lambda meta: (cdiv(seq_q, meta["BLOCK_M"]), batch * heads)
+    launch(_attn_fwd_kernel, grid, args, kwargs, _interpret_meta(), _default_fwd_config(seq_q, query.dtype))
+    return out, lse
+
+
+def attention_backward(
+    grad_out: torch.Tensor,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    out: torch.Tensor,
+    lse: torch.Tensor,
+    scale: float,
+    chunks: tuple[int, int, int],
+    head_dim: int,
+    grad_layouts: tuple,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Launch the backward kernels. ``query``/``key``/``value`` are the forward's kernel operands, ``grad_out`` and
+    ``out`` are (B, Lq, H, D); dQ, dK, dV get the shapes and (where reusable) strides in ``grad_layouts``."""
+    batch, heads, seq_q, _ = query.shape
+    seq_k = key.shape[2]
+    dq, dk, dv = (_empty_grad(layout, query) for layout in grad_layouts)
+    delta = torch.empty(batch, heads, seq_q, device=query.device, dtype=torch.float32)  # (B, H, Lq)
+    if seq_q == 0:
+        return dq.zero_(), dk.zero_(), dv.zero_()
+    grad_out = grad_out if grad_out.stride(-1) == 1 else grad_out.contiguous()
+    block_pre = interpret_tile() if interpreting() else 64  # elementwise and cheap: not autotuned
+    pre_args = (
+        out, grad_out, delta,
+        out.stride(0), out.stride(2), out.stride(1),  # (b, h, m) strides of (B, Lq, H, D)
+        grad_out.stride(0), grad_out.stride(2), grad_out.stride(1),
+        heads, seq_q,
+    )  # fmt: skip
+    _attn_bwd_preprocess_kernel[(cdiv(seq_q, block_pre), batch * heads)](
+        *pre_args, HEAD_DIM=head_dim, D_POW2=max(16, next_power_of_2(head_dim)), BLOCK_M=block_pre
+    )
+    # dO is read inside the dK/dV loop: the same in-place-or-padded rule as Q/K/V, on its (B, H, Lq, D) view.
+    do = _kernel_operand(grad_out.transpose(1, 2), sum(chunks))  # (B, H, Lq, D or padded)
+    common = dict(HEAD_DIM=head_dim, D0=chunks[0], D1=chunks[1], D2=chunks[2], DOT_PRECISION=dot_precision(query.dtype))
+    strides = [*query.stride()[:3], *key.stride()[:3], *value.stride()[:3], *do.stride()[:3]]
+    dkdv_strides = [*strides, *dk.stride()[:3], *dv.stride()[:3]]
+    align = _stride_align(dkdv_strides, query.element_size())
+    dkdv_args = (
+        query, key, value, do, lse, delta, dk, dv, *_aligned(dkdv_strides, align), heads, seq_q, seq_k,
+        scale * LOG2E, scale,
+    )  # fmt: skip
+    dkdv_grid = lambda meta: (cdiv(seq_k, meta["BLOCK_N"]), batch * heads)
+    default = _default_bwd_config(sum(chunks), query.dtype)
+    launch(_attn_bwd_dkdv_kernel, dkdv_grid, dkdv_args, {**common, "STRIDE_ALIGN": align}, _interpret_meta(), default)
+    dq_strides = [*strides, *dq.stride()[:3]]
+    align = _stride_align(dq_strides, query.element_size())
+    dq_args = (
+        query, key, value, do, lse, delta, dq, *_aligned(dq_strides, align), heads, seq_q, seq_k, scale * LOG2E, scale,
+    )  # fmt: skip
+    dq_grid = lambda meta: (cdiv(seq_q, meta["BLOCK_M"]), batch * heads)
+    launch(_attn_bwd_dq_kernel, dq_grid, dq_args, {**common, "STRIDE_ALIGN": align}, _interpret_meta(), default)
+    return dq, dk, dv
+
+
+class TritonAttentionFunction(torch.autograd.Function):
+    """softmax(scale * Q K^T) V with the Triton kernels; saves Q, K, V (as the kernels read them), O and the fp32
+    log-sum-exp, not P."""
+
+    @staticmethod
+    def forward(ctx, query, key, value, scale: float, chunks: tuple[int, int, int]):
+        head_dim, width = query.shape[-1], sum(chunks)
+        operands = [_kernel_operand(t, width) for t in (query, key, value)]
+        out, lse = attention_forward(*operands, scale, chunks, head_dim, need_lse=True)
+        ctx.save_for_backward(*operands, out, lse)
+        ctx.scale, ctx.chunks, ctx.head_dim = scale, chunks, head_dim
+        ctx.grad_layouts = tuple(_grad_layout(t) for t in (query, key, value))
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        query, key, value, out, lse = ctx.saved_tensors
+        dq, dk, dv = attention_backward(
+            grad_out, query, key, value, out, lse, ctx.scale, ctx.chunks, ctx.head_dim, ctx.grad_layouts
+        )
+        return dq, dk, dv, None, None
+
+
+def flash_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    scale: float | None = None,
+    head_chunks: tuple[int, ...] | None = None,
+) -> torch.Tensor:
+    """Non-causal softmax attention with the Triton kernels, differentiable in query, key and value.
+
+    Args:
+        query: `(B, H, Lq, D)`; key, value: `(B, H, Lk, D)`, any strides. Lq may differ from Lk (MAP probe: Lq = 1).
+        scale: softmax scale; default 1/sqrt(D) of the true head dim.
+        head_chunks: power-of-two head-dim chunks, default ``head_dim_chunks(D)``; e.g. ``head_dim_chunks(D, 1)``
+            for plain power-of-two padding (for benchmarks).
+
+    Returns:
+        `(B, Lq, H, D)` output in the input dtype (the layout transformers' attention functions return).
+    """
+    _check_qkv(query, key, value)
+    head_dim = query.shape[-1]
+    chunks = head_dim_chunks(head_dim) if head_chunks is None else _check_chunks(head_dim, head_chunks)
+    scale = head_dim**-0.5 if scale is None else float(scale)
+    if torch.is_grad_enabled() and (query.requires_grad or key.requires_grad or value.requires_grad):
+        return TritonAttentionFunction.apply(query, key, value, scale, chunks)
+    operands = [_kernel_operand(t, sum(chunks)) for t in (query, key, value)]
+    out, _ = attention_forward(*operands, scale, chunks, head_dim, need_lse=False)
+    return out
+
+
+def triton_attention_forward(
+    module: torch.nn.Module | None,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """``attn_implementation="sovit_triton"``: transformers' attention-function signature.
+
+    Returns `(out (B, Lq, H, D), None)`; attention probabilities are never materialised (ask for
+    ``output_attentions=True`` and the model uses the eager path).
+    """
+    if ops_registry.kernels_override() == "eager":  # kernels forced off: the reference math
+        training = getattr(module, "training", False)
+        out, _ = attention_ref(query, key, value, attention_mask, scale=scaling, dropout=dropout, training=training)
+        return out.transpose(1, 2).contiguous(), None  # (B, Lq, H, D)
+    if attention_mask is not None:
+        raise NotImplementedError(
+            'attn_implementation="sovit_triton" does not support attention_mask (SoViT attends to every token); '
+            'use attn_implementation="sdpa" or "eager" for masked attention.'
+        )
+    if kwargs.get("is_causal"):
+        raise NotImplementedError('attn_implementation="sovit_triton" is non-causal only.')
+    if dropout > 0.0 and getattr(module, "training", True):
+        raise NotImplementedError(
+            'attn_implementation="sovit_triton" does not support attention dropout in training '
+            f"(got dropout={dropout}); set attention_dropout=0 or use attn_implementation='eager'."
+        )
+    return flash_attention(query, key, value, scale=scaling), None
+
+
+__all__ = [
+    "TritonAttentionFunction",
+    "attention_backward",
+    "attention_forward",
+    "flash_attention",
+    "head_dim_chunks",
+    "triton_attention_forward",
+]

@@ -1,0 +1,128 @@
+"""Text side of captioning / VQA: an offline word-level tokenizer and ``SoViTProcessor`` (image processor + tokenizer).
+
+``SoViTProcessor`` is a small class of its own (not a ``ProcessorMixin``): it saves the image processor
+(``preprocessor_config.json``) and the tokenizer (``tokenizer.json`` + ``tokenizer_config.json``) into the model folder
+and loads them back with ``SoViTProcessor.from_pretrained(folder)``; the tokenizer alone loads with ``AutoTokenizer``.
+
+Sequence layout (the model's contract):
+
+* captioning: prompt ``[BOS]``, target ``caption [EOS]``;
+* VQA: prompt ``[BOS] question [SEP]``, target ``answer [EOS]``.
+
+Training batches are right-padded with ``labels = -100`` on the prompt and padding; generation prompts are
+left-padded so that every row continues from its last column.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import BatchFeature, PreTrainedTokenizerFast
+
+from .image_processing_sovit import SoViTImageProcessor
+
+SPECIAL_TOKENS = {"pad_token": "[PAD]", "bos_token": "[BOS]", "eos_token": "[EOS]", "unk_token": "[UNK]"}
+SEP_TOKEN = "[SEP]"
+# Fixed ids 0..4, matching SoViTForConditionalGenerationConfig's defaults.
+SPECIAL_ORDER = ("[PAD]", "[BOS]", "[EOS]", "[UNK]", "[SEP]")
+
+
+def train_tokenizer(texts, min_frequency: int = 1, max_vocab: int = 8192) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer trained offline with ``tokenizers`` on ``texts``: lowercase, split on whitespace and
+    punctuation, unknown words -> ``[UNK]``; special tokens get ids 0-4 (pad, bos, eos, unk, sep)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.WordLevelTrainer(
+        vocab_size=max_vocab, min_frequency=min_frequency, special_tokens=list(SPECIAL_ORDER)
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, sep_token=SEP_TOKEN, **SPECIAL_TOKENS)
+
+
+class SoViTProcessor:
+    """Image processor + tokenizer for ``SoViTForConditionalGeneration``.
+
+    ``processor(images, questions=None, targets=None)``: with ``targets`` a right-padded training batch
+    (``input_ids``, ``attention_mask``, ``labels``, ``pixel_values``); without, left-padded generation prompts.
+    ``questions=None`` means captioning (empty prompt).
+    """
+
+    def __init__(self, image_processor: SoViTImageProcessor, tokenizer: PreTrainedTokenizerFast):
+        self.image_processor = image_processor
+        self.tokenizer = tokenizer
+        for name in ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id"):
+            if getattr(tokenizer, name) is None:
+                raise ValueError(f"The tokenizer needs a {name.removesuffix('_id')} (see train_tokenizer).")
+
+    def _words(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def prompt_ids(self, question: str | None) -> list[int]:
+        if question is None:
+            return [self.tokenizer.bos_token_id]
+        return [self.tokenizer.bos_token_id, *self._words(question), self.tokenizer.sep_token_id]
+
+    def target_ids(self, target: str) -> list[int]:
+        return [*self._words(target), self.tokenizer.eos_token_id]
+
+    def __call__(self, images=None, questions=None, targets=None, return_tensors: str = "pt") -> BatchFeature:
+        if return_tensors != "pt":
+            raise ValueError("SoViTProcessor returns PyTorch tensors only (return_tensors='pt').")
+        if images is None and questions is None and targets is None:
+            raise ValueError("Pass images and/or questions/targets.")
+        size = len(images) if images is not None else len(questions if questions is not None else targets)
+        if questions is not None and isinstance(questions, str):
+            raise ValueError("questions must be a list of strings, one per image.")
+        for name, values in (("questions", questions), ("targets", targets)):
+            if values is not None and len(values) != size:
+                raise ValueError(f"{len(values)} {name} for {size} images.")
+        prompts = [self.prompt_ids(None if questions is None else q) for q in (questions or [None] * size)]
+        pad = self.tokenizer.pad_token_id
+        data = {}
+        if targets is not None:
+            rows = [p + self.target_ids(t) for p, t in zip(prompts, targets, strict=True)]
+            width = max(map(len, rows))
+            ids = torch.full((size, width), pad, dtype=torch.long)
+            labels = torch.full((size, width), -100, dtype=torch.long)
+            mask = torch.zeros((size, width), dtype=torch.long)
+            for i, (p, row) in enumerate(zip(prompts, rows, strict=True)):
+                ids[i, : len(row)] = torch.tensor(row)
+                mask[i, : len(row)] = 1
+                labels[i, len(p) : len(row)] = torch.tensor(row[len(p) :])
+            data.update(input_ids=ids, attention_mask=mask, labels=labels)
+        else:
+            width = max(map(len, prompts))
+            ids = torch.full((size, width), pad, dtype=torch.long)
+            mask = torch.zeros((size, width), dtype=torch.long)
+            for i, p in enumerate(prompts):
+                ids[i, width - len(p) :] = torch.tensor(p)
+                mask[i, width - len(p) :] = 1
+            data.update(input_ids=ids, attention_mask=mask)
+        if images is not None:
+            images = [image.convert("RGB") if hasattr(image, "convert") else image for image in images]
+            data["pixel_values"] = self.image_processor(images, return_tensors="pt")["pixel_values"]
+        return BatchFeature(data)
+
+    def batch_decode(self, sequences) -> list[str]:
+        """Generated ids -> text, cut at the first EOS, special tokens dropped."""
+        eos = self.tokenizer.eos_token_id
+        texts = []
+        for row in sequences:
+            row = [int(t) for t in row]
+            if eos in row:
+                row = row[: row.index(eos)]
+            texts.append(self.tokenizer.decode(row, skip_special_tokens=True).strip())
+        return texts
+
+    def save_pretrained(self, folder) -> None:
+        self.image_processor.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
+
+    @classmethod
+    def from_pretrained(cls, folder) -> SoViTProcessor:
+        return cls(SoViTImageProcessor.from_pretrained(folder), PreTrainedTokenizerFast.from_pretrained(folder))
+
+
+__all__ = ["SoViTProcessor", "train_tokenizer"]

@@ -1,0 +1,356 @@
+"""Shared code of the captioning and VQA recipes (``sovit_hf.training.captioning`` / ``.vqa``).
+
+Training: ``Trainer`` on ``SoViTForConditionalGeneration`` with teacher forcing (loss on the target tokens only).
+Evaluation (``GenerationEvalTrainer.evaluate``): the teacher-forced ``eval_loss``, then ``generate`` on every eval
+example (greedy or beam) and the task metric, plus the same metric for the best constant output
+(``*_baseline``: the most frequent training caption / answer). The output folder holds the model, the processor
+(image processor + tokenizer), ``eval_results.json``, a model card and ``run_record.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import transformers
+from transformers import HfArgumentParser, Trainer, TrainingArguments
+
+from ..configuration_sovit_generation import SoViTForConditionalGenerationConfig
+from ..image_processing_sovit import SoViTImageProcessor
+from ..modeling_sovit_generation import SoViTForConditionalGeneration
+from ..processing_sovit import SoViTProcessor, train_tokenizer
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(default=None, metadata={"help": "SoViT generation folder to fine-tune"})
+    vision_config: str = field(
+        default='{"hidden_size": 64, "num_hidden_layers": 2, "intermediate_size": 128, "num_attention_heads": 4, '
+        '"patch_size": 8, "image_size": 32}',
+        metadata={"help": "JSON SoViTConfig fields of a new encoder"},
+    )
+    vision_model_name_or_path: str | None = field(default=None, metadata={"help": "pretrained SoViT encoder folder"})
+    freeze_vision: bool = field(default=False, metadata={"help": "LiT-decoding: keep the encoder frozen"})
+    decoder_width: int = field(default=64)
+    decoder_layers: int = field(default=2, metadata={"help": "SoViT paper: 2"})
+    decoder_heads: int = field(default=4)
+    decoder_mlp: int = field(default=256)
+    decoder_dropout: float = field(default=0.1, metadata={"help": "SoViT paper: 0.1"})
+    label_smoothing: float = field(default=0.1, metadata={"help": "SoViT paper: 0.1"})
+    max_length: int = field(default=48, metadata={"help": "max_position_embeddings: prompt + target tokens"})
+    attn_implementation: str = field(default="sdpa")
+
+
+@dataclass
+class DataArguments:
+    dataset_name: str = field(default="scenes", metadata={"help": "scenes (embedded) | saved folder | Hub name"})
+    dataset_config: str | None = field(default=None)
+    train_split: str = field(default="train")
+    eval_split: str = field(default="test")
+    eval_fraction: float = field(default=0.1, metadata={"help": "held out from train if there is no eval split"})
+    num_train_images: int = field(default=600, metadata={"help": "scenes: training images"})
+    num_eval_images: int = field(default=60, metadata={"help": "scenes: evaluation images"})
+    max_train_samples: int | None = field(default=None)
+    max_eval_samples: int | None = field(default=None)
+    image_column: str = field(default="image")
+    text_column: str = field(default="", metadata={"help": "captions / answers column (default per task)"})
+    question_column: str = field(default="question")
+    max_new_tokens: int = field(default=24, metadata={"help": "generation length at evaluation"})
+    num_beams: int = field(default=1, metadata={"help": "1 = greedy"})
+
+
+@dataclass
+class Seq2SeqArguments(TrainingArguments):
+    output_dir: str = field(default="outputs/sovit-captioning")
+    num_train_epochs: float = field(default=8.0)
+    per_device_train_batch_size: int = field(default=32)
+    per_device_eval_batch_size: int = field(default=64)
+    learning_rate: float = field(default=1e-3, metadata={"help": "SoViT paper (pretrained encoder): 3e-4"})
+    weight_decay: float = field(default=1e-4, metadata={"help": "SoViT paper: 1e-4"})
+    warmup_ratio: float = field(default=0.1, metadata={"help": "SoViT paper: cosine with 10% warmup"})
+    lr_scheduler_type: str = field(default="cosine")
+    max_grad_norm: float = field(default=1.0)
+    eval_strategy: str = field(default="no")
+    save_strategy: str = field(default="no")
+    logging_steps: int = field(default=20)
+    report_to: str = field(default="none")
+    remove_unused_columns: bool = field(default=False)
+    dataloader_num_workers: int = field(default=0)
+    dataloader_pin_memory: bool = field(default=False)
+
+
+@dataclass
+class Task:
+    """What differs between captioning and VQA."""
+
+    name: str
+    metric: str  # key in eval_results.json, without the eval_ prefix
+    text_column: str
+    uses_question: bool
+
+    def references(self, row) -> list[str]:
+        return list(row)
+
+    def score(self, predictions: list[str], references: list[list[str]]) -> dict[str, float]:
+        from . import text_metrics as tm
+
+        if self.name == "captioning":
+            return {"cider": tm.cider(predictions, references), "bleu": tm.bleu(predictions, references)}
+        return {"vqa_accuracy": tm.vqa_accuracy(predictions, references)}
+
+    def constant_prediction(self, train) -> str:
+        """Best constant output: the most frequent training caption / (normalised) answer."""
+        from .text_metrics import most_frequent, normalize_vqa_answer
+
+        texts = [t for refs in train[self.text_column] for t in refs]
+        if self.name == "captioning":
+            return most_frequent(texts)
+        return most_frequent([refs[0] for refs in train[self.text_column]], normalize=normalize_vqa_answer)
+
+
+CAPTIONING = Task("captioning", "cider", "captions", uses_question=False)
+VQA = Task("vqa", "vqa_accuracy", "answers", uses_question=True)
+
+
+def load_data(task: Task, data_args: DataArguments, seed: int):
+    """``(train, eval)`` datasets with the task's columns."""
+    if data_args.dataset_name == "scenes":
+        from .scenes import scenes_captioning, scenes_vqa
+
+        make = scenes_captioning if task.name == "captioning" else scenes_vqa
+        train, evaluation = make(data_args.num_train_images, seed), make(data_args.num_eval_images, seed + 10_000)
+    else:
+        import datasets
+
+        path = Path(data_args.dataset_name)
+        dataset = (
+            datasets.load_from_disk(str(path))
+            if path.is_dir()
+            else datasets.load_dataset(data_args.dataset_name, data_args.dataset_config)
+        )
+        if isinstance(dataset, datasets.Dataset):
+            dataset = datasets.DatasetDict({data_args.train_split: dataset})
+        if data_args.train_split not in dataset:
+            raise ValueError(f"No split '{data_args.train_split}' in the dataset; splits: {list(dataset)}.")
+        train = dataset[data_args.train_split]
+        if data_args.eval_split in dataset:
+            evaluation = dataset[data_args.eval_split]
+        else:
+            parts = train.train_test_split(test_size=data_args.eval_fraction, seed=seed)
+            train, evaluation = parts["train"], parts["test"]
+    if data_args.max_train_samples:
+        train = train.select(range(min(data_args.max_train_samples, len(train))))
+    if data_args.max_eval_samples:
+        evaluation = evaluation.select(range(min(data_args.max_eval_samples, len(evaluation))))
+    for split, data in (("train", train), ("eval", evaluation)):
+        validate(task, data, data_args, split)
+    return train, evaluation
+
+
+def validate(task: Task, data, data_args: DataArguments, split: str) -> None:
+    needed = [data_args.image_column, task.text_column] + ([data_args.question_column] if task.uses_question else [])
+    missing = [c for c in needed if c not in data.column_names]
+    if missing:
+        raise ValueError(f"{split} split lacks column(s) {missing}; it has {data.column_names}.")
+    if len(data) == 0:
+        raise ValueError(f"{split} split is empty.")
+    texts = data[task.text_column]
+    if any(isinstance(t, str) or not t for t in texts):
+        raise ValueError(f"Column '{task.text_column}' must hold a non-empty list of strings per example.")
+
+
+def build_processor_and_model(task, model_args: ModelArguments, train) -> tuple[SoViTProcessor, torch.nn.Module]:
+    if model_args.model_name_or_path:
+        processor = SoViTProcessor.from_pretrained(model_args.model_name_or_path)
+        model = SoViTForConditionalGeneration.from_pretrained(
+            model_args.model_name_or_path, attn_implementation=model_args.attn_implementation, dtype=torch.float32
+        )
+        return processor, model
+    corpus = [t for refs in train[task.text_column] for t in refs]
+    if task.uses_question:
+        corpus += list(train["question"]) if "question" in train.column_names else []
+    tokenizer = train_tokenizer(corpus)
+    if model_args.vision_model_name_or_path:
+        from ..configuration_sovit import SoViTConfig
+
+        vision = SoViTConfig.from_pretrained(model_args.vision_model_name_or_path).to_dict()
+    else:
+        vision = json.loads(model_args.vision_config)
+    vision["pool_type"] = "none"
+    config = SoViTForConditionalGenerationConfig(
+        vision_config=vision,
+        vocab_size=len(tokenizer),
+        hidden_size=model_args.decoder_width,
+        num_hidden_layers=model_args.decoder_layers,
+        num_attention_heads=model_args.decoder_heads,
+        intermediate_size=model_args.decoder_mlp,
+        max_position_embeddings=model_args.max_length,
+        hidden_dropout=model_args.decoder_dropout,
+        label_smoothing=model_args.label_smoothing,
+        freeze_vision=model_args.freeze_vision,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        sep_token_id=tokenizer.sep_token_id,
+    )
+    config._attn_implementation = model_args.attn_implementation
+    model = SoViTForConditionalGeneration(config)
+    if model_args.vision_model_name_or_path:
+        from ..modeling_sovit import SoViTModel
+
+        encoder = SoViTModel.from_pretrained(model_args.vision_model_name_or_path, pool_type="none")
+        model.vision_model.load_state_dict(encoder.state_dict(), strict=False)
+    size = config.vision_config.image_size
+    return SoViTProcessor(SoViTImageProcessor(size={"height": size, "width": size}), tokenizer), model
+
+
+def training_rows(task: Task, data, data_args: DataArguments):
+    """One training row per (image, reference): captions are expanded, VQA uses the first (canonical) answer."""
+    image_col, question_col = data_args.image_column, data_args.question_column
+
+    def expand(batch):
+        out = {"image": [], "target": [], "question": []}
+        for i, refs in enumerate(batch[task.text_column]):
+            targets = refs if task.name == "captioning" else refs[:1]
+            for target in targets:
+                out["image"].append(batch[image_col][i])
+                out["target"].append(target)
+                out["question"].append(batch[question_col][i] if task.uses_question else "")
+        return out
+
+    return data.map(expand, batched=True, remove_columns=data.column_names)
+
+
+def make_collator(processor: SoViTProcessor, task: Task):
+    def collate(rows):
+        questions = [r["question"] for r in rows] if task.uses_question else None
+        return dict(processor([r["image"] for r in rows], questions, [r["target"] for r in rows]))
+
+    return collate
+
+
+class GenerationEvalTrainer(Trainer):
+    """``Trainer`` whose ``evaluate`` also generates and scores (Seq2Seq-style ``predict_with_generate``)."""
+
+    def __init__(self, *args, task: Task, sovit_processor, raw_eval, data_args, baseline_text: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.task, self.sovit_processor, self.raw_eval = task, sovit_processor, raw_eval
+        self.data_args, self.baseline_text = data_args, baseline_text
+
+    def generate_predictions(self) -> list[str]:
+        model, data, args = self.model.eval(), self.raw_eval, self.data_args
+        predictions = []
+        size = self.args.per_device_eval_batch_size
+        for start in range(0, len(data), size):
+            rows = data[start : start + size]
+            questions = rows[args.question_column] if self.task.uses_question else None
+            batch = self.sovit_processor(rows[args.image_column], questions).to(model.device)
+            with torch.no_grad():
+                out = model.generate(
+                    **batch, max_new_tokens=args.max_new_tokens, num_beams=args.num_beams, do_sample=False
+                )
+            predictions += self.sovit_processor.batch_decode(out[:, batch["input_ids"].shape[1] :])
+        return predictions
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+        metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        predictions = self.generate_predictions()
+        references = [list(r) for r in self.raw_eval[self.task.text_column]]
+        scores = self.task.score(predictions, references)
+        baseline = self.task.score([self.baseline_text] * len(references), references)
+        extra = {f"{metric_key_prefix}_{k}": v for k, v in scores.items()}
+        extra.update({f"{metric_key_prefix}_{k}_baseline": v for k, v in baseline.items()})
+        extra[f"{metric_key_prefix}_baseline_text"] = self.baseline_text
+        extra[f"{metric_key_prefix}_samples"] = [
+            {"prediction": p, "references": r[:3]} for p, r in zip(predictions[:5], references[:5], strict=True)
+        ]
+        metrics.update(extra)
+        self.log({k: v for k, v in extra.items() if isinstance(v, float)})
+        return metrics
+
+
+def run(task: Task, model_args: ModelArguments, data_args: DataArguments, args: Seq2SeqArguments) -> dict:
+    from ..model_card import write_model_card
+    from .data import check_output_dir
+
+    start = time.perf_counter()
+    args.remove_unused_columns = False
+    check_output_dir(args.output_dir)
+    if data_args.text_column:
+        task = Task(task.name, task.metric, data_args.text_column, task.uses_question)
+    train, evaluation = load_data(task, data_args, args.seed)
+    transformers.set_seed(args.seed)
+    processor, model = build_processor_and_model(task, model_args, train)
+    train_rows = training_rows(task, train, data_args)
+    eval_rows = training_rows(task, evaluation, data_args)
+    trainer = GenerationEvalTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_rows,
+        eval_dataset=eval_rows,
+        data_collator=make_collator(processor, task),
+        task=task,
+        sovit_processor=processor,
+        raw_eval=evaluation,
+        data_args=data_args,
+        baseline_text=task.constant_prediction(train),
+    )
+    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    metrics = trainer.evaluate()
+    if trainer.is_world_process_zero():
+        trainer.save_model()
+        processor.save_pretrained(args.output_dir)
+        trainer.save_metrics("eval", metrics)
+        trainer.save_state()
+        out = Path(args.output_dir)
+        numeric = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+        write_model_card(
+            out,
+            model.config.vision_config,
+            source=f"SoViT {task.name} model trained with sovit_hf on '{data_args.dataset_name}'",
+            command=f"python -m sovit_hf.training.{task.name} " + " ".join(sys.argv[1:]),
+            results=numeric,
+            dataset=data_args.dataset_name,
+        )
+        record = {
+            "task": task.name,
+            "dataset": data_args.dataset_name,
+            "train_examples": len(train),
+            "eval_examples": len(evaluation),
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "steps": trainer.state.global_step,
+            "wall_s": time.perf_counter() - start,
+            "metrics": numeric,
+            "torch_threads": torch.get_num_threads(),
+            "machine": platform.machine(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+        }
+        (out / "run_record.json").write_text(json.dumps(record, indent=2) + "\n")
+    return metrics
+
+
+def main(task: Task, argv: list[str] | None = None) -> int:
+    parser = HfArgumentParser((ModelArguments, DataArguments, Seq2SeqArguments))
+    defaults = ["--output_dir", f"outputs/sovit-{task.name}"]
+    argv = list(sys.argv[1:] if argv is None else argv)
+    model_args, data_args, args = parser.parse_args_into_dataclasses(
+        args=(defaults + argv) if "--output_dir" not in argv else argv
+    )
+    try:
+        metrics = run(task, model_args, data_args, args)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.process_index == 0:
+        key = f"eval_{task.metric}"
+        print(
+            f"{key} {metrics[key]:.4f} (best constant output: {metrics[key + '_baseline']:.4f}); "
+            f"wrote {args.output_dir}"
+        )
+    return 0

@@ -1,0 +1,201 @@
+"""SoViTForConditionalGeneration: KV-cached generation against teacher forcing, loss masking, errors, save/load."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import AutoConfig, AutoModelForImageTextToText
+
+from sovit_hf import SoViTForConditionalGeneration, SoViTForConditionalGenerationConfig
+
+from .helpers import left_padded_prompts, tiny_model
+
+PIXELS = torch.randn(2, 3, 36, 36, generator=torch.Generator().manual_seed(1))
+
+
+def _greedy(model, ids, mask, **kwargs):
+    return model.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        pixel_values=PIXELS,
+        max_new_tokens=10,
+        do_sample=False,
+        eos_token_id=None,  # no early stop: every step is compared
+        pad_token_id=0,
+        return_dict_in_generate=True,
+        output_logits=True,
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_cached_greedy_generation_equals_teacher_forcing_step_by_step(attn):
+    model = tiny_model(attn)
+    ids, mask = left_padded_prompts()
+    out = _greedy(model, ids, mask)
+    seq = out.sequences
+    prompt = ids.shape[1]
+    full_mask = torch.cat([mask, torch.ones(2, seq.shape[1] - prompt, dtype=torch.long)], dim=1)
+    with torch.no_grad():
+        forced = model(seq, pixel_values=PIXELS, attention_mask=full_mask, use_cache=False).logits
+    for step, step_logits in enumerate(out.logits):  # logits that produced token prompt + step
+        torch.testing.assert_close(step_logits, forced[:, prompt - 1 + step], rtol=1e-5, atol=1e-5)
+        assert torch.equal(seq[:, prompt + step], forced[:, prompt - 1 + step].argmax(-1))
+
+
+def test_cached_equals_uncached_generation_greedy_and_beam():
+    model = tiny_model()
+    ids, mask = left_padded_prompts()
+    cached = _greedy(model, ids, mask)
+    uncached = _greedy(model, ids, mask, use_cache=False)
+    assert torch.equal(cached.sequences, uncached.sequences)
+    for a, b in zip(cached.logits, uncached.logits, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    beam = dict(input_ids=ids, attention_mask=mask, pixel_values=PIXELS, max_new_tokens=8, num_beams=3)
+    assert torch.equal(model.generate(**beam), model.generate(**beam, use_cache=False))
+
+
+def test_beam_search_score_equals_teacher_forced_log_probability():
+    model = tiny_model()
+    ids, mask = left_padded_prompts()
+    out = model.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        pixel_values=PIXELS,
+        max_new_tokens=6,
+        num_beams=3,
+        length_penalty=0.0,  # score = plain sum of token log-probabilities
+        eos_token_id=None,
+        pad_token_id=0,
+        return_dict_in_generate=True,
+        output_scores=True,
+    )
+    seq, prompt = out.sequences, ids.shape[1]
+    full_mask = torch.cat([mask, torch.ones(2, seq.shape[1] - prompt, dtype=torch.long)], dim=1)
+    with torch.no_grad():
+        logp = model(seq, pixel_values=PIXELS, attention_mask=full_mask, use_cache=False).logits.log_softmax(-1)
+    targets = seq[:, prompt:]
+    expected = logp[:, prompt - 1 : -1].gather(-1, targets[..., None]).squeeze(-1).sum(-1)
+    torch.testing.assert_close(out.sequences_scores, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_image_is_encoded_once_per_generation():
+    model = tiny_model()
+    calls = []
+    handle = model.vision_model.register_forward_hook(lambda *args: calls.append(1))
+    ids, mask = left_padded_prompts()
+    _greedy(model, ids, mask)
+    model.generate(input_ids=ids, attention_mask=mask, pixel_values=PIXELS, max_new_tokens=5, num_beams=2)
+    handle.remove()
+    assert len(calls) == 2
+
+
+def test_left_padding_does_not_change_a_prompts_generation():
+    model = tiny_model()
+    ids, mask = left_padded_prompts()
+    batched = _greedy(model, ids, mask)
+    alone = model.generate(
+        input_ids=ids[:1, 2:],
+        pixel_values=PIXELS[:1],
+        max_new_tokens=10,
+        do_sample=False,
+        eos_token_id=None,
+        pad_token_id=0,
+        return_dict_in_generate=True,
+        output_logits=True,
+    )
+    assert torch.equal(batched.sequences[0, 2:], alone.sequences[0])
+    for a, b in zip(batched.logits, alone.logits, strict=True):
+        torch.testing.assert_close(a[:1], b, rtol=1e-5, atol=1e-5)
+
+
+def test_loss_covers_only_target_tokens_with_label_smoothing():
+    model = tiny_model(label_smoothing=0.1)
+    ids = torch.tensor([[1, 7, 9, 4, 12, 13, 2, 0], [1, 5, 4, 20, 2, 0, 0, 0]])
+    labels = torch.full_like(ids, -100)
+    labels[0, 4:7] = ids[0, 4:7]  # answer tokens + EOS
+    labels[1, 3:5] = ids[1, 3:5]
+    mask = (ids != 0).long()
+    mask[:, 0] = 1
+    out = model(ids, pixel_values=PIXELS, attention_mask=mask, labels=labels)
+    logp = out.logits.float().log_softmax(-1)
+    terms = []
+    for b, t in (labels[:, 1:] != -100).nonzero().tolist():
+        row = logp[b, t]
+        target = labels[b, t + 1]
+        terms.append(-(0.9 * row[target] + 0.1 * row.mean()))
+    torch.testing.assert_close(out.loss, torch.stack(terms).mean(), rtol=1e-6, atol=1e-6)
+    assert len(terms) == 5
+    # Prompt tokens do not enter the loss: another question gives other logits but the same loss terms formula;
+    # changing labels at -100 positions (here: none) and padding content must not matter.
+    ids2 = ids.clone()
+    ids2[0, 7] = 30  # padding token content under mask 0, after all targets
+    out2 = model(ids2, pixel_values=PIXELS, attention_mask=mask, labels=labels)
+    torch.testing.assert_close(out2.loss, out.loss, rtol=0, atol=0)
+
+
+def test_frozen_encoder_gets_no_gradient_and_decoder_does():
+    model = tiny_model(freeze_vision=True).train()
+    ids = torch.tensor([[1, 5, 6, 2], [1, 7, 8, 2]])
+    model(ids, pixel_values=PIXELS, labels=ids).loss.backward()
+    assert all(p.grad is None and not p.requires_grad for p in model.vision_model.parameters())
+    assert model.encoder_proj.weight.grad is not None and model.embed_tokens.weight.grad.abs().sum() > 0
+
+
+def test_bad_inputs_raise_clear_errors():
+    model = tiny_model()
+    ids = torch.tensor([[1, 5, 6]])
+    with pytest.raises(ValueError, match="pixel_values are required"):
+        model(ids)
+    with pytest.raises(ValueError, match="max_position_embeddings"):
+        model(torch.ones(1, 41, dtype=torch.long), pixel_values=PIXELS[:1])
+    with pytest.raises(ValueError, match="vocab_size"):
+        model(torch.tensor([[1, 40]]), pixel_values=PIXELS[:1])
+    with pytest.raises(ValueError, match="no target token"):
+        model(ids, pixel_values=PIXELS[:1], labels=torch.full_like(ids, -100))
+    with pytest.raises(ValueError, match="batch"):
+        model(ids, pixel_values=PIXELS)
+    with pytest.raises(ValueError, match="divisible"):
+        SoViTForConditionalGenerationConfig(hidden_size=30, num_attention_heads=4)
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        SoViTForConditionalGenerationConfig(vocab_size=3)
+
+
+def test_tied_weights_and_save_load_through_auto_classes(tmp_path):
+    model = tiny_model()
+    assert model.lm_head.weight.data_ptr() == model.embed_tokens.weight.data_ptr()
+    assert model.can_generate() and model.config.vision_config.pool_type == "none"
+    model.save_pretrained(tmp_path)
+    assert type(AutoConfig.from_pretrained(tmp_path)) is SoViTForConditionalGenerationConfig
+    loaded = AutoModelForImageTextToText.from_pretrained(tmp_path, attn_implementation="eager").eval()
+    assert type(loaded) is SoViTForConditionalGeneration
+    assert loaded.lm_head.weight.data_ptr() == loaded.embed_tokens.weight.data_ptr()
+    ids, mask = left_padded_prompts()
+    with torch.no_grad():
+        torch.testing.assert_close(
+            loaded(ids, pixel_values=PIXELS, attention_mask=mask).logits,
+            model(ids, pixel_values=PIXELS, attention_mask=mask).logits,
+            rtol=0,
+            atol=0,
+        )
+    assert torch.equal(_greedy(loaded, ids, mask).sequences, _greedy(model, ids, mask).sequences)
+
+
+def test_loss_trains_a_caption():
+    """A few optimizer steps on one image/caption pair drive the loss down and greedy decoding reproduces it."""
+    torch.manual_seed(0)
+    model = tiny_model(label_smoothing=0.0).train()
+    ids = torch.tensor([[1, 5, 9, 13, 2]])
+    labels = ids.clone()
+    labels[0, 0] = -100
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(60):
+        opt.zero_grad()
+        loss = model(ids, pixel_values=PIXELS[:1], labels=labels).loss
+        loss.backward()
+        opt.step()
+    model.eval()
+    out = model.generate(input_ids=ids[:, :1], pixel_values=PIXELS[:1], max_new_tokens=6, eos_token_id=2)
+    assert out[0].tolist() == ids[0].tolist()
+    assert F.cross_entropy(model(ids, pixel_values=PIXELS[:1]).logits[0, :-1], ids[0, 1:]) < 0.05

@@ -1,0 +1,12 @@
+"""Runs this folder's kernel tests under TRITON_INTERPRET=1 in a subprocess, when this process cannot (see
+``interpreter.py``); skipped on a GPU and when the process already interprets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.kernels.interpreter import run_in_interpreter
+
+
+def test_kernel_tests_under_the_triton_interpreter():
+    run_in_interpreter(Path(__file__).parent, timeout=900)
