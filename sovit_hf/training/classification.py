@@ -191,22 +191,10 @@ def compute_accuracy(prediction) -> dict[str, float]:
 
 def prepare_data(data_args: DataArguments, seed: int):
     """Load the splits, hold out an eval split if needed, subsample; returns ``(train, eval)``."""
-    from .data import load_classification_dataset
+    from .data import load_classification_dataset, train_eval_splits
 
     dataset = load_classification_dataset(data_args.dataset_name, data_args.data_dir, data_args.dataset_config)
-    if data_args.train_split not in dataset:
-        raise ValueError(f"No split '{data_args.train_split}' in the dataset; splits: {list(dataset)}.")
-    train = dataset[data_args.train_split]
-    if data_args.eval_split in dataset:
-        evaluation = dataset[data_args.eval_split]
-    else:
-        parts = train.train_test_split(test_size=data_args.eval_fraction, seed=seed)
-        train, evaluation = parts["train"], parts["test"]
-    if data_args.max_train_samples:
-        train = train.select(range(min(data_args.max_train_samples, len(train))))
-    if data_args.max_eval_samples:
-        evaluation = evaluation.select(range(min(data_args.max_eval_samples, len(evaluation))))
-    return train, evaluation
+    return train_eval_splits(dataset, data_args, seed)
 
 
 def build_optimizers(model, args: SoViTTrainingArguments, num_training_steps: int):

@@ -58,6 +58,25 @@ def load_classification_dataset(name: str | None, data_dir: str | None = None, c
     return datasets.load_dataset(name, config)
 
 
+def train_eval_splits(dataset, data_args, seed: int):
+    """``(train, eval)`` of a ``DatasetDict``: the named splits, or ``eval_fraction`` of train held out when there is
+    no eval split, each cut to ``max_train_samples`` / ``max_eval_samples`` (fields of the recipe's DataArguments)."""
+    if data_args.train_split not in dataset:
+        raise ValueError(f"No split '{data_args.train_split}' in the dataset; splits: {list(dataset)}.")
+    train = dataset[data_args.train_split]
+    if data_args.eval_split in dataset:
+        evaluation = dataset[data_args.eval_split]
+    else:
+        parts = train.train_test_split(test_size=data_args.eval_fraction, seed=seed)
+        train, evaluation = parts["train"], parts["test"]
+    return subsample(train, data_args.max_train_samples), subsample(evaluation, data_args.max_eval_samples)
+
+
+def subsample(dataset, limit: int | None):
+    """The first ``limit`` examples (all when ``limit`` is None or larger)."""
+    return dataset.select(range(min(limit, len(dataset)))) if limit else dataset
+
+
 def label_names(dataset, label_column: str) -> list[str]:
     """Class names from a ``ClassLabel`` column, else the sorted distinct values."""
     if label_column not in dataset.column_names:
@@ -115,4 +134,12 @@ def check_output_dir(path: str) -> None:
         raise ValueError(f"Output folder {target} is not writable: {err.strerror or err}.") from err
 
 
-__all__ = ["check_output_dir", "digits_dataset", "label_names", "load_classification_dataset", "validate_dataset"]
+__all__ = [
+    "check_output_dir",
+    "digits_dataset",
+    "label_names",
+    "load_classification_dataset",
+    "subsample",
+    "train_eval_splits",
+    "validate_dataset",
+]

@@ -24,6 +24,7 @@ from ..configuration_sovit_generation import SoViTForConditionalGenerationConfig
 from ..image_processing_sovit import SoViTImageProcessor
 from ..modeling_sovit_generation import SoViTForConditionalGeneration
 from ..processing_sovit import SoViTProcessor, train_tokenizer
+from .data import subsample, train_eval_splits
 
 
 @dataclass
@@ -135,18 +136,8 @@ def load_data(task: Task, data_args: DataArguments, seed: int):
         )
         if isinstance(dataset, datasets.Dataset):
             dataset = datasets.DatasetDict({data_args.train_split: dataset})
-        if data_args.train_split not in dataset:
-            raise ValueError(f"No split '{data_args.train_split}' in the dataset; splits: {list(dataset)}.")
-        train = dataset[data_args.train_split]
-        if data_args.eval_split in dataset:
-            evaluation = dataset[data_args.eval_split]
-        else:
-            parts = train.train_test_split(test_size=data_args.eval_fraction, seed=seed)
-            train, evaluation = parts["train"], parts["test"]
-    if data_args.max_train_samples:
-        train = train.select(range(min(data_args.max_train_samples, len(train))))
-    if data_args.max_eval_samples:
-        evaluation = evaluation.select(range(min(data_args.max_eval_samples, len(evaluation))))
+        train, evaluation = train_eval_splits(dataset, data_args, seed)
+    train, evaluation = subsample(train, data_args.max_train_samples), subsample(evaluation, data_args.max_eval_samples)
     for split, data in (("train", train), ("eval", evaluation)):
         validate(task, data, data_args, split)
     return train, evaluation
