@@ -11,6 +11,7 @@ from transformers import (
     AutoModel,
     AutoModelForImageClassification,
     AutoModelForImageTextToText,
+    AutoProcessor,
 )
 
 from . import ops_registry  # noqa: F401  registers attn_implementation="sovit_triton" (docs/kernels.md)
@@ -28,6 +29,7 @@ AutoModel.register(SoViTConfig, SoViTModel, exist_ok=True)
 AutoModelForImageClassification.register(SoViTConfig, SoViTForImageClassification, exist_ok=True)
 AutoConfig.register(SoViTForConditionalGenerationConfig.model_type, SoViTForConditionalGenerationConfig, exist_ok=True)
 AutoModelForImageTextToText.register(SoViTForConditionalGenerationConfig, SoViTForConditionalGeneration, exist_ok=True)
+AutoProcessor.register(SoViTForConditionalGenerationConfig, SoViTProcessor, exist_ok=True)
 try:  # transformers < 5.18 makes AutoImageProcessor itself require torchvision, which this package never needs
     AutoImageProcessor.register(SoViTConfig, image_processor_classes={"pil": SoViTImageProcessor}, exist_ok=True)
 except ImportError:

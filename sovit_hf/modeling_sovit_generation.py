@@ -28,11 +28,15 @@ from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import logging
 
 from .configuration_sovit_generation import SoViTForConditionalGenerationConfig
 from .modeling_sovit import SoViTAttention, SoViTMLP, SoViTModel, apply_layer_norm, eager_attention_forward
+
+logger = logging.get_logger(__name__)
 
 
 def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -76,7 +80,7 @@ def project_kv(attention: SoViTAttention, states: torch.Tensor) -> tuple[torch.T
     )
 
 
-class SoViTDecoderLayer(nn.Module):
+class SoViTDecoderLayer(GradientCheckpointingLayer):
     """Pre-LN decoder block: x + SelfAttn(LN(x)) (causal, cached), x + CrossAttn(LN(x), image), x + MLP(LN(x))."""
 
     def __init__(self, config: SoViTForConditionalGenerationConfig, layer_idx: int):
@@ -96,8 +100,9 @@ class SoViTDecoderLayer(nn.Module):
         self,
         hidden_states: torch.Tensor,
         self_mask: torch.Tensor,
-        cross_kv: tuple[torch.Tensor, torch.Tensor],
-        past_key_values: Cache | None,
+        cross_key: torch.Tensor,
+        cross_value: torch.Tensor,
+        past_key_values: Cache | None = None,
     ) -> torch.Tensor:
         normed = apply_layer_norm(self.config, self.self_attn_layer_norm, hidden_states)
         key, value = project_kv(self.self_attn, normed)
@@ -105,7 +110,7 @@ class SoViTDecoderLayer(nn.Module):
             key, value = past_key_values.update(key, value, self.layer_idx)
         hidden_states = hidden_states + self.dropout(attend(self.self_attn, normed, key, value, self_mask))
         normed = apply_layer_norm(self.config, self.cross_attn_layer_norm, hidden_states)
-        hidden_states = hidden_states + self.dropout(attend(self.cross_attn, normed, *cross_kv, None))
+        hidden_states = hidden_states + self.dropout(attend(self.cross_attn, normed, cross_key, cross_value, None))
         normed = apply_layer_norm(self.config, self.mlp_layer_norm, hidden_states)
         return hidden_states + self.dropout(self.mlp(normed))
 
@@ -127,7 +132,7 @@ class SoViTForConditionalGeneration(PreTrainedModel, GenerationMixin):
     base_model_prefix = "model"
     main_input_name = "input_ids"  # must stay input_ids for generate() (pixel_values reach the prefill step only)
     input_modalities = ("image", "text")
-    supports_gradient_checkpointing = False
+    supports_gradient_checkpointing = True  # encoder and decoder layers are GradientCheckpointingLayers
     _no_split_modules = ["SoViTDecoderLayer", "SoViTEncoderLayer", "SoViTEmbeddings"]
     _supports_sdpa = True
     _supports_attention_backend = True
@@ -274,7 +279,8 @@ class SoViTForConditionalGeneration(PreTrainedModel, GenerationMixin):
         hidden = self.embed_dropout(hidden)
         mask = self._self_attention_mask(attention_mask, batch, q_len, past, hidden.dtype, hidden.device)
         for layer, kv in zip(self.layers, cross_kv, strict=True):
-            hidden = layer(hidden, mask, kv, past_key_values)
+            # Tensors positional (gradient checkpointing replays them), the cache by keyword (dropped under it).
+            hidden = layer(hidden, mask, *kv, past_key_values=past_key_values)
         hidden = apply_layer_norm(self.config, self.final_layer_norm, hidden)
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]
@@ -299,6 +305,34 @@ class SoViTForConditionalGeneration(PreTrainedModel, GenerationMixin):
             ignore_index=-100,
             label_smoothing=self.config.label_smoothing,
         )
+
+    def generate(self, inputs=None, generation_config=None, **kwargs):
+        """``GenerationMixin.generate`` with the decoder's context checked before any work: a prompt that leaves no
+        room for one new token raises ``ValueError``; a requested length past ``max_position_embeddings`` is
+        truncated to it (logged once), so generation stops at the end of the context instead of failing mid-loop."""
+        input_ids = inputs if inputs is not None else kwargs.get("input_ids")
+        if input_ids is not None:
+            context, prompt = self.config.max_position_embeddings, input_ids.shape[-1]
+            room = context - prompt
+            if room < 1:
+                raise ValueError(
+                    f"The prompt has {prompt} tokens, which leaves no room in the decoder's context "
+                    f"(max_position_embeddings={context}); shorten the question."
+                )
+            config = generation_config if generation_config is not None else self.generation_config
+            wanted = kwargs.get("max_new_tokens", config.max_new_tokens)
+            max_length = kwargs.get("max_length", config.max_length)
+            if wanted is None and max_length is not None:
+                wanted = max_length - prompt
+            # Neither set: transformers' default length is already capped at max_position_embeddings.
+            if wanted is not None and wanted > room:
+                logger.warning_once(
+                    f"Generation truncated to {room} new tokens: a {prompt}-token prompt plus {wanted} new tokens "
+                    f"exceeds max_position_embeddings={context}."
+                )
+                kwargs["max_new_tokens"] = room
+                kwargs.pop("max_length", None)
+        return super().generate(inputs, generation_config, **kwargs)
 
     # ---- convenience -------------------------------------------------------------------------------------------
 

@@ -56,16 +56,32 @@ class SoViTProcessor:
             if getattr(tokenizer, name) is None:
                 raise ValueError(f"The tokenizer needs a {name.removesuffix('_id')} (see train_tokenizer).")
 
-    def _words(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+    def _words(self, text: str, kind: str, index: int) -> list[int]:
+        """Token ids of one text; empty or non-string text is an error (a silent empty prompt or target would train
+        the decoder on nothing / ask it nothing). Characters outside the vocabulary become ``[UNK]``."""
+        if not isinstance(text, str):
+            raise ValueError(f"{kind} {index} must be a string, got {type(text).__name__}: {text!r}.")
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise ValueError(f"{kind} {index} is empty ({text!r}); every question, caption and answer needs a word.")
+        return ids
 
-    def prompt_ids(self, question: str | None) -> list[int]:
+    def prompt_ids(self, question: str | None, index: int = 0) -> list[int]:
         if question is None:
             return [self.tokenizer.bos_token_id]
-        return [self.tokenizer.bos_token_id, *self._words(question), self.tokenizer.sep_token_id]
+        return [self.tokenizer.bos_token_id, *self._words(question, "question", index), self.tokenizer.sep_token_id]
 
-    def target_ids(self, target: str) -> list[int]:
-        return [*self._words(target), self.tokenizer.eos_token_id]
+    def target_ids(self, target: str, index: int = 0) -> list[int]:
+        return [*self._words(target, "target", index), self.tokenizer.eos_token_id]
+
+    def sequence_lengths(self, questions: list[str] | None, targets: list[str]) -> list[int]:
+        """Tokens per training example (prompt + target + EOS): what the decoder's ``max_position_embeddings``
+        must hold. Raises the same errors as ``__call__`` for empty or non-string text."""
+        questions = [None] * len(targets) if questions is None else questions
+        return [
+            len(self.prompt_ids(q, i)) + len(self.target_ids(t, i))
+            for i, (q, t) in enumerate(zip(questions, targets, strict=True))
+        ]
 
     def __call__(self, images=None, questions=None, targets=None, return_tensors: str = "pt") -> BatchFeature:
         if return_tensors != "pt":
@@ -78,11 +94,14 @@ class SoViTProcessor:
         for name, values in (("questions", questions), ("targets", targets)):
             if values is not None and len(values) != size:
                 raise ValueError(f"{len(values)} {name} for {size} images.")
-        prompts = [self.prompt_ids(None if questions is None else q) for q in (questions or [None] * size)]
+        if questions is not None and not all(isinstance(q, str) for q in questions):
+            bad = next(i for i, q in enumerate(questions) if not isinstance(q, str))
+            raise ValueError(f"question {bad} must be a string, got {type(questions[bad]).__name__}.")
+        prompts = [self.prompt_ids(q, i) for i, q in enumerate(questions or [None] * size)]
         pad = self.tokenizer.pad_token_id
         data = {}
         if targets is not None:
-            rows = [p + self.target_ids(t) for p, t in zip(prompts, targets, strict=True)]
+            rows = [p + self.target_ids(t, i) for i, (p, t) in enumerate(zip(prompts, targets, strict=True))]
             width = max(map(len, rows))
             ids = torch.full((size, width), pad, dtype=torch.long)
             labels = torch.full((size, width), -100, dtype=torch.long)
@@ -121,7 +140,9 @@ class SoViTProcessor:
         self.tokenizer.save_pretrained(folder)
 
     @classmethod
-    def from_pretrained(cls, folder) -> SoViTProcessor:
+    def from_pretrained(cls, folder, **kwargs) -> SoViTProcessor:
+        """Load from a folder written by ``save_pretrained`` (``AutoProcessor.from_pretrained`` lands here after
+        ``import sovit_hf``; its extra keyword arguments, e.g. ``trust_remote_code``, are not needed)."""
         return cls(SoViTImageProcessor.from_pretrained(folder), PreTrainedTokenizerFast.from_pretrained(folder))
 
 

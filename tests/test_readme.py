@@ -48,3 +48,13 @@ def test_quick_start_is_exactly_two_commands():
     text = (ROOT / "README.md").read_text()
     block = text.split("## Quick start", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
     assert [line.split("#")[0].strip() for line in block.strip().splitlines()] == ["make run", "make test"]
+
+
+def test_captioning_vqa_table_comes_from_the_run_records():
+    module = _load_benchmark_module("record_seq2seq_runs")
+    records = module.load_records()
+    assert module.render_markdown(records) in (ROOT / "README.md").read_text()
+    metrics = {r["task"]: r["metrics"] for r in records}
+    # issue #7 targets: +30 VQA points over the best constant answer, CIDEr >= 3x the most frequent caption's
+    assert metrics["vqa"]["eval_vqa_accuracy"] - metrics["vqa"]["eval_vqa_accuracy_baseline"] >= 0.30
+    assert metrics["captioning"]["eval_cider"] >= 3 * metrics["captioning"]["eval_cider_baseline"]

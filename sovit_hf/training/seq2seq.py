@@ -150,9 +150,29 @@ def validate(task: Task, data, data_args: DataArguments, split: str) -> None:
         raise ValueError(f"{split} split lacks column(s) {missing}; it has {data.column_names}.")
     if len(data) == 0:
         raise ValueError(f"{split} split is empty.")
-    texts = data[task.text_column]
-    if any(isinstance(t, str) or not t for t in texts):
-        raise ValueError(f"Column '{task.text_column}' must hold a non-empty list of strings per example.")
+    for i, refs in enumerate(data[task.text_column]):
+        if isinstance(refs, str) or not refs:
+            raise ValueError(f"Column '{task.text_column}' must hold a non-empty list of strings per example.")
+        for text in refs:
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"{split} example {i}: empty or non-string entry {text!r} in '{task.text_column}'.")
+    if task.uses_question:
+        for i, question in enumerate(data[data_args.question_column]):
+            if not isinstance(question, str) or not question.strip():
+                raise ValueError(f"{split} example {i}: empty or non-string question {question!r}.")
+
+
+def check_context(processor: SoViTProcessor, rows, task: Task, context: int, split: str) -> None:
+    """Every (prompt, target) row must fit the decoder's context: checked before training, never truncated
+    silently (a cut answer would teach the wrong text)."""
+    questions = list(rows["question"]) if task.uses_question else None
+    lengths = processor.sequence_lengths(questions, list(rows["target"]))
+    longest = max(range(len(lengths)), key=lengths.__getitem__)
+    if lengths[longest] > context:
+        raise ValueError(
+            f"{split} row {longest} needs {lengths[longest]} tokens (prompt + target + EOS) but the decoder holds "
+            f"max_position_embeddings={context}; raise --max_length (new models) or shorten the text."
+        )
 
 
 def build_processor_and_model(task, model_args: ModelArguments, train) -> tuple[SoViTProcessor, torch.nn.Module]:
@@ -279,6 +299,8 @@ def run(task: Task, model_args: ModelArguments, data_args: DataArguments, args: 
     processor, model = build_processor_and_model(task, model_args, train)
     train_rows = training_rows(task, train, data_args)
     eval_rows = training_rows(task, evaluation, data_args)
+    for split, rows in (("train", train_rows), ("eval", eval_rows)):
+        check_context(processor, rows, task, model.config.max_position_embeddings, split)
     trainer = GenerationEvalTrainer(
         model=model,
         args=args,

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from transformers import AutoConfig, AutoModelForImageTextToText
 
 from sovit_hf import SoViTForConditionalGeneration, SoViTForConditionalGenerationConfig
+from sovit_hf.modeling_sovit import SoViTMLP
 
 from .helpers import left_padded_prompts, tiny_model
 
@@ -199,3 +200,27 @@ def test_loss_trains_a_caption():
     out = model.generate(input_ids=ids[:, :1], pixel_values=PIXELS[:1], max_new_tokens=6, eos_token_id=2)
     assert out[0].tolist() == ids[0].tolist()
     assert F.cross_entropy(model(ids, pixel_values=PIXELS[:1]).logits[0, :-1], ids[0, 1:]) < 0.05
+
+
+@pytest.mark.parametrize("reentrant", [False, True])
+def test_gradient_checkpointing_gives_the_same_gradients(reentrant, monkeypatch):
+    """Recomputing encoder and decoder layers in backward must not change any gradient (incl. the cross-attention
+    path into encoder_proj and the encoder, which reaches the decoder layers as positional tensors)."""
+    ids = torch.tensor([[1, 5, 6, 2], [1, 7, 8, 2]])
+    calls, mlp_forward = [], SoViTMLP.forward  # count MLP runs (module hooks do not fire in non-reentrant replays)
+    monkeypatch.setattr(SoViTMLP, "forward", lambda self, x: calls.append(1) or mlp_forward(self, x))
+
+    def grads(checkpointing: bool) -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        model = tiny_model(hidden_dropout=0.0).train()
+        if checkpointing:
+            model.gradient_checkpointing_enable({"use_reentrant": reentrant})
+        calls.clear()
+        model(ids, pixel_values=PIXELS, labels=ids).loss.backward()
+        assert len(calls) == 3 * (2 if checkpointing else 1)  # 1 encoder + 2 decoder MLPs, again in the recompute
+        return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+    plain, checkpointed = grads(False), grads(True)
+    assert checkpointed.keys() == plain.keys() and "vision_model.encoder.layers.0.mlp.fc1.weight" in plain
+    for name, grad in plain.items():
+        torch.testing.assert_close(checkpointed[name], grad, rtol=1e-6, atol=1e-7, msg=name)

@@ -9,6 +9,7 @@ import sys
 import textwrap
 
 import torch
+from transformers import AutoProcessor
 
 from sovit_hf import SoViTImageProcessor, SoViTProcessor
 from sovit_hf.training.scenes import scenes_captioning
@@ -102,3 +103,8 @@ def test_caption_and_answer_helpers_equal_manual_generate(tmp_path):
     processor.save_pretrained(tmp_path)
     reloaded = type(model).from_pretrained(tmp_path, attn_implementation="eager").eval()
     assert reloaded.answer(images, questions, max_new_tokens=5, num_beams=2) == expected
+    # AutoProcessor (registered on import sovit_hf) gives the processor that was saved: same tensors.
+    auto = AutoProcessor.from_pretrained(tmp_path)
+    assert isinstance(auto, SoViTProcessor)
+    for key, value in processor(images, questions, ["a red circle", "yes"]).items():
+        assert torch.equal(auto(images, questions, ["a red circle", "yes"])[key], value), key
