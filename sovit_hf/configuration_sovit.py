@@ -18,9 +18,10 @@ POSEMB_INTERPOLATIONS = ("bilinear", "bicubic")
 CLASSIFICATION_LOSSES = ("softmax", "sigmoid")
 ACTIVATIONS = ("gelu_pytorch_tanh", "gelu")  # tanh-approximate (big_vision) or exact erf GELU
 KERNEL_IMPLEMENTATIONS = ("eager", "triton")
+QKV_IMPLEMENTATIONS = ("separate", "fused")  # three q/k/v GEMMs, or one GEMM against their concatenation
 # Runtime choices, not model description: never written by save_pretrained / to_dict (like _attn_implementation), so
 # the checkpoint and its config.json are identical with the kernels on or off.
-RUNTIME_ONLY_FIELDS = ("mlp_implementation", "layer_norm_implementation")
+RUNTIME_ONLY_FIELDS = ("mlp_implementation", "layer_norm_implementation", "qkv_implementation")
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,9 @@ class SoViTConfig(PreTrainedConfig):
             fc1 + bias + GELU kernel, `sovit_hf.kernels`). Pass it to `from_pretrained` or set it on `model.config`.
         layer_norm_implementation (`str`): runtime choice, not saved: `eager` or `triton` (fused residual-add +
             LayerNorm). Attention is chosen by `attn_implementation` (`"sovit_triton"` for the Triton kernel).
+        qkv_implementation (`str`): runtime choice, not saved: `separate` (three projections, as in the checkpoint)
+            or `fused` (one GEMM against the q/k/v weights concatenated at call time; cached while gradients are
+            off). The parameters and the checkpoint stay `q_proj`/`k_proj`/`v_proj` either way.
 
     Example:
 
@@ -149,6 +153,7 @@ class SoViTConfig(PreTrainedConfig):
     label_smoothing: float = 0.0
     mlp_implementation: str = "eager"
     layer_norm_implementation: str = "eager"
+    qkv_implementation: str = "separate"
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -174,6 +179,7 @@ class SoViTConfig(PreTrainedConfig):
         _check_choice("hidden_act", self.hidden_act, ACTIVATIONS)
         _check_choice("mlp_implementation", self.mlp_implementation, KERNEL_IMPLEMENTATIONS)
         _check_choice("layer_norm_implementation", self.layer_norm_implementation, KERNEL_IMPLEMENTATIONS)
+        _check_choice("qkv_implementation", self.qkv_implementation, QKV_IMPLEMENTATIONS)
         if self.posemb == "sincos2d" and self.hidden_size % 4:
             raise ValueError(f"posemb='sincos2d' needs hidden_size divisible by 4, got {self.hidden_size}.")
         if self.representation_size is not None and self.representation_size <= 0:

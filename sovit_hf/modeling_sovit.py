@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
@@ -143,11 +144,15 @@ class SoViTAttention(nn.Module):
         output_attentions: bool = False,
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        kv = hidden_states if key_value_states is None else key_value_states
         batch, q_len = hidden_states.shape[:2]
-        q = self.q_proj(hidden_states).view(batch, q_len, self.num_heads, self.head_dim).transpose(1, 2)  # (B,H,Lq,D)
-        k = self.k_proj(kv).view(batch, kv.shape[1], self.num_heads, self.head_dim).transpose(1, 2)  # (B,H,Lk,D)
-        v = self.v_proj(kv).view(batch, kv.shape[1], self.num_heads, self.head_dim).transpose(1, 2)  # (B,H,Lk,D)
+        if key_value_states is None and getattr(self.config, "qkv_implementation", "separate") == "fused":
+            q, k, v = self._fused_qkv(hidden_states)
+        else:
+            kv = hidden_states if key_value_states is None else key_value_states
+            q = self.q_proj(hidden_states).view(batch, q_len, self.num_heads, self.head_dim).transpose(1, 2)
+            k = self.k_proj(kv).view(batch, kv.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
+            v = self.v_proj(kv).view(batch, kv.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
+            # q: (B, H, Lq, D); k, v: (B, H, Lk, D)
 
         implementation = "eager" if output_attentions else self.config._attn_implementation
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
@@ -164,6 +169,35 @@ class SoViTAttention(nn.Module):
         )
         out = out.reshape(batch, q_len, -1).contiguous()  # (B, Lq, H*D)
         return self.out_proj(out), (weights if output_attentions else None)
+
+    def _fused_qkv_weights(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``[Wq; Wk; Wv]`` `(3W, W)` and its bias, concatenated at call time (the checkpoint keeps the three).
+        While gradients are off the concatenation is cached, keyed on the parameters' identity and version counters
+        (an optimizer step or ``load_state_dict`` invalidates it), so inference pays for it once, at the price of a
+        second copy of the q/k/v weights; with gradients on, or under ``torch.compile``, it is rebuilt every call."""
+        projections = (self.q_proj, self.k_proj, self.v_proj)
+        params = [p for proj in projections for p in (proj.weight, proj.bias) if p is not None]
+        cacheable = not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+        if not cacheable:
+            self._fused_qkv_cache = None
+        else:
+            key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+            cache = getattr(self, "_fused_qkv_cache", None)
+            if cache is not None and cache[0] == key:
+                return cache[1]
+        weight = torch.cat([proj.weight for proj in projections], dim=0)  # (3W, W)
+        bias = torch.cat([proj.bias for proj in projections]) if self.q_proj.bias is not None else None  # (3W,)
+        if cacheable:
+            self._fused_qkv_cache = (key, (weight, bias))
+        return weight, bias
+
+    def _fused_qkv(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q, k, v `(B, H, L, D)` each, from one GEMM; strided views of one `(B, L, 3W)` tensor (last dim dense)."""
+        batch, length = hidden_states.shape[:2]
+        weight, bias = self._fused_qkv_weights()
+        qkv = F.linear(hidden_states, weight, bias)  # (B, L, 3W)
+        qkv = qkv.view(batch, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, H, L, D)
+        return qkv.unbind(0)
 
 
 class SoViTMLP(nn.Module):

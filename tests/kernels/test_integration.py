@@ -57,10 +57,12 @@ def test_kernels_are_registered():
         ops_registry.get_mlp("cuda")
 
 
-def test_model_with_kernels_matches_reference():
+@pytest.mark.parametrize("qkv", ["separate", "fused"])
+def test_model_with_kernels_matches_reference(qkv):
     """Logits, loss and every parameter gradient of the whole model (MAP head included) within 2x the float32 eager
-    model's error against the float64 eager model."""
+    model's error against the float64 eager model; ``fused`` feeds the kernel strided q/k/v views of one GEMM."""
     fast, eager = _models()
+    fast.config.qkv_implementation = qkv
     reference = copy.deepcopy(eager).double()
     pixels, labels = _batch()
     results = {}
