@@ -101,3 +101,27 @@ def test_mlp_errors():
 @pytest.mark.parametrize("width, mlp_dim", [(1152, 4304), (880, 2320)])  # So400m, So150m
 def test_mlp_gpu_real_shapes(dtype, width, mlp_dim):
     check_mlp(8, 257, width, mlp_dim, dtype=dtype)  # 2056 tokens: not a multiple of any tile
+
+
+def _saved_activation_elements(fn, inputs) -> int:
+    """Elements autograd keeps for backward that are not the inputs themselves (weights, x): the activations."""
+    input_ptrs = {t.data_ptr() for t in inputs if t is not None}
+    saved = {}
+
+    def pack(t):
+        if t.data_ptr() not in input_ptrs:
+            saved[t.data_ptr()] = t.numel()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn(*inputs, approximate="tanh")
+    return sum(saved.values())
+
+
+def test_fused_mlp_keeps_only_the_gelu_input_for_backward():
+    """Activation memory (issue #8): the fused MLP saves the pre-activation Z and recomputes GELU in backward, so it
+    keeps tokens x mlp_dim elements where the eager MLP also keeps GELU's output (and tanh-GELU's temporaries)."""
+    batch, tokens, width, mlp_dim = 2, 7, 36, 40
+    inputs = [t.requires_grad_() if t is not None else t for t in _mlp_inputs(batch, tokens, width, mlp_dim)]
+    assert _saved_activation_elements(fused_mlp, inputs) == batch * tokens * mlp_dim
+    assert _saved_activation_elements(mlp_ref, inputs) >= 2 * batch * tokens * mlp_dim
