@@ -46,3 +46,6 @@ test-kernels: install
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+bench-throughput: install
+	$(PY) benchmarks/throughput.py
