@@ -11,7 +11,11 @@ from __future__ import annotations
 
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
-from transformers.configuration_utils import SubConfigSpec
+
+try:  # transformers >= 5.18 describes sub-configs with SubConfigSpec
+    from transformers.configuration_utils import SubConfigSpec
+except ImportError:  # transformers 5.17 (the GPU machine's version): a plain class mapping
+    SubConfigSpec = None
 
 from .configuration_sovit import ACTIVATIONS, RUNTIME_ONLY_FIELDS, SoViTConfig
 
@@ -42,9 +46,12 @@ class SoViTForConditionalGenerationConfig(PreTrainedConfig):
     """
 
     model_type = "sovit_decoder"
-    sub_configs_defaults = {
-        "vision_config": SubConfigSpec(config_class=SoViTConfig, init_kwargs={"pool_type": "none"}),
-    }
+    if SubConfigSpec is not None:
+        sub_configs_defaults = {
+            "vision_config": SubConfigSpec(config_class=SoViTConfig, init_kwargs={"pool_type": "none"}),
+        }
+    else:
+        sub_configs = {"vision_config": SoViTConfig}
     keys_to_ignore_at_inference = ["past_key_values"]
 
     vision_config: dict | PreTrainedConfig | None = None
@@ -70,6 +77,11 @@ class SoViTForConditionalGenerationConfig(PreTrainedConfig):
     layer_norm_implementation: str = "eager"
 
     def __post_init__(self, **kwargs):
+        # The encoder config is built here (not left to the library) so that every transformers 5.x does the same.
+        if self.vision_config is None:
+            self.vision_config = SoViTConfig(pool_type="none")
+        elif isinstance(self.vision_config, dict):
+            self.vision_config = SoViTConfig(**{**self.vision_config, "pool_type": "none"})
         super().__post_init__(**kwargs)
         if self.vision_config.pool_type != "none":
             self.vision_config.pool_type = "none"
