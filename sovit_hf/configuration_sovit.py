@@ -162,14 +162,7 @@ class SoViTConfig(PreTrainedConfig):
     def validate_sovit(self) -> None:
         """Reject shapes and options big_vision would reject (or silently mis-handle), with a ValueError at config
         time (also when a saved config is loaded)."""
-        for name in ("hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads", "patch_size"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}.")
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(
-                f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
-                f"({self.num_attention_heads})."
-            )
+        check_transformer_shape(self, "patch_size")
         if self.image_size < self.patch_size:
             raise ValueError(f"image_size ({self.image_size}) is smaller than one patch ({self.patch_size}).")
         _check_choice("pool_type", self.pool_type, POOL_TYPES)
@@ -177,9 +170,7 @@ class SoViTConfig(PreTrainedConfig):
         _check_choice("posemb_interpolation", self.posemb_interpolation, POSEMB_INTERPOLATIONS)
         _check_choice("classification_loss", self.classification_loss, CLASSIFICATION_LOSSES)
         _check_choice("hidden_act", self.hidden_act, ACTIVATIONS)
-        _check_choice("mlp_implementation", self.mlp_implementation, KERNEL_IMPLEMENTATIONS)
-        _check_choice("layer_norm_implementation", self.layer_norm_implementation, KERNEL_IMPLEMENTATIONS)
-        _check_choice("qkv_implementation", self.qkv_implementation, QKV_IMPLEMENTATIONS)
+        check_runtime_fields(self)
         if self.posemb == "sincos2d" and self.hidden_size % 4:
             raise ValueError(f"posemb='sincos2d' needs hidden_size divisible by 4, got {self.hidden_size}.")
         if self.representation_size is not None and self.representation_size <= 0:
@@ -190,8 +181,7 @@ class SoViTConfig(PreTrainedConfig):
     def _remove_keys_not_serialized(self, d: dict) -> None:
         """transformers' hook for keys that never reach config.json (it drops `_attn_implementation` here too)."""
         super()._remove_keys_not_serialized(d)
-        for key in RUNTIME_ONLY_FIELDS:
-            d.pop(key, None)
+        drop_runtime_fields(d)
 
     @property
     def head_dim(self) -> int:
@@ -233,6 +223,32 @@ class SoViTConfig(PreTrainedConfig):
 def _check_choice(name: str, value, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ValueError(f"Unknown {name} {value!r}; expected one of {choices}.")
+
+
+def check_transformer_shape(config, *extra_positive: str) -> None:
+    """ValueError unless width, depth, MLP size, heads (and ``extra_positive`` fields) are positive and the heads
+    divide the width. Shared by the encoder and the decoder configs."""
+    for name in ("hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads", *extra_positive):
+        if getattr(config, name) <= 0:
+            raise ValueError(f"{name} must be positive, got {getattr(config, name)}.")
+    if config.hidden_size % config.num_attention_heads:
+        raise ValueError(
+            f"hidden_size ({config.hidden_size}) must be divisible by num_attention_heads "
+            f"({config.num_attention_heads})."
+        )
+
+
+def check_runtime_fields(config) -> None:
+    """ValueError for an unknown kernel / projection choice (the runtime-only fields)."""
+    _check_choice("mlp_implementation", config.mlp_implementation, KERNEL_IMPLEMENTATIONS)
+    _check_choice("layer_norm_implementation", config.layer_norm_implementation, KERNEL_IMPLEMENTATIONS)
+    _check_choice("qkv_implementation", getattr(config, "qkv_implementation", "separate"), QKV_IMPLEMENTATIONS)
+
+
+def drop_runtime_fields(d: dict) -> None:
+    """Remove the runtime-only fields from a config dict before it is written (see RUNTIME_ONLY_FIELDS)."""
+    for key in RUNTIME_ONLY_FIELDS:
+        d.pop(key, None)
 
 
 __all__ = ["VARIANTS", "SoViTConfig", "VariantShape", "parse_variant"]

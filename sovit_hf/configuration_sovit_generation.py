@@ -17,7 +17,13 @@ try:  # transformers >= 5.18 describes sub-configs with SubConfigSpec
 except ImportError:  # transformers 5.17 (the GPU machine's version): a plain class mapping
     SubConfigSpec = None
 
-from .configuration_sovit import ACTIVATIONS, RUNTIME_ONLY_FIELDS, SoViTConfig
+from .configuration_sovit import (
+    ACTIVATIONS,
+    SoViTConfig,
+    check_runtime_fields,
+    check_transformer_shape,
+    drop_runtime_fields,
+)
 
 
 @strict
@@ -88,21 +94,8 @@ class SoViTForConditionalGenerationConfig(PreTrainedConfig):
         self.validate_decoder()
 
     def validate_decoder(self) -> None:
-        for name in (
-            "vocab_size",
-            "hidden_size",
-            "num_hidden_layers",
-            "num_attention_heads",
-            "intermediate_size",
-            "max_position_embeddings",
-        ):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}.")
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(
-                f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
-                f"({self.num_attention_heads})."
-            )
+        check_transformer_shape(self, "vocab_size", "max_position_embeddings")
+        check_runtime_fields(self)
         if self.hidden_act not in ACTIVATIONS:
             raise ValueError(f"Unknown hidden_act {self.hidden_act!r}; expected one of {ACTIVATIONS}.")
         if not 0.0 <= self.label_smoothing < 1.0:
@@ -114,8 +107,7 @@ class SoViTForConditionalGenerationConfig(PreTrainedConfig):
 
     def _remove_keys_not_serialized(self, d: dict) -> None:
         super()._remove_keys_not_serialized(d)
-        for key in RUNTIME_ONLY_FIELDS:
-            d.pop(key, None)
+        drop_runtime_fields(d)
 
     @property
     def head_dim(self) -> int:
