@@ -17,7 +17,6 @@ the measured metrics, ``eval_results.json``, a training-curve plot and a run rec
 from __future__ import annotations
 
 import json
-import platform
 import sys
 import time
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from transformers import HfArgumentParser, Trainer, TrainerCallback, TrainingArg
 from ..configuration_sovit import SoViTConfig
 from ..image_processing_sovit import SoViTImageProcessor
 from ..modeling_sovit import SoViTForImageClassification
+from .run_record import write_run_record
 from .transforms import flip_lr, inception_crop
 
 
@@ -329,12 +329,8 @@ def run(model_args: ModelArguments, data_args: DataArguments, args: SoViTTrainin
             "wall_s": time.perf_counter() - start,
             "eval_accuracy": metrics.get("eval_accuracy"),
             "processes": args.world_size,
-            "torch_threads": torch.get_num_threads(),
-            "machine": platform.machine(),
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
         }
-        (out / "run_record.json").write_text(json.dumps(record, indent=2) + "\n")
+        write_run_record(out, record)
     return metrics
 
 

@@ -10,7 +10,6 @@ example (greedy or beam) and the task metric, plus the same metric for the best 
 from __future__ import annotations
 
 import json
-import platform
 import sys
 import time
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from ..image_processing_sovit import SoViTImageProcessor
 from ..modeling_sovit_generation import SoViTForConditionalGeneration
 from ..processing_sovit import SoViTProcessor, train_tokenizer
 from .data import subsample, train_eval_splits
+from .run_record import write_run_record
 
 
 @dataclass
@@ -339,12 +339,8 @@ def run(task: Task, model_args: ModelArguments, data_args: DataArguments, args: 
             "steps": trainer.state.global_step,
             "wall_s": time.perf_counter() - start,
             "metrics": numeric,
-            "torch_threads": torch.get_num_threads(),
-            "machine": platform.machine(),
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
         }
-        (out / "run_record.json").write_text(json.dumps(record, indent=2) + "\n")
+        write_run_record(out, record)
     return metrics
 
 

@@ -1,0 +1,30 @@
+"""``run_record.json``: what a training recipe did (data, model size, steps, wall time, metrics) and where it ran."""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+import torch
+import transformers
+
+
+def write_run_record(folder: str | Path, fields: dict) -> dict:
+    """Write ``fields`` plus the environment (torch threads, machine, torch and transformers versions) to
+    ``folder/run_record.json`` (through a temporary file, so a reader never sees half a record); returns the record."""
+    record = {
+        **fields,
+        "torch_threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
+    path = Path(folder) / "run_record.json"
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(record, indent=2) + "\n")
+    partial.replace(path)
+    return record
+
+
+__all__ = ["write_run_record"]
