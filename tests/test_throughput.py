@@ -5,7 +5,6 @@ largest-batch search in closed form, and the fields of every committed record.""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import math
 import statistics
@@ -18,26 +17,28 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import SiglipVisionModel
 
+from benchmarks.throughput_lib import inference
+from benchmarks.throughput_lib.builds import build_model, make_weights, siglip_config_for, training_model
+from benchmarks.throughput_lib.environment import environment, slug
+from benchmarks.throughput_lib.implementations import default_implementations, parse_implementation
+from benchmarks.throughput_lib.inference import run_inference_unit
+from benchmarks.throughput_lib.models import ALL_MODELS, CPU_MODELS, GPU_MODELS, ModelSpec
+from benchmarks.throughput_lib.readme_table import MARKERS, readme_block, render_markdown
+from benchmarks.throughput_lib.records import REQUIRED_FIELDS, make_record, merge_records, model_flops_utilisation
+from benchmarks.throughput_lib.settings import default_settings
+from benchmarks.throughput_lib.storage import RESULTS_DIR, result_files, write_json
+from benchmarks.throughput_lib.timing import largest_fitting_batch
+from benchmarks.throughput_lib.training import make_train_step, run_training_unit
+from benchmarks.throughput_lib.units import Unit, plan_units
 from conversion.hf_siglip import siglip_to_sovit_state_dict
 from sovit_hf.scaling import count_flops
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_throughput():
-    spec = importlib.util.spec_from_file_location("throughput", ROOT / "benchmarks" / "throughput.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
-
-
-tp = _load_throughput()
-RESULT_FILES = tp.result_files()
+RESULT_FILES = result_files()
 PAYLOADS = [json.loads(path.read_text()) for path in RESULT_FILES]
 RECORDS = [r for payload in PAYLOADS for r in payload["records"]]
 # Smaller than the CPU mode's models, same structure (MAP head, 2 layers, odd MLP): fast enough for every test run.
-TINY = tp.ModelSpec(
+TINY = ModelSpec(
     "test-tiny",
     "test tiny",
     56,
@@ -47,7 +48,7 @@ GEMM = {"n": 1, "dtype": "float32", "median_ms": 1.0, "repeats": 1, "tflops": 0.
 
 
 def _settings(**overrides):
-    settings = tp.default_settings("cpu")
+    settings = default_settings("cpu")
     settings.warmup, settings.repeats, settings.batches = 0, 2, (2,)
     for name, value in overrides.items():
         setattr(settings, name, value)
@@ -55,20 +56,20 @@ def _settings(**overrides):
 
 
 def _env():
-    return tp.environment(torch.device("cpu"))
+    return environment(torch.device("cpu"))
 
 
 # ----------------------------------------------------------------------------------------------- committed results
 
 
 def test_cpu_result_file_is_committed():
-    assert tp.RESULTS_DIR / "throughput_cpu.json" in RESULT_FILES
+    assert RESULTS_DIR / "throughput_cpu.json" in RESULT_FILES
 
 
 def test_readme_table_comes_from_the_result_files():
     text = (ROOT / "README.md").read_text()
-    block = text.split(tp.MARKERS[0], 1)[1].split(tp.MARKERS[1], 1)[0]
-    assert block.strip() == tp.readme_block(PAYLOADS).strip()
+    block = text.split(MARKERS[0], 1)[1].split(MARKERS[1], 1)[0]
+    assert block.strip() == readme_block(PAYLOADS).strip()
     if not any(p["header"]["device_type"] == "cuda" for p in PAYLOADS):
         assert "No GPU throughput has been measured yet" in block
 
@@ -80,9 +81,9 @@ def test_every_record_has_the_required_fields(path):
     for key in ("device", "device_type", "torch", "triton", "transformers", "timm", "peak_tflops", "date", "command"):
         assert key in header, key
     assert header["runs"] and all(run["gemm"]["tflops"] > 0 for run in header["runs"])
-    assert path.name == f"throughput_{tp.slug(header['device'], header['device_type'])}.json"
+    assert path.name == f"throughput_{slug(header['device'], header['device_type'])}.json"
     for record in payload["records"]:
-        missing = [k for k in tp.REQUIRED_FIELDS if k not in record]
+        missing = [k for k in REQUIRED_FIELDS if k not in record]
         assert not missing, (record["implementation"], missing)
         assert record["mode"] in ("inference", "training")
         assert record["device"] == header["device"] and record["torch"] == header["torch"]
@@ -97,7 +98,7 @@ def test_every_record_has_the_required_fields(path):
 def test_mfu_and_images_per_s_follow_from_the_record(record):
     """images/s = batch / median step; MFU = images/s x count_flops x 1e9 (x3 training) / peak, with the FLOP count
     recomputed here from the model table (not read back from the record)."""
-    spec = tp.ALL_MODELS[record["model_key"]]
+    spec = ALL_MODELS[record["model_key"]]
     gflops = count_flops(spec.config(), spec.image_size)
     assert record["gflops_per_image"] == gflops
     factor = 3 if record["mode"] == "training" else 1
@@ -113,12 +114,12 @@ def test_cpu_records_show_sovit_and_siglip_computing_the_same_function():
     assert siglip and all(r["max_abs_diff_vs_sdpa"] <= 1e-5 for r in siglip)
 
 
-@pytest.mark.parametrize("key", list(tp.CPU_MODELS))
+@pytest.mark.parametrize("key", list(CPU_MODELS))
 def test_flops_per_image_equals_flop_counter_on_siglip(key):
     """The FLOP count behind MFU, against torch's FlopCounterMode on transformers' SiglipVisionModel (eager attention,
     so that QK^T and attention x V are counted): an implementation that shares no code with count_flops."""
-    spec = tp.CPU_MODELS[key]
-    model = SiglipVisionModel(tp.siglip_config_for(spec.config()))
+    spec = CPU_MODELS[key]
+    model = SiglipVisionModel(siglip_config_for(spec.config()))
     model.set_attn_implementation("eager")
     with FlopCounterMode(display=False) as counter:
         model(torch.randn(2, 3, spec.image_size, spec.image_size))
@@ -129,8 +130,8 @@ def test_flops_per_image_equals_flop_counter_on_siglip(key):
 
 
 def test_inference_unit_checks_sovit_against_siglip_and_times_every_implementation():
-    unit = tp.Unit(TINY, "inference", ("sdpa", "eager", "siglip-sdpa", "siglip-eager"), batch=2)
-    records = tp.run_inference_unit(unit, _settings(), GEMM, _env())
+    unit = Unit(TINY, "inference", ("sdpa", "eager", "siglip-sdpa", "siglip-eager"), batch=2)
+    records = run_inference_unit(unit, _settings(), GEMM, _env())
     assert [r["implementation"] for r in records] == list(unit.implementations)
     for record in records:
         assert record["error"] is None, record["error"]
@@ -142,7 +143,7 @@ def test_inference_unit_checks_sovit_against_siglip_and_times_every_implementati
 
 
 def test_a_failing_or_wrong_implementation_is_recorded_not_fatal(monkeypatch):
-    real_build = tp.build_model
+    real_build = build_model
 
     def build(impl, weights, dtype, device):
         if impl.name == "eager":
@@ -153,9 +154,9 @@ def test_a_failing_or_wrong_implementation_is_recorded_not_fatal(monkeypatch):
                 model.post_layernorm.bias.add_(0.05)
         return model
 
-    monkeypatch.setattr(tp, "build_model", build)
-    unit = tp.Unit(TINY, "inference", ("sdpa", "eager", "siglip-eager"), batch=2)
-    by_impl = {r["implementation"]: r for r in tp.run_inference_unit(unit, _settings(), GEMM, _env())}
+    monkeypatch.setattr(inference, "build_model", build)  # where run_inference_unit looks it up
+    unit = Unit(TINY, "inference", ("sdpa", "eager", "siglip-eager"), batch=2)
+    by_impl = {r["implementation"]: r for r in run_inference_unit(unit, _settings(), GEMM, _env())}
     assert by_impl["sdpa"]["error"] is None and by_impl["sdpa"]["images_per_s"] > 0
     assert by_impl["eager"]["images_per_s"] is None and "kernel exploded" in by_impl["eager"]["error"]
     wrong = by_impl["siglip-eager"]
@@ -168,14 +169,14 @@ def test_one_adamw_step_is_the_same_for_sovit_and_siglip():
     the loss is the same again, and it moved. (Parameters are not compared element-wise: Adam's first update is
     ~lr * sign(g), so an element whose gradient is at rounding level can move either way in either model.)"""
     settings = _settings()
-    weights = tp.make_weights(TINY, settings.device)
+    weights = make_weights(TINY, settings.device)
     pixels = torch.randn(4, 3, TINY.image_size, TINY.image_size, generator=torch.Generator().manual_seed(5))
     losses, grads = {}, {}
     for name in ("sdpa", "siglip-sdpa"):
-        impl = tp.parse_implementation(name)
-        model = tp.training_model(impl, weights, settings.device)
+        impl = parse_implementation(name)
+        model = training_model(impl, weights, settings.device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        step = tp.make_train_step(model, impl.family, optimizer, pixels, None)
+        step = make_train_step(model, impl.family, optimizer, pixels, None)
         first = float(step())
         grads[name] = {k: p.grad.clone() for k, p in model.named_parameters()}  # of the first step
         losses[name] = [first, float(step())]  # the second loss is after one update
@@ -192,7 +193,7 @@ def test_one_adamw_step_is_the_same_for_sovit_and_siglip():
 @pytest.mark.parametrize("implementations", [("siglip-eager",), ("sdpa", "siglip-eager")], ids=["alone", "interleaved"])
 def test_training_unit_checks_then_times_at_the_cpu_batch(implementations):
     settings = _settings(batches=(1, 4), max_train_batch=4)
-    records = tp.run_training_unit(tp.Unit(TINY, "training", implementations), settings, GEMM, _env())
+    records = run_training_unit(Unit(TINY, "training", implementations), settings, GEMM, _env())
     assert [r["implementation"] for r in records] == list(implementations)
     for record in records:
         assert record["error"] is None, record["error"]
@@ -222,19 +223,19 @@ def test_largest_fitting_batch_in_closed_form(capacity, start, cap, expected, tr
         calls.append(batch)
         return batch <= capacity
 
-    assert tp.largest_fitting_batch(fits, start, cap) == expected
+    assert largest_fitting_batch(fits, start, cap) == expected
     assert calls == tried
 
 
 def test_model_flops_utilisation_by_hand():
     # 1,000 img/s x 220 GFLOP = 220 TFLOP/s of 880: 25%; a training step counts 3x the forward.
-    assert tp.model_flops_utilisation(1000.0, 220.0, "inference", 880.0) == pytest.approx(0.25)
-    assert tp.model_flops_utilisation(1000.0, 220.0, "training", 880.0) == pytest.approx(0.75)
-    assert tp.model_flops_utilisation(None, 220.0, "training", 880.0) is None
+    assert model_flops_utilisation(1000.0, 220.0, "inference", 880.0) == pytest.approx(0.25)
+    assert model_flops_utilisation(1000.0, 220.0, "training", 880.0) == pytest.approx(0.75)
+    assert model_flops_utilisation(None, 220.0, "training", 880.0) is None
 
 
 def test_parse_implementation():
-    impl = tp.parse_implementation("sovit_triton+mlp+ln+compile")
+    impl = parse_implementation("sovit_triton+mlp+ln+compile")
     assert (impl.family, impl.attn, impl.mlp, impl.ln, impl.qkv, impl.compile) == (
         "sovit",
         "sovit_triton",
@@ -243,25 +244,25 @@ def test_parse_implementation():
         False,
         True,
     )
-    assert tp.parse_implementation("siglip-sdpa+compile").family == "siglip"
+    assert parse_implementation("siglip-sdpa+compile").family == "siglip"
     for bad in ("flash", "sdpa+mlp+mlp", "siglip-sdpa+mlp", "timm+ln", "siglip-triton"):
         with pytest.raises(ValueError):
-            tp.parse_implementation(bad)
+            parse_implementation(bad)
 
 
 def test_default_gpu_matrix_has_each_combination_with_and_without_compile():
-    names = tp.default_implementations("cuda", with_qkv=False)
+    names = default_implementations("cuda", with_qkv=False)
     for base in ("sdpa", "sovit_triton", "sovit_triton+mlp", "sovit_triton+mlp+ln"):
         assert base in names and f"{base}+compile" in names
     assert {"siglip-sdpa", "siglip-eager", "timm"} <= set(names)
-    assert "sdpa+qkv" in tp.default_implementations("cuda", with_qkv=True)
-    cpu = tp.default_implementations("cpu", with_qkv=False)
+    assert "sdpa+qkv" in default_implementations("cuda", with_qkv=True)
+    cpu = default_implementations("cpu", with_qkv=False)
     assert cpu == ["eager", "sdpa", "siglip-sdpa", "siglip-eager"]  # no Triton, no compile on CPU
 
 
 def test_units_and_resume_keys():
     impls = ["sdpa", "sdpa+compile", "siglip-sdpa", "timm"]
-    units = tp.plan_units([tp.GPU_MODELS["so150m-224"]], impls, ["inference", "training"], [1, 256])
+    units = plan_units([GPU_MODELS["so150m-224"]], impls, ["inference", "training"], [1, 256])
     assert [(u.mode, u.batch, u.implementations) for u in units] == [
         ("inference", 1, ("sdpa", "siglip-sdpa")),  # uncompiled ones interleaved in one unit per batch
         ("inference", 256, ("sdpa", "siglip-sdpa")),
@@ -271,12 +272,12 @@ def test_units_and_resume_keys():
         ("inference", 256, ("sdpa+compile",)),
         ("training", None, ("sdpa+compile",)),
     ]  # no timm unit for So150m (timm has no model of that shape)
-    cpu_units = tp.plan_units([TINY], ["eager", "sdpa"], ["training"], [8], interleave_training=True)
+    cpu_units = plan_units([TINY], ["eager", "sdpa"], ["training"], [8], interleave_training=True)
     assert [(u.mode, u.implementations) for u in cpu_units] == [("training", ("eager", "sdpa"))]
     old = [{"model_key": "m", "mode": "inference", "implementation": "sdpa", "batch": 1, "v": 1}]
     new = [{"model_key": "m", "mode": "inference", "implementation": "sdpa", "batch": 1, "v": 2}]
     new += [{"model_key": "m", "mode": "inference", "implementation": "sdpa", "batch": 8, "v": 3}]
-    assert [r["v"] for r in tp.merge_records(old, new)] == [2, 3]
+    assert [r["v"] for r in merge_records(old, new)] == [2, 3]
 
 
 def test_render_markdown_picks_the_fastest_sovit_and_divides_by_siglip_sdpa():
@@ -319,24 +320,24 @@ def test_render_markdown_picks_the_fastest_sovit_and_divides_by_siglip_sdpa():
             failed,
         ],
     }
-    table = tp.render_markdown(payload)
+    table = render_markdown(payload)
     row = next(line for line in table.splitlines() if line.startswith("| So400m/14"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[4:] == ["`sovit_triton`", "150.0", "50.0%", "10.0", "120.0", "1.25x"]
     assert "Not measured: `sovit_triton+compile`" in table and "boom" in table
-    assert "No GPU throughput" not in tp.readme_block([payload])
+    assert "No GPU throughput" not in readme_block([payload])
 
 
 def test_json_is_written_atomically(tmp_path):
     path = tmp_path / "sub" / "out.json"
-    tp.write_json(path, {"a": [1.5, math.pi]})
+    write_json(path, {"a": [1.5, math.pi]})
     assert json.loads(path.read_text()) == {"a": [1.5, math.pi]}
     assert [p.name for p in path.parent.iterdir()] == ["out.json"]  # no temporary file left behind
 
 
 def test_median_is_what_the_record_reports():
     times = [0.010, 0.030, 0.020, 0.050]
-    record = tp.make_record(TINY, "sdpa", "inference", 8, times, _settings(), GEMM, _env())
+    record = make_record(TINY, "sdpa", "inference", 8, times, _settings(), GEMM, _env())
     assert record["ms_per_step"] == pytest.approx(statistics.median(times) * 1e3)
     assert record["images_per_s"] == pytest.approx(8 / statistics.median(times))
 
@@ -364,8 +365,27 @@ def test_timm_rows_run_without_a_weight_check(monkeypatch):
     fake.__version__, fake.create_model = "0.0-test", create_model
     monkeypatch.setitem(sys.modules, "timm", fake)
     spec = dataclasses.replace(TINY, timm_name="vit_test")
-    records = tp.run_inference_unit(tp.Unit(spec, "inference", ("sdpa", "timm"), batch=2), _settings(), GEMM, _env())
+    records = run_inference_unit(Unit(spec, "inference", ("sdpa", "timm"), batch=2), _settings(), GEMM, _env())
     timm_record = records[1]
     assert calls == [("vit_test", {"pretrained": False, "num_classes": 0})]
     assert timm_record["error"] is None and timm_record["images_per_s"] > 0
     assert timm_record["rel_err_vs_ref"] is None and timm_record["max_abs_diff_vs_sdpa"] is None
+
+
+def test_the_script_itself_runs_from_another_folder(tmp_path):
+    """The entry point (not only the package) imports and works from any cwd: --readme-only on a copy of the README
+    rewrites nothing, and bad names are refused with a message."""
+    import subprocess
+
+    readme = (ROOT / "README.md").read_text()
+    script = ROOT / "benchmarks" / "throughput.py"
+    run = subprocess.run(
+        [sys.executable, str(script), "--device", "cpu", "--models", "so400m-tiny,vit-zz"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 2 and "unknown models or modes: vit-zz" in run.stderr
+    run = subprocess.run(
+        [sys.executable, str(script), "--readme-only"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert (ROOT / "README.md").read_text() == readme
