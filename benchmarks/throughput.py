@@ -15,7 +15,10 @@ and its state dict goes through the project's converter (``conversion.hf_siglip.
   ``sovit_triton+mlp+ln`` (+ fused residual-add/LayerNorm); each also ``+compile`` (``torch.compile(model)``, default
   mode). ``+qkv`` combinations (``sdpa+qkv``, ``sovit_triton+mlp+ln+qkv``) are added when ``SoViTConfig`` has the
   runtime field ``qkv_implementation`` (set to ``"fused"``), and skipped silently otherwise.
-* ``siglip-sdpa``, ``siglip-eager``, ``siglip-sdpa+compile``: transformers' SiglipVisionModel, same weights.
+  ``sovit_triton+mlp+ln+graphs``: ``torch.compile(model, mode="reduce-overhead")`` (CUDA graphs: what small batches
+  lose to kernel-launch overhead); ``+graphs`` is accepted wherever ``+compile`` is.
+* ``siglip-sdpa``, ``siglip-eager``, ``siglip-sdpa+compile``, ``siglip-sdpa+graphs``: transformers'
+  SiglipVisionModel, same weights.
 * ``timm``: ``timm.create_model("vit_so400m_patch14_siglip_<224|384>", pretrained=False, num_classes=0)`` (its own
   random weights; the same shape and FLOPs), So400m only, when ``import timm`` works.
 

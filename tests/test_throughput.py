@@ -245,7 +245,10 @@ def test_parse_implementation():
         True,
     )
     assert parse_implementation("siglip-sdpa+compile").family == "siglip"
-    for bad in ("flash", "sdpa+mlp+mlp", "siglip-sdpa+mlp", "timm+ln", "siglip-triton"):
+    assert parse_implementation("sdpa+compile").compile_mode == "default"
+    graphs = parse_implementation("sovit_triton+mlp+ln+graphs")
+    assert graphs.compile and graphs.compile_mode == "reduce-overhead" and parse_implementation("sdpa").wrap(1) == 1
+    for bad in ("flash", "sdpa+mlp+mlp", "siglip-sdpa+mlp", "timm+ln", "siglip-triton", "sdpa+compile+graphs"):
         with pytest.raises(ValueError):
             parse_implementation(bad)
 
@@ -254,7 +257,7 @@ def test_default_gpu_matrix_has_each_combination_with_and_without_compile():
     names = default_implementations("cuda", with_qkv=False)
     for base in ("sdpa", "sovit_triton", "sovit_triton+mlp", "sovit_triton+mlp+ln"):
         assert base in names and f"{base}+compile" in names
-    assert {"siglip-sdpa", "siglip-eager", "timm"} <= set(names)
+    assert {"siglip-sdpa", "siglip-eager", "timm", "sovit_triton+mlp+ln+graphs", "siglip-sdpa+graphs"} <= set(names)
     assert "sdpa+qkv" in default_implementations("cuda", with_qkv=True)
     cpu = default_implementations("cpu", with_qkv=False)
     assert cpu == ["eager", "sdpa", "siglip-sdpa", "siglip-eager"]  # no Triton, no compile on CPU

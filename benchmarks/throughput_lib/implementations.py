@@ -3,13 +3,20 @@ offers, and the default matrix per device."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+
+import torch
+from torch import nn
 
 from sovit_hf import SoViTConfig
 
 QKV_FUSED = "fused"  # value of the (optional) runtime field SoViTConfig.qkv_implementation
 SOVIT_ATTN = ("eager", "sdpa", "sovit_triton")
-MODIFIERS = ("mlp", "ln", "qkv", "compile")
+MODIFIERS = ("mlp", "ln", "qkv", "compile", "graphs")
+# torch.compile modes: "+compile" the default mode, "+graphs" "reduce-overhead" (inductor + CUDA graphs: the launch
+# overhead of small batches is replayed from a captured graph; torch.compile docs, mode="reduce-overhead").
+COMPILE_MODES = {"compile": "default", "graphs": "reduce-overhead"}
 
 
 @dataclass(frozen=True)
@@ -22,7 +29,15 @@ class Impl:
     mlp: bool = False
     ln: bool = False
     qkv: bool = False
-    compile: bool = False
+    compile_mode: str | None = None  # None (eager), "default" (+compile) or "reduce-overhead" (+graphs)
+
+    @property
+    def compile(self) -> bool:
+        return self.compile_mode is not None
+
+    def wrap(self, model: nn.Module) -> Callable:
+        """The model as timed: itself, or ``torch.compile(model, mode=...)``."""
+        return model if self.compile_mode is None else torch.compile(model, mode=self.compile_mode)
 
 
 def parse_implementation(name: str) -> Impl:
@@ -40,9 +55,12 @@ def parse_implementation(name: str) -> Impl:
     unknown = [m for m in mods if m not in MODIFIERS]
     if unknown or len(set(mods)) != len(mods):
         raise ValueError(f"{name}: modifiers must be distinct, from {MODIFIERS}.")
-    if family != "sovit" and set(mods) - {"compile"}:
-        raise ValueError(f"{name}: only +compile applies to {family}.")
-    return Impl(name, family, attn, "mlp" in mods, "ln" in mods, "qkv" in mods, "compile" in mods)
+    if family != "sovit" and set(mods) - set(COMPILE_MODES):
+        raise ValueError(f"{name}: only +compile / +graphs apply to {family}.")
+    modes = [COMPILE_MODES[m] for m in mods if m in COMPILE_MODES]
+    if len(modes) > 1:
+        raise ValueError(f"{name}: +compile and +graphs are two torch.compile modes; pick one.")
+    return Impl(name, family, attn, "mlp" in mods, "ln" in mods, "qkv" in mods, modes[0] if modes else None)
 
 
 def default_implementations(device_type: str, with_qkv: bool) -> list[str]:
@@ -53,7 +71,9 @@ def default_implementations(device_type: str, with_qkv: bool) -> list[str]:
     if with_qkv:
         sovit += ["sdpa+qkv", "sovit_triton+mlp+ln+qkv"]
     siglip = ["siglip-sdpa", "siglip-eager"]
-    return [*sovit, *siglip, "timm"] + [f"{n}+compile" for n in sovit] + ["siglip-sdpa+compile"]
+    compiled = [f"{n}+compile" for n in sovit] + ["siglip-sdpa+compile"]
+    graphs = ["sovit_triton+mlp+ln+graphs", "siglip-sdpa+graphs"]  # CUDA graphs, for the small batches
+    return [*sovit, *siglip, "timm", *compiled, *graphs]
 
 
 def qkv_available() -> bool:

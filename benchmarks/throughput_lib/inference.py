@@ -74,7 +74,7 @@ def _prepare_inference(
     """Build (and compile) one implementation, run it once (compilation, autotuning) and check that output. Records
     the model's weights and what its first call left allocated (caches such as the fused-QKV weight; GPU only)."""
     model = build_model(impl, weights, settings.dtype, settings.device).eval()
-    runner = torch.compile(model) if impl.compile else model
+    runner = impl.wrap(model)
     fn = _bind(runner, pixels, impl.family)
     extra["params"] = sum(p.numel() for p in model.parameters())
     extra["weights_gb"] = param_bytes(model) / 1e9

@@ -82,7 +82,7 @@ def _run_training_interleaved(unit: Unit, settings: Settings, gemm: dict, env: d
                 extra[name].update(training_check(impl, weights, settings))
             model = training_model(impl, weights, device)
             extra[name]["params"] = sum(p.numel() for p in model.parameters())
-            runner = torch.compile(model) if impl.compile else model
+            runner = impl.wrap(model)
             fns[name] = make_train_step(
                 runner, impl.family, make_optimizer(model, device), pixels, settings.train_autocast
             )
@@ -118,7 +118,7 @@ def _train_and_time(impl: Impl, spec: ModelSpec, settings: Settings, extra: dict
         batch = min(max(settings.batches), settings.max_train_batch)
     if batch is None:
         raise RuntimeError("out of memory even at batch 1")
-    runner = torch.compile(model) if impl.compile else model
+    runner = impl.wrap(model)
     while True:  # only a compiled model gets here with a batch that may not fit: halve it until it does
         try:
             times, memory = _time_training_steps(runner, impl.family, optimizer, spec, settings, batch)
