@@ -66,10 +66,15 @@ class SoViTProcessor:
             raise ValueError(f"{kind} {index} is empty ({text!r}); every question, caption and answer needs a word.")
         return ids
 
-    def prompt_ids(self, question: str | None, index: int = 0) -> list[int]:
-        if question is None:
-            return [self.tokenizer.bos_token_id]
+    def prompt_ids(self, question: str, index: int = 0) -> list[int]:
+        """VQA prompt ``[BOS] question [SEP]``; captioning prompts are ``[BOS]`` alone (:meth:`prompts`)."""
         return [self.tokenizer.bos_token_id, *self._words(question, "question", index), self.tokenizer.sep_token_id]
+
+    def prompts(self, questions: list[str] | None, size: int) -> list[list[int]]:
+        """Prompt ids per example: ``[BOS]`` for captioning (``questions=None``), else one VQA prompt per question."""
+        if questions is None:
+            return [[self.tokenizer.bos_token_id] for _ in range(size)]
+        return [self.prompt_ids(q, i) for i, q in enumerate(questions)]
 
     def target_ids(self, target: str, index: int = 0) -> list[int]:
         return [*self._words(target, "target", index), self.tokenizer.eos_token_id]
@@ -77,11 +82,8 @@ class SoViTProcessor:
     def sequence_lengths(self, questions: list[str] | None, targets: list[str]) -> list[int]:
         """Tokens per training example (prompt + target + EOS): what the decoder's ``max_position_embeddings``
         must hold. Raises the same errors as ``__call__`` for empty or non-string text."""
-        questions = [None] * len(targets) if questions is None else questions
-        return [
-            len(self.prompt_ids(q, i)) + len(self.target_ids(t, i))
-            for i, (q, t) in enumerate(zip(questions, targets, strict=True))
-        ]
+        prompts = self.prompts(questions, len(targets))
+        return [len(p) + len(self.target_ids(t, i)) for i, (p, t) in enumerate(zip(prompts, targets, strict=True))]
 
     def __call__(self, images=None, questions=None, targets=None, return_tensors: str = "pt") -> BatchFeature:
         if return_tensors != "pt":
@@ -94,10 +96,7 @@ class SoViTProcessor:
         for name, values in (("questions", questions), ("targets", targets)):
             if values is not None and len(values) != size:
                 raise ValueError(f"{len(values)} {name} for {size} images.")
-        if questions is not None and not all(isinstance(q, str) for q in questions):
-            bad = next(i for i, q in enumerate(questions) if not isinstance(q, str))
-            raise ValueError(f"question {bad} must be a string, got {type(questions[bad]).__name__}.")
-        prompts = [self.prompt_ids(q, i) for i, q in enumerate(questions or [None] * size)]
+        prompts = self.prompts(questions, size)
         pad = self.tokenizer.pad_token_id
         data = {}
         if targets is not None:

@@ -29,7 +29,7 @@ def test_empty_question_caption_or_answer_is_rejected_by_name(bad):
 
 
 def test_non_string_question_is_rejected():
-    with pytest.raises(ValueError, match="question 0 must be a string, got NoneType"):
+    with pytest.raises(ValueError, match="question 0 must be a string, got NoneType: None"):
         processor()(IMAGES, [None, "yes"])
 
 
