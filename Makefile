@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 # torch first: on CPU machines 2.13.0 resolves to the CPU wheel on disk, so no later install pulls CUDA wheels.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install run demo test test-gpu test-kernels lint format bench bench-kernels clean
+.PHONY: install run demo test test-compat test-gpu test-kernels lint format bench bench-kernels bench-throughput clean
 
 $(VENV)/.installed: setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -21,8 +21,30 @@ run: install
 demo: install
 	$(PY) -m sovit_hf demo
 
+# Every optional dependency is installed here, so no test may skip for want of one (tests/conftest.py: needs).
 test: install
-	$(PY) -m pytest -q -m "not gpu"
+	SOVIT_HF_TEST_ALL_OPTIONAL=1 $(PY) -m pytest -q -m "not gpu"
+
+# The GPU machine's library versions (/work/.library/device: transformers 5.17, huggingface_hub 1.33, triton 3.6,
+# no datasets / evaluate) with sovit_hf installed --no-deps, as it is there: import and every test that does not need
+# a missing optional package. Catches what would break the GPU session before it starts.
+COMPAT_VENV ?= .venv-compat
+COMPAT_PY := $(COMPAT_VENV)/bin/python
+COMPAT_SPEC ?= transformers==5.17.0 huggingface_hub==1.33.0 triton==3.6.0 accelerate safetensors scipy pillow tqdm \
+	tokenizers numpy packaging pytest
+
+$(COMPAT_VENV)/.installed: setup.py
+	test -x $(COMPAT_PY) || python3 -m venv $(COMPAT_VENV)
+	$(COMPAT_PY) -m pip install -q --upgrade pip
+	$(COMPAT_PY) -c "import torch" 2>/dev/null || $(COMPAT_PY) -m pip install -q "$(TORCH_SPEC)"
+	$(COMPAT_PY) -m pip install -q $(COMPAT_SPEC)
+	$(COMPAT_PY) -m pip install -q --no-deps -e .
+	touch $@
+
+test-compat: $(COMPAT_VENV)/.installed
+	$(COMPAT_PY) -c "import sys, sovit_hf, conversion.hf_siglip; extra = {'datasets', 'evaluate'} & set(sys.modules); \
+		sys.exit(f'import sovit_hf imported {extra}') if extra else print('import sovit_hf: no datasets/evaluate')"
+	$(COMPAT_PY) -m pytest -q -m "not gpu" -p no:cacheprovider
 
 test-gpu: install
 	$(PY) -m pytest -q -m gpu
@@ -45,7 +67,7 @@ test-kernels: install
 	TRITON_INTERPRET=1 $(PY) -m pytest -q tests/kernels tests/convergence
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(COMPAT_VENV) build *.egg-info
 
 bench-throughput: install
 	$(PY) benchmarks/throughput.py

@@ -21,7 +21,7 @@ from transformers import (
 )
 
 from sovit_hf import SoViTForImageClassification, SoViTImageProcessor, SoViTModel
-from tests.conftest import perturb_, tiny_config
+from tests.conftest import needs_auto_image_processor, perturb_, tiny_config
 
 
 def _labelled_config(**overrides):
@@ -39,6 +39,7 @@ def saved_classifier(tmp_path_factory):
     return model, folder
 
 
+@needs_auto_image_processor
 def test_auto_classes_in_process(saved_classifier):
     model, folder = saved_classifier
     assert type(AutoConfig.from_pretrained(folder)).__name__ == "SoViTConfig"
@@ -103,6 +104,7 @@ REMOTE_SCRIPT = textwrap.dedent(
 )
 
 
+@needs_auto_image_processor
 def test_remote_code_loads_in_a_fresh_process_without_sovit_hf(saved_classifier, tmp_path):
     model, folder = saved_classifier
     pixels = torch.randn(2, 3, 36, 36)

@@ -8,6 +8,7 @@ from PIL import Image
 from transformers import AutoImageProcessor, SiglipImageProcessorPil
 
 from sovit_hf import SoViTConfig, SoViTImageProcessor
+from tests.conftest import needs_auto_image_processor
 
 
 def _image(seed: int = 0, size=(61, 47)) -> Image.Image:
@@ -34,6 +35,7 @@ def test_agrees_with_siglip_processor_for_the_same_settings():
     assert ours.shape == (2, 3, 24, 24)
 
 
+@needs_auto_image_processor
 def test_registered_with_auto_image_processor(tmp_path):
     SoViTConfig(image_size=28, patch_size=14).save_pretrained(tmp_path)
     SoViTImageProcessor(size={"height": 28, "width": 28}).save_pretrained(tmp_path)

@@ -10,6 +10,9 @@ import pytest
 from sovit_hf.cli import main as sovit
 from sovit_hf.training import text_metrics as tm
 from sovit_hf.training.scenes import scenes_captioning, scenes_vqa
+from tests.conftest import needs
+
+pytestmark = needs("datasets")
 
 TINY = ["--num_train_images", "12", "--num_eval_images", "4", "--max_steps", "2", "--per_device_train_batch_size",
         "8", "--max_new_tokens", "6", "--decoder_width", "32", "--decoder_mlp", "64", "--seed", "0"]  # fmt: skip

@@ -13,6 +13,7 @@ from transformers import AutoProcessor
 
 from sovit_hf import SoViTImageProcessor, SoViTProcessor
 from sovit_hf.training.scenes import scenes_captioning
+from tests.conftest import needs
 
 from .helpers import tiny_model, tiny_tokenizer
 
@@ -85,6 +86,7 @@ def test_remote_code_round_trip_in_a_fresh_process(tmp_path):
     assert "REMOTE OK" in result.stdout, result.stderr[-3000:]
 
 
+@needs("datasets")  # the scenes images
 def test_caption_and_answer_helpers_equal_manual_generate(tmp_path):
     model, tokenizer = tiny_model(vocab_size=len(tiny_tokenizer())), tiny_tokenizer()
     processor = SoViTProcessor(SoViTImageProcessor(size={"height": 36, "width": 36}), tokenizer)

@@ -9,8 +9,11 @@ import torch
 
 from sovit_hf import SoViTImageProcessor, SoViTProcessor
 from sovit_hf.training.scenes import COLOURS, COUNT_WORDS, make_scene, scenes_captioning, scenes_vqa
+from tests.conftest import needs
 
 from .helpers import tiny_tokenizer
+
+pytestmark = needs("datasets")
 
 
 def test_scenes_are_deterministic_from_the_seed():

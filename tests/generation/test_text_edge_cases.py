@@ -10,6 +10,7 @@ from PIL import Image
 from sovit_hf import SoViTImageProcessor, SoViTProcessor
 from sovit_hf.cli import main as sovit
 from sovit_hf.training.scenes import scenes_captioning, scenes_vqa
+from tests.conftest import needs
 from tests.generation.helpers import tiny_model, tiny_tokenizer
 
 IMAGES = [Image.new("RGB", (36, 36), (200, 30, 30)), Image.new("RGB", (36, 36), (30, 30, 200))]
@@ -60,6 +61,7 @@ def test_generation_past_the_context_is_truncated_to_it():
     assert torch.equal(asked_too_much, explicit) and torch.equal(by_max_length, explicit)
 
 
+@needs("datasets")
 def test_recipe_rejects_empty_captions_before_training(tmp_path, capsys):
     data = scenes_captioning(4, 0)
     captions = list(data["captions"])
@@ -71,6 +73,7 @@ def test_recipe_rejects_empty_captions_before_training(tmp_path, capsys):
     assert list((tmp_path / "out").iterdir()) == []  # nothing written (the folder itself is the writability probe)
 
 
+@needs("datasets")
 def test_recipe_rejects_rows_longer_than_the_context_before_training(tmp_path, capsys):
     args = ["train", "--task", "vqa", "--num_train_images", "4", "--num_eval_images", "2", "--max_length", "5"]
     assert sovit([*args, "--output_dir", str(tmp_path / "out")]) == 2

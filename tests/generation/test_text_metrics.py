@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sovit_hf.training import text_metrics as tm
+from tests.conftest import needs
 
 
 @pytest.mark.parametrize(
@@ -39,6 +40,7 @@ def test_vqa_soft_score_hand_worked():
     assert tm.vqa_accuracy(["three", "four"], [answers, answers]) == pytest.approx(0.5)
 
 
+@needs("pycocoevalcap")
 def test_cider_uses_pycocoevalcaps_scorer_on_our_tokens():
     from pycocoevalcap.cider.cider import Cider
 
@@ -60,6 +62,7 @@ def test_cider_uses_pycocoevalcaps_scorer_on_our_tokens():
     assert tm.cider([r[0] for r in refs], refs) > tm.cider(["a cat"] * 3, refs)
 
 
+@needs("sacrebleu")
 def test_bleu_hand_worked_and_sacrebleu():
     # precisions 4/5, 3/4, 2/3, 1/2, no brevity penalty: 100 * (0.2) ** 0.25
     assert tm.bleu(["a b c d e"], [["a b c d f"]]) == pytest.approx(100 * 0.2**0.25, abs=1e-9)
@@ -73,6 +76,7 @@ def test_bleu_hand_worked_and_sacrebleu():
     )
 
 
+@needs("pycocoevalcap", "sacrebleu")
 def test_metric_input_errors():
     with pytest.raises(ValueError, match="predictions for"):
         tm.cider(["a"], [["a"], ["b"]])

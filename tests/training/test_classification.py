@@ -11,6 +11,9 @@ from safetensors.torch import load_file
 
 from sovit_hf import SoViTForImageClassification, SoViTImageProcessor
 from sovit_hf.training.classification import main, parse_args, run
+from tests.conftest import needs
+
+pytestmark = needs("datasets", "sklearn")  # the embedded digits
 
 TINY = [
     "--model_overrides",

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from sovit_hf.training.data import check_output_dir, digits_dataset, validate_dataset
+from tests.conftest import needs
 
 
 @pytest.fixture(scope="module")
@@ -14,6 +15,7 @@ def digits():
     return digits_dataset(image_size=16, seed=0)
 
 
+@needs("datasets", "sklearn")
 def test_digits_split_is_stratified_and_faithful(digits):
     datasets_sklearn = pytest.importorskip("sklearn.datasets")
     raw = datasets_sklearn.load_digits()

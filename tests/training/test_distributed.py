@@ -12,7 +12,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from tests.conftest import needs
 from tests.training.test_classification import TINY
+
+pytestmark = needs("datasets")
 
 ROOT = Path(__file__).resolve().parents[2]
 
