@@ -36,8 +36,9 @@ def _auto_image_processor_works() -> bool:
     return Version(transformers.__version__) >= Version("5.18") or is_torchvision_available()
 
 
+AUTO_IMAGE_PROCESSOR_WORKS = _auto_image_processor_works() or ALL_OPTIONAL
 needs_auto_image_processor = pytest.mark.skipif(
-    not _auto_image_processor_works() and not ALL_OPTIONAL,
+    not AUTO_IMAGE_PROCESSOR_WORKS,
     reason="this transformers' AutoImageProcessor needs torchvision (transformers < 5.18)",
 )
 
