@@ -107,6 +107,7 @@ from benchmarks.throughput_lib.implementations import (
 )
 from benchmarks.throughput_lib.inference import run_inference_unit
 from benchmarks.throughput_lib.models import ALL_MODELS, CPU_MODELS, GPU_MODELS
+from benchmarks.throughput_lib.plot import plot_payload
 from benchmarks.throughput_lib.readme_table import update_readme
 from benchmarks.throughput_lib.records import CONVENTIONS, merge_records, record_key
 from benchmarks.throughput_lib.settings import Settings, default_settings
@@ -245,7 +246,10 @@ def main(argv: list[str] | None = None) -> int:
         print("Nothing to run: every selected unit is already recorded (or the selection is empty).")
     if update:
         update_readme()
+    picture = plot_payload(load_payload(out), out.with_suffix(".png")) if run["units"] else None
     print(f"{'Wrote' if run['units'] else 'Left'} {out}" + (" and updated the README table" if update else ""))
+    if picture:
+        print(f"Plot: {picture}")
     return 0
 
 

@@ -409,3 +409,23 @@ def test_gpu_session_stages_are_valid_commands():
     for stage in stages:
         args = script.parse_args(["--device", "cuda", *shlex.split(stage)])
         assert args.models and all(parse_implementation(i) for i in args.implementations or [])
+
+
+def test_plot_has_one_panel_per_group_with_a_siglip_reference(tmp_path):
+    """Figure height is the closed form of its panels (0.8 in + 0.28 in per bar, at 110 dpi): one panel per (model,
+    mode, batch) that has SigLIP sdpa, one bar per implementation; nothing without a reference."""
+    pytest.importorskip("matplotlib")
+    from PIL import Image
+
+    from benchmarks.throughput_lib.plot import plot_payload
+
+    payload = json.loads((RESULTS_DIR / "throughput_cpu.json").read_text())
+    ok = [r for r in payload["records"] if r["images_per_s"]]
+    groups = {}
+    for r in ok:
+        groups.setdefault((r["model_key"], r["mode"], r["batch"]), []).append(r["implementation"])
+    groups = [g for g in groups.values() if "siglip-sdpa" in g]
+    path = plot_payload(payload, tmp_path / "t.png")
+    assert Image.open(path).size[1] == round(110 * sum(0.8 + 0.28 * len(g) for g in groups))
+    no_reference = {**payload, "records": [r for r in ok if r["implementation"] != "siglip-sdpa"]}
+    assert plot_payload(no_reference, tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()
