@@ -46,6 +46,7 @@ class SoViTForConditionalGenerationConfig(PreTrainedConfig):
         label_smoothing (`float`): label smoothing of the token cross-entropy (paper: 0.1).
         freeze_vision (`bool`): keep the encoder frozen (no gradients; LiT-decoding).
         tie_word_embeddings (`bool`): share the token embedding with the output projection (default ``True``).
+        use_cache (`bool`): keep a KV cache in inference forwards (and so in ``generate``); never in training.
         pad_token_id / bos_token_id / eos_token_id / sep_token_id (`int`): special tokens of the tokenizer;
             ``sep_token_id`` ends a VQA question (the answer is generated after it).
         mlp_implementation / layer_norm_implementation (`str`): runtime kernel choices as in `SoViTConfig`.
@@ -58,7 +59,7 @@ class SoViTForConditionalGenerationConfig(PreTrainedConfig):
         }
     else:
         sub_configs = {"vision_config": SoViTConfig}
-    keys_to_ignore_at_inference = ["past_key_values"]
+    keys_to_ignore_at_inference = ["cache", "past_key_values"]  # the KV cache's name in 5.24+ and in 5.17-5.23
 
     vision_config: dict | PreTrainedConfig | None = None
     vocab_size: int = 1024
@@ -75,6 +76,7 @@ class SoViTForConditionalGenerationConfig(PreTrainedConfig):
     label_smoothing: float = 0.1
     freeze_vision: bool = False
     tie_word_embeddings: bool = True
+    use_cache: bool = True
     pad_token_id: int | None = 0
     bos_token_id: int | None = 1
     eos_token_id: int | None = 2

@@ -20,6 +20,8 @@ The output projection is tied to the token embedding by default (``tie_word_embe
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -37,6 +39,26 @@ from .configuration_sovit_generation import SoViTForConditionalGenerationConfig
 from .modeling_sovit import SoViTAttention, SoViTMLP, SoViTModel, apply_layer_norm, eager_attention_forward
 
 logger = logging.get_logger(__name__)
+
+# The KV cache's name: transformers >= 5.24 calls it ``cache`` (generate's argument to forward and the field of
+# the outputs) and deprecates ``past_key_values``, the name of 5.17-5.23. ``forward`` takes either; the output
+# carries it under the field the running version declares, which is where its ``generate`` looks for it.
+CACHE_FIELD = "cache" if "cache" in {f.name for f in dataclasses.fields(CausalLMOutputWithPast)} else "past_key_values"
+
+
+def resolve_cache_argument(cache: Cache | None, past_key_values: Cache | None) -> Cache | None:
+    """The one cache passed to ``forward``, under either name (both at once is an error)."""
+    if past_key_values is None:
+        return cache
+    if cache is not None:
+        raise ValueError("Pass the KV cache as `cache` or as `past_key_values`, not both.")
+    if CACHE_FIELD == "cache":
+        warnings.warn(
+            "`past_key_values` is deprecated by transformers >= 5.24; pass the KV cache as `cache`.",
+            FutureWarning,
+            stacklevel=3,
+        )
+    return past_key_values
 
 
 def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -102,12 +124,12 @@ class SoViTDecoderLayer(GradientCheckpointingLayer):
         self_mask: torch.Tensor,
         cross_key: torch.Tensor,
         cross_value: torch.Tensor,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
     ) -> torch.Tensor:
         normed = apply_layer_norm(self.config, self.self_attn_layer_norm, hidden_states)
         key, value = project_kv(self.self_attn, normed)
-        if past_key_values is not None:
-            key, value = past_key_values.update(key, value, self.layer_idx)
+        if cache is not None:
+            key, value = cache.update(key, value, self.layer_idx)
         hidden_states = hidden_states + self.dropout(attend(self.self_attn, normed, key, value, self_mask))
         normed = apply_layer_norm(self.config, self.cross_attn_layer_norm, hidden_states)
         hidden_states = hidden_states + self.dropout(attend(self.cross_attn, normed, cross_key, cross_value, None))
@@ -219,15 +241,18 @@ class SoViTForConditionalGeneration(PreTrainedModel, GenerationMixin):
         pixel_values: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         interpolate_pos_encoding: bool = False,
         logits_to_keep: int = 0,
         return_dict: bool | None = None,
+        past_key_values: Cache | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast | tuple:
+        """``cache`` (transformers >= 5.24's name) and ``past_key_values`` (5.17-5.23) are the same KV cache."""
         return_dict = self.config.return_dict if return_dict is None else return_dict
+        cache = resolve_cache_argument(cache, past_key_values)
         if input_ids is None or input_ids.dim() != 2:
             raise ValueError("input_ids must be a (batch, length) tensor of token ids.")
         batch, q_len = input_ids.shape
@@ -235,15 +260,15 @@ class SoViTForConditionalGeneration(PreTrainedModel, GenerationMixin):
             raise ValueError("input_ids is empty: pass at least the BOS token.")
         if input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size:
             raise ValueError(f"input_ids must lie in [0, {self.config.vocab_size}) (vocab_size).")
-        if use_cache is None:
-            use_cache = not self.training and labels is None
-        if use_cache and past_key_values is None:
-            past_key_values = DynamicCache()
+        if use_cache is None:  # a cache serves generation only: not in training, not when computing a loss
+            use_cache = self.config.use_cache and not self.training and labels is None
+        if use_cache and cache is None:
+            cache = DynamicCache()
         num_layers = self.config.num_hidden_layers
-        if past_key_values is not None:  # self-attention layers 0..L-1, image cross-attention layers L..2L-1
-            while len(past_key_values.layers) < 2 * num_layers:
-                past_key_values.layers.append(DynamicLayer())
-        past = past_key_values.get_seq_length(0) if past_key_values is not None else 0
+        if cache is not None:  # self-attention layers 0..L-1, image cross-attention layers L..2L-1
+            while len(cache.layers) < 2 * num_layers:
+                cache.layers.append(DynamicLayer())
+        past = cache.get_seq_length(0) if cache is not None else 0
         if past + q_len > self.config.max_position_embeddings:
             raise ValueError(
                 f"Sequence of {past + q_len} tokens exceeds max_position_embeddings "
@@ -256,9 +281,9 @@ class SoViTForConditionalGeneration(PreTrainedModel, GenerationMixin):
             )
 
         # Image keys/values per layer: from the cache after the prefill, else from the encoder (once).
-        cached = past_key_values is not None and past_key_values.layers[num_layers].is_initialized
+        cached = cache is not None and cache.layers[num_layers].is_initialized
         if cached:
-            cross_kv = [(layer.keys, layer.values) for layer in past_key_values.layers[num_layers:]]
+            cross_kv = [(layer.keys, layer.values) for layer in cache.layers[num_layers:]]
         else:
             if pixel_values is None:
                 raise ValueError("pixel_values are required (no image in the cache yet).")
@@ -266,9 +291,9 @@ class SoViTForConditionalGeneration(PreTrainedModel, GenerationMixin):
                 raise ValueError(f"pixel_values has batch {pixel_values.shape[0]}, input_ids has {batch}.")
             image = self.encode_images(pixel_values, interpolate_pos_encoding)
             cross_kv = [project_kv(layer.cross_attn, image) for layer in self.layers]
-            if past_key_values is not None:
+            if cache is not None:
                 for i, (key, value) in enumerate(cross_kv):
-                    past_key_values.update(key, value, num_layers + i)
+                    cache.update(key, value, num_layers + i)
 
         if position_ids is None:
             if attention_mask is not None:  # left padding: positions count real tokens only
@@ -280,7 +305,7 @@ class SoViTForConditionalGeneration(PreTrainedModel, GenerationMixin):
         mask = self._self_attention_mask(attention_mask, batch, q_len, past, hidden.dtype, hidden.device)
         for layer, kv in zip(self.layers, cross_kv, strict=True):
             # Tensors positional (gradient checkpointing replays them), the cache by keyword (dropped under it).
-            hidden = layer(hidden, mask, *kv, past_key_values=past_key_values)
+            hidden = layer(hidden, mask, *kv, cache=cache)
         hidden = apply_layer_norm(self.config, self.final_layer_norm, hidden)
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]
@@ -289,7 +314,7 @@ class SoViTForConditionalGeneration(PreTrainedModel, GenerationMixin):
         loss = None
         if labels is not None:
             loss = self.loss(logits, labels)
-        out = CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=past_key_values if use_cache else None)
+        out = CausalLMOutputWithPast(loss=loss, logits=logits, **{CACHE_FIELD: cache if use_cache else None})
         return out if return_dict else out.to_tuple()
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
