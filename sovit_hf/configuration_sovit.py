@@ -15,7 +15,7 @@ from transformers import PreTrainedConfig
 POOL_TYPES = ("map", "gap", "tok", "0", "none")
 POSEMB_TYPES = ("learn", "sincos2d")
 POSEMB_INTERPOLATIONS = ("bilinear", "bicubic")
-CLASSIFICATION_LOSSES = ("softmax", "sigmoid")
+CLASSIFICATION_LOSSES = ("softmax", "sigmoid")  # big_vision's; None = transformers' loss for problem_type
 ACTIVATIONS = ("gelu_pytorch_tanh", "gelu")  # tanh-approximate (big_vision) or exact erf GELU
 KERNEL_IMPLEMENTATIONS = ("eager", "triton")
 QKV_IMPLEMENTATIONS = ("separate", "fused")  # three q/k/v GEMMs, or one GEMM against their concatenation
@@ -101,8 +101,12 @@ class SoViTConfig(PreTrainedConfig):
         attention_dropout (`float`): dropout on attention probabilities.
         head_zero_init (`bool`): zero-initialise the classification head kernel (big_vision `head_zeroinit`).
         head_bias_init (`float`): initial classifier bias, e.g. -6.9 or -10 for sigmoid losses.
-        classification_loss (`str`): `softmax` or `sigmoid` cross-entropy (the papers' choice).
-        label_smoothing (`float`): label smoothing applied to the targets of either loss.
+        classification_loss (`str`, *optional*): `None` (default): transformers' loss for `problem_type`
+            (cross-entropy, BCE-with-logits or MSE, each a mean); `softmax` or `sigmoid`: big_vision's cross-entropy
+            (summed over classes, averaged over examples; the papers' choice) for either classification problem type.
+        problem_type (`str`, *optional*): transformers' `regression`, `single_label_classification` or
+            `multi_label_classification`; inferred from the first labels when unset (`sovit_hf.losses`).
+        label_smoothing (`float`): label smoothing of the classification targets, `(1 - ls) * y + ls / C`.
         mlp_implementation (`str`): runtime choice, not saved: `eager` (the reference math) or `triton` (the fused
             fc1 + bias + GELU kernel, `sovit_hf.kernels`). Pass it to `from_pretrained` or set it on `model.config`.
         layer_norm_implementation (`str`): runtime choice, not saved: `eager` or `triton` (fused residual-add +
@@ -149,7 +153,7 @@ class SoViTConfig(PreTrainedConfig):
     attention_dropout: float = 0.0
     head_zero_init: bool = True
     head_bias_init: float = 0.0
-    classification_loss: str = "softmax"
+    classification_loss: str | None = None
     label_smoothing: float = 0.0
     mlp_implementation: str = "eager"
     layer_norm_implementation: str = "eager"
@@ -168,7 +172,10 @@ class SoViTConfig(PreTrainedConfig):
         _check_choice("pool_type", self.pool_type, POOL_TYPES)
         _check_choice("posemb", self.posemb, POSEMB_TYPES)
         _check_choice("posemb_interpolation", self.posemb_interpolation, POSEMB_INTERPOLATIONS)
-        _check_choice("classification_loss", self.classification_loss, CLASSIFICATION_LOSSES)
+        if self.classification_loss is not None:
+            _check_choice("classification_loss", self.classification_loss, CLASSIFICATION_LOSSES)
+        if self.problem_type == "regression" and self.label_smoothing:
+            raise ValueError("label_smoothing applies to classification, not to problem_type='regression'.")
         _check_choice("hidden_act", self.hidden_act, ACTIVATIONS)
         check_runtime_fields(self)
         if self.posemb == "sincos2d" and self.hidden_size % 4:

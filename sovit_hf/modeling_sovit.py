@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -21,12 +22,28 @@ from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPo
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .configuration_sovit import SoViTConfig
-from .losses import classification_loss
+from .losses import image_classification_loss
 from .ops_registry import get_layer_norm, get_mlp
 from .position_embeddings import posemb_sincos_2d, resample_pos_embedding
 from .reference import attention_ref
 
 _GELU_APPROXIMATION = {"gelu_pytorch_tanh": "tanh", "gelu": "none"}  # config.hidden_act -> F.gelu(approximate=)
+
+
+@dataclass
+class SoViTModelOutput(BaseModelOutputWithPooling):
+    """``BaseModelOutputWithPooling`` plus ``pooler_attentions``: the MAP probe's attention over the tokens,
+    `(B, H, 1, L)`, with ``output_attentions=True`` and ``pool_type="map"`` (``attentions`` holds exactly one
+    `(B, H, L, L)` tensor per encoder layer, as transformers' convention asks)."""
+
+    pooler_attentions: torch.Tensor | None = None
+
+
+@dataclass
+class SoViTImageClassifierOutput(ImageClassifierOutput):
+    """``ImageClassifierOutput`` plus ``pooler_attentions`` (see ``SoViTModelOutput``)."""
+
+    pooler_attentions: torch.Tensor | None = None
 
 
 def apply_layer_norm(
@@ -411,7 +428,7 @@ class SoViTModel(SoViTPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
-    ) -> BaseModelOutputWithPooling | tuple:
+    ) -> SoViTModelOutput | tuple:
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
         output_hidden_states = (
             self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
@@ -424,14 +441,12 @@ class SoViTModel(SoViTPreTrainedModel):
         pooled, map_attention = self.pool(encoded, output_attentions)
         if self.pre_logits is not None:
             pooled = self.pre_logits(pooled)
-        attentions = encoder_out.attentions
-        if output_attentions and map_attention is not None:
-            attentions = attentions + (map_attention,)  # the MAP probe's attention comes last
-        out = BaseModelOutputWithPooling(
+        out = SoViTModelOutput(
             last_hidden_state=encoded,
             pooler_output=pooled,
             hidden_states=encoder_out.hidden_states,
-            attentions=attentions,
+            attentions=encoder_out.attentions,
+            pooler_attentions=map_attention,
         )
         return out if return_dict else out.to_tuple()
 
@@ -439,9 +454,10 @@ class SoViTModel(SoViTPreTrainedModel):
 class SoViTForImageClassification(SoViTPreTrainedModel):
     """SoViT with big_vision's `head` Dense on the pooled representation (per token for ``pool_type="none"``).
 
-    Loss: softmax or sigmoid cross-entropy (``config.classification_loss``), summed over classes and averaged over
-    examples as in big_vision, with optional label smoothing. Labels are class ids `(B,)` or targets `(B, C)`
-    (multi-label / soft).
+    Loss (``sovit_hf.losses.image_classification_loss``): transformers' ``problem_type`` rules (regression,
+    single-label, multi-label; inferred from the labels when unset) with transformers' losses, or big_vision's
+    softmax / sigmoid cross-entropy (summed over classes, averaged over examples) when ``config.classification_loss``
+    names one; optional label smoothing. Labels are class ids `(B,)`, targets `(B, C)` or regression values.
     """
 
     # The loss is a mean over examples computed here; Trainer must not rescale it for a token count (it would
@@ -467,7 +483,7 @@ class SoViTForImageClassification(SoViTPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
-    ) -> ImageClassifierOutput | tuple:
+    ) -> SoViTImageClassifierOutput | tuple:
         return_dict = self.config.return_dict if return_dict is None else return_dict
         outputs = self.sovit(
             pixel_values,
@@ -481,9 +497,13 @@ class SoViTForImageClassification(SoViTPreTrainedModel):
         if labels is not None:
             if self.config.pool_type == "none":
                 raise ValueError("pool_type='none' gives per-token logits; a classification loss needs a pooled model.")
-            loss = classification_loss(logits, labels, self.config.classification_loss, self.config.label_smoothing)
-        out = ImageClassifierOutput(
-            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+            loss = image_classification_loss(logits, labels, self.config, self.loss_function)
+        out = SoViTImageClassifierOutput(
+            loss=loss,
+            logits=logits,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            pooler_attentions=outputs.pooler_attentions,
         )
         return out if return_dict else out.to_tuple()
 
@@ -491,8 +511,10 @@ class SoViTForImageClassification(SoViTPreTrainedModel):
 __all__ = [
     "SoViTAttention",
     "SoViTForImageClassification",
+    "SoViTImageClassifierOutput",
     "SoViTMAPHead",
     "SoViTModel",
+    "SoViTModelOutput",
     "SoViTPreTrainedModel",
     "eager_attention_forward",
 ]

@@ -136,8 +136,8 @@ def test_attention_probabilities_and_implementations_agree():
         q = layer.self_attn.q_proj(x).view(2, 9, 3, 12).transpose(1, 2)
         k = layer.self_attn.k_proj(x).view(2, 9, 3, 12).transpose(1, 2)
         probs = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(12), dim=-1)
-    assert len(out.attentions) == 3  # 2 blocks + the MAP probe (query length 1)
-    assert out.attentions[-1].shape == (2, 3, 1, 9)
+    assert len(out.attentions) == 2  # one per block; the MAP probe's is out.pooler_attentions (query length 1)
+    assert out.pooler_attentions.shape == (2, 3, 1, 9)
     torch.testing.assert_close(out.attentions[0], probs, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(sdpa.pooler_output, eager.pooler_output, rtol=1e-5, atol=1e-5)
 
