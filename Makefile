@@ -3,14 +3,19 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # torch first: on CPU machines 2.13.0 resolves to the CPU wheel on disk, so no later install pulls CUDA wheels.
 TORCH_SPEC ?= torch==2.13.0
+# Known-good versions of every dependency (`make lock` refreshes them from the newest-versions venv).
+LOCK ?= constraints.txt
+VERSIONS := -c "import importlib.metadata as m; print('versions:', ', '.join(f'{p} {m.version(p)}' for p in \
+	('torch', 'transformers', 'huggingface_hub', 'accelerate', 'triton', 'numpy', 'scipy', 'safetensors')))"
 
-.PHONY: install run demo test test-compat test-gpu test-kernels lint format bench bench-kernels bench-throughput clean
+.PHONY: install run demo test test-latest test-compat test-gpu test-kernels lint lock format bench bench-kernels \
+	bench-throughput clean
 
-$(VENV)/.installed: setup.py
+$(VENV)/.installed: setup.py $(LOCK)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -c $(LOCK) -e ".[dev]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -23,7 +28,27 @@ demo: install
 
 # Every optional dependency is installed here, so no test may skip for want of one (tests/conftest.py: needs).
 test: install
+	@$(PY) $(VERSIONS)
 	SOVIT_HF_TEST_ALL_OPTIONAL=1 $(PY) -m pytest -q -m "not gpu"
+
+# The newest versions the registry resolves today (no lock): what a user who runs `pip install sovit_hf` gets.
+# Rebuilt on every run so that a release that came out since the last one is tested (pip's wheel cache is shared
+# with the other venvs, so only new releases are downloaded).
+LATEST_VENV ?= .venv-latest
+LATEST_PY := $(LATEST_VENV)/bin/python
+
+test-latest:
+	test -x $(LATEST_PY) || python3 -m venv $(LATEST_VENV)
+	$(LATEST_PY) -m pip install -q --upgrade pip
+	$(LATEST_PY) -c "import torch" 2>/dev/null || $(LATEST_PY) -m pip install -q "$(TORCH_SPEC)"
+	$(LATEST_PY) -m pip install -q --upgrade --upgrade-strategy eager -e ".[dev]"
+	@$(LATEST_PY) $(VERSIONS)
+	SOVIT_HF_TEST_ALL_OPTIONAL=1 $(LATEST_PY) -m pytest -q -m "not gpu" -p no:cacheprovider
+
+# Write the newest-versions venv's packages as the new lock (run after `make test-latest` passed).
+lock:
+	{ sed -n '1,2p' $(LOCK); $(LATEST_PY) -m pip freeze --exclude-editable | grep -v '^sovit' | sed 's/+cpu$$//'; } \
+		> $(LOCK).tmp && mv $(LOCK).tmp $(LOCK)
 
 # The GPU machine's library versions (/work/.library/device: transformers 5.17, huggingface_hub 1.33, triton 3.6,
 # no datasets / evaluate) with sovit_hf installed --no-deps, as it is there: import and every test that does not need
@@ -42,6 +67,7 @@ $(COMPAT_VENV)/.installed: setup.py
 	touch $@
 
 test-compat: $(COMPAT_VENV)/.installed
+	@$(COMPAT_PY) $(VERSIONS)
 	$(COMPAT_PY) -c "import sys, sovit_hf, conversion.hf_siglip; extra = {'datasets', 'evaluate'} & set(sys.modules); \
 		sys.exit(f'import sovit_hf imported {extra}') if extra else print('import sovit_hf: no datasets/evaluate')"
 	$(COMPAT_PY) -m pytest -q -m "not gpu" -p no:cacheprovider
@@ -67,7 +93,7 @@ test-kernels: install
 	TRITON_INTERPRET=1 $(PY) -m pytest -q tests/kernels tests/convergence
 
 clean:
-	rm -rf $(VENV) $(COMPAT_VENV) build *.egg-info
+	rm -rf $(VENV) $(COMPAT_VENV) $(LATEST_VENV) build *.egg-info
 
 bench-throughput: install
 	$(PY) benchmarks/throughput.py
