@@ -11,6 +11,7 @@ import torch
 
 from .configuration_sovit import VARIANTS, SoViTConfig, parse_variant
 from .modeling_sovit import SoViTModel
+from .training.tasks import TASK_MODULES
 
 DEFAULT_FIXTURE = Path("tests/fixtures/big_vision/vit_map_unrolled.npz")
 # Agreement a faithful float32 port reaches on big_vision's own outputs (tests/fixtures/big_vision/README.md).
@@ -130,13 +131,6 @@ _PASSTHROUGH = {
 }
 
 
-_TRAIN_TASKS = {
-    "classification": "sovit_hf.training.classification",
-    "captioning": "sovit_hf.training.captioning",
-    "vqa": "sovit_hf.training.vqa",
-}
-
-
 def _train_module(argv: list[str]) -> tuple[str, list[str]]:
     """``sovit train [--task classification|captioning|vqa] ...``: the recipe module and the remaining arguments."""
     rest, task, i = [], "classification", 0
@@ -148,9 +142,9 @@ def _train_module(argv: list[str]) -> tuple[str, list[str]]:
         else:
             rest.append(argv[i])
             i += 1
-    if task not in _TRAIN_TASKS:
-        raise SystemExit(f"sovit train: unknown --task {task!r}; choose from {', '.join(_TRAIN_TASKS)}.")
-    return _TRAIN_TASKS[task], rest
+    if task not in TASK_MODULES:
+        raise SystemExit(f"sovit train: unknown --task {task!r}; choose from {', '.join(TASK_MODULES)}.")
+    return TASK_MODULES[task], rest
 
 
 def main(argv: list[str] | None = None) -> int:

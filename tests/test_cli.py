@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from conversion import big_vision as big_vision_cli
@@ -34,3 +35,21 @@ def test_big_vision_cli_writes_a_loadable_folder(tmp_path, capsys):
         logits = model(torch.from_numpy(ref["image_nhwc"]).permute(0, 3, 1, 2)).logits.numpy()
     assert np.abs(logits - ref["logits"]).max() <= 1e-4 * np.abs(ref["logits"]).max()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left behind
+
+
+@pytest.mark.parametrize("task", ["classification", "captioning", "vqa"])
+def test_train_help_names_every_task(task, capsys):
+    """Every recipe's --help renders (a '%' in a help string used to crash argparse) and lists the other tasks."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--task", task, "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"usage: sovit train --task {task}" in text
+    assert all(f"--task {other}" in text for other in ("classification", "captioning", "vqa"))
+    assert "--output_dir" in text and "--learning_rate" in text
+
+
+def test_train_help_without_a_task_is_the_classification_recipe(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "--task classification is the default" in " ".join(capsys.readouterr().out.split())

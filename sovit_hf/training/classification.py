@@ -31,6 +31,7 @@ from ..configuration_sovit import SoViTConfig
 from ..image_processing_sovit import SoViTImageProcessor
 from ..modeling_sovit import SoViTForImageClassification
 from .run_record import write_run_record
+from .tasks import task_usage
 from .transforms import flip_lr, inception_crop
 
 
@@ -335,7 +336,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, args: SoViTTrainin
 
 
 def parse_args(argv: list[str] | None = None):
-    parser = HfArgumentParser((ModelArguments, DataArguments, SoViTTrainingArguments))
+    parser = HfArgumentParser((ModelArguments, DataArguments, SoViTTrainingArguments), **task_usage("classification"))
     return parser.parse_args_into_dataclasses(args=argv)
 
 

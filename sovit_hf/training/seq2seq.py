@@ -25,6 +25,7 @@ from ..modeling_sovit_generation import SoViTForConditionalGeneration
 from ..processing_sovit import SoViTProcessor, train_tokenizer
 from .data import subsample, train_eval_splits
 from .run_record import write_run_record
+from .tasks import task_usage
 
 
 @dataclass
@@ -73,7 +74,7 @@ class Seq2SeqArguments(TrainingArguments):
     per_device_eval_batch_size: int = field(default=64)
     learning_rate: float = field(default=1e-3, metadata={"help": "SoViT paper (pretrained encoder): 3e-4"})
     weight_decay: float = field(default=1e-4, metadata={"help": "SoViT paper: 1e-4"})
-    warmup_ratio: float = field(default=0.1, metadata={"help": "SoViT paper: cosine with 10% warmup"})
+    warmup_ratio: float = field(default=0.1, metadata={"help": "SoViT paper: cosine with 10 percent warmup"})
     lr_scheduler_type: str = field(default="cosine")
     max_grad_norm: float = field(default=1.0)
     eval_strategy: str = field(default="no")
@@ -345,7 +346,7 @@ def run(task: Task, model_args: ModelArguments, data_args: DataArguments, args: 
 
 
 def main(task: Task, argv: list[str] | None = None) -> int:
-    parser = HfArgumentParser((ModelArguments, DataArguments, Seq2SeqArguments))
+    parser = HfArgumentParser((ModelArguments, DataArguments, Seq2SeqArguments), **task_usage(task.name))
     defaults = ["--output_dir", f"outputs/sovit-{task.name}"]
     argv = list(sys.argv[1:] if argv is None else argv)
     model_args, data_args, args = parser.parse_args_into_dataclasses(
