@@ -1,8 +1,9 @@
 """Run `sovit train --task captioning|vqa` (defaults: embedded scenes) in a fresh process and commit the run record.
 
-    python benchmarks/record_seq2seq_runs.py --task captioning   # or vqa; --render-only rebuilds the README table
+    python benchmarks/record_seq2seq_runs.py --task captioning [--seeds 1,2]  # or vqa; --render-only: README only
 
-Copies the run's ``run_record.json`` to ``benchmarks/results/sovit_train_<task>.json`` and regenerates the README's
+Copies the run's ``run_record.json`` to ``benchmarks/results/sovit_train_<task>.json`` (with ``--seeds``, plus the
+metric of one fresh run per extra seed: how much the result varies between runs) and regenerates the README's
 captioning/VQA table from both records (issue #7 targets: VQA accuracy >= best constant answer + 30 points, CIDEr >=
 3x the most frequent caption's). Run it on an otherwise idle machine: the wall time is part of the record.
 """
@@ -11,16 +12,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from recipe_runs import ROOT, run_recipe, seed_spread, write_json
+
 RESULTS = ROOT / "benchmarks" / "results"
 TASKS = ("captioning", "vqa")
 README = ROOT / "README.md"
 MARKERS = ("<!-- seq2seq-record:start -->", "<!-- seq2seq-record:end -->")
+METRIC = {"captioning": "eval_cider", "vqa": "eval_vqa_accuracy"}
 
 
 def record_path(task: str) -> Path:
@@ -40,6 +42,10 @@ def _row(record: dict) -> str:
         result = (
             f"VQA accuracy {m['eval_vqa_accuracy']:.3f} vs {m['eval_vqa_accuracy_baseline']:.3f} (+{gain:.1f} points)"
         )
+    spread = record.get("seed_spread")
+    if spread:
+        others = ", ".join(f"{v:.3f}" for v in spread["values"])
+        result += f"; other seeds ({', '.join(map(str, spread['seeds']))}): {METRIC[record['task']][5:]} {others}"
     return (
         f"| `sovit train --task {record['task']}` | {record['train_examples']:,} train / {record['eval_examples']} "
         f"eval | {record['parameters']:,} | {m['epoch']:g} | {record['wall_s']:.0f} s | {result} |"
@@ -55,7 +61,8 @@ def render_markdown(records: list[dict]) -> str:
             *(_row(r) for r in records),
             "",
             f"{first['torch_threads']} torch threads, {first['machine']}, torch {first['torch']}, transformers "
-            f"{first['transformers']}; records in `benchmarks/results/sovit_train_{{captioning,vqa}}.json`.",
+            f"{first['transformers']}, seed {first.get('seed', 42)}; records in "
+            "`benchmarks/results/sovit_train_{captioning,vqa}.json`.",
         ]
     )
 
@@ -74,18 +81,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=TASKS)
     parser.add_argument("--render-only", action="store_true", help="only regenerate the README table")
+    parser.add_argument("--seeds", default="", help="comma-separated extra seeds, e.g. 1,2")
     args = parser.parse_args(argv)
     if not args.render_only:
         if args.task is None:
             parser.error("--task is required unless --render-only")
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / "run"
-            command = [sys.executable, "-m", "sovit_hf", "train", "--task", args.task, "--output_dir", str(out)]
-            subprocess.run(command, check=True, cwd=ROOT)
-            record = (out / "run_record.json").read_text()
-        partial = record_path(args.task).with_suffix(".json.tmp")
-        partial.write_text(record)
-        partial.replace(record_path(args.task))
+        record = run_recipe(["--task", args.task])
+        seeds = [int(s) for s in args.seeds.split(",") if s]
+        if seeds:
+            metric = METRIC[args.task]
+            record["seed_spread"] = seed_spread(["--task", args.task], seeds, lambda r: r["metrics"][metric])
+        write_json(record_path(args.task), record)
     records = load_records()
     update_readme(records)
     print(render_markdown(records))

@@ -330,6 +330,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, args: SoViTTrainin
             "wall_s": time.perf_counter() - start,
             "eval_accuracy": metrics.get("eval_accuracy"),
             "processes": args.world_size,
+            "seed": args.seed,
         }
         write_run_record(out, record)
     return metrics

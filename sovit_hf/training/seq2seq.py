@@ -339,6 +339,7 @@ def run(task: Task, model_args: ModelArguments, data_args: DataArguments, args: 
             "parameters": sum(p.numel() for p in model.parameters()),
             "steps": trainer.state.global_step,
             "wall_s": time.perf_counter() - start,
+            "seed": args.seed,
             "metrics": numeric,
         }
         write_run_record(out, record)
