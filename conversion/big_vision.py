@@ -16,10 +16,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import math
-import os
-import shutil
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +30,7 @@ from sovit_hf import SoViTConfig, SoViTForImageClassification, SoViTImageProcess
 from .big_vision_keys import TRANSFORMS, checkpoint_rules, expected_shapes, infer_config_kwargs
 from .layouts import BigVisionCheckpoint
 from .npz import CheckpointError
+from .output_folder import check_output_folder, write_folder
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 PARITY_TOLERANCE = 1e-4  # relative to the output scale, float32 (tests/fixtures/big_vision/README.md)
@@ -161,9 +159,7 @@ def convert(
     """Convert ``source`` and write ``out_dir`` atomically (temporary folder, checks, then a rename)."""
     from sovit_hf.model_card import write_model_card
 
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise FileExistsError(f"{out_dir} exists; pass --overwrite to replace it.")
+    out_dir = check_output_folder(out_dir, overwrite, sources=[source] + ([reference] if reference else []))
     model, report = load_big_vision(source, image_size=image_size, dtype=dtype, progress=progress, **overrides)
     size, channels = model.config.image_size, model.config.num_channels
     with torch.no_grad():
@@ -175,14 +171,13 @@ def convert(
         worst = max(report.parity.values())
         if dtype == "float32" and worst > PARITY_TOLERANCE:
             raise CheckpointError(f"Outputs differ from the reference by {worst:.2e} (> {PARITY_TOLERANCE}).")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    try:
-        model.save_pretrained(tmp)
-        SoViTImageProcessor(size={"height": size, "width": size}).save_pretrained(tmp)
+
+    def fill(folder: Path) -> None:
+        model.save_pretrained(folder)
+        SoViTImageProcessor(size={"height": size, "width": size}).save_pretrained(folder)
         path = Path(report.source.split(":")[0]) if ":" in report.source else Path(report.source)
         write_model_card(
-            tmp,
+            folder,
             model.config,
             base_model=None,
             source=report.source,
@@ -191,12 +186,8 @@ def convert(
             parity=report.parity,
             resampled_from=report.resampled_from,
         )
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir, report
+
+    return write_folder(out_dir, fill, tool="conversion.big_vision"), report
 
 
 def build_parser() -> argparse.ArgumentParser:

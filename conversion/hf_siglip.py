@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
@@ -24,6 +21,8 @@ from safetensors.torch import load_file
 
 from sovit_hf import SoViTConfig, SoViTImageProcessor, SoViTModel
 from sovit_hf.model_card import write_model_card
+
+from .output_folder import check_output_folder, write_folder
 
 SKIPPED_PREFIXES = ("text_model.", "logit_scale", "logit_bias")  # parts of a full SiglipModel left out on purpose
 VERIFY_TOLERANCE = 1e-4  # relative to the output scale, float32
@@ -158,9 +157,8 @@ def convert(
     overwrite: bool = False,
     command: str | None = None,
 ) -> Path:
-    src, out_dir = Path(src), Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise FileExistsError(f"{out_dir} exists; pass --overwrite to replace it.")
+    src = Path(src)
+    out_dir = check_output_folder(out_dir, overwrite, sources=[src])
     model, skipped = load_siglip_as_sovit(src, pool_type)
     parity = verify_against_siglip(model, src) if verify else {}
     if verify:
@@ -168,24 +166,20 @@ def convert(
             print(f"{name}: max relative difference to SiglipVisionModel {rel:.2e}")
             if not rel <= VERIFY_TOLERANCE:
                 raise RuntimeError(f"{name} differs from SigLIP by {rel:.2e} (> {VERIFY_TOLERANCE}); nothing written.")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    try:
-        model.save_pretrained(tmp)
-        image_processor_for(src, model.config.image_size).save_pretrained(tmp)
+
+    def fill(folder: Path) -> None:
+        model.save_pretrained(folder)
+        image_processor_for(src, model.config.image_size).save_pretrained(folder)
         write_model_card(
-            tmp,
+            folder,
             model.config,
             source=str(src),
             command=command,
             parity=parity,
             parity_reference="transformers' SiglipVisionModel on random input",
         )
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    write_folder(out_dir, fill, tool="conversion.hf_siglip")
     if skipped:
         print(
             f"skipped {len(skipped)} tensors outside the vision tower: "

@@ -1,0 +1,127 @@
+"""Writing a converter's output folder so that nothing the user owns is ever lost.
+
+* Every folder a converter writes carries a marker file (``MARKER``). ``--overwrite`` replaces only such a folder:
+  never the working directory or one of its parents, never a folder that holds (or is) a source, never a non-empty
+  folder without the marker (a folder of other data), never a file. Each refusal is a one-line ``FileExistsError``, raised
+  by ``check_output_folder`` before any work starts.
+* ``write_folder`` fills a hidden temporary folder beside the target, then swaps it in: the old folder is moved
+  aside, the new one moved in, and only then is the old one deleted. SIGINT and SIGTERM are held back during the
+  two renames, so an interruption leaves either the old or the new complete folder; SIGTERM at any other moment is
+  turned into an exception, so the temporary folder is removed on the way out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+MARKER = ".sovit_hf_output.json"  # written into every folder a converter produces
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    """``path`` is ``folder`` or lies inside it (both resolved)."""
+    return path == folder or folder in path.parents
+
+
+def check_output_folder(out_dir: str | Path, overwrite: bool, sources: Iterable[str | Path] = ()) -> Path:
+    """The output folder, if writing it may go ahead; else a ``FileExistsError`` naming why not."""
+    out_dir = Path(out_dir)
+    if not out_dir.exists() and not out_dir.is_symlink():
+        return out_dir
+    if not overwrite:
+        raise FileExistsError(f"{out_dir} exists; pass --overwrite to replace it.")
+    if out_dir.is_symlink() or not out_dir.is_dir():
+        raise FileExistsError(f"--overwrite replaces only a folder this tool wrote; {out_dir} is not a folder.")
+    target = out_dir.resolve()
+    if _is_within(Path.cwd().resolve(), target):
+        raise FileExistsError(f"--overwrite refuses {out_dir}: it is the working directory or one of its parents.")
+    for source in sources:
+        source = Path(str(source).split(":")[0]).resolve()
+        if _is_within(source, target):
+            raise FileExistsError(f"--overwrite refuses {out_dir}: it holds the source {source}.")
+    if not (target / MARKER).is_file() and any(target.iterdir()):  # an empty folder holds nothing to lose
+        raise FileExistsError(
+            f"--overwrite replaces only a folder this tool wrote (with {MARKER}); {out_dir} is not one, so it was "
+            "left alone: choose another output folder or remove it yourself."
+        )
+    return out_dir
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back (delivered when the block ends) on the main thread of a POSIX system."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    try:
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    except (AttributeError, ValueError):  # not POSIX, or not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """SIGTERM raises ``SystemExit`` (so ``finally`` blocks run) instead of killing the process outright."""
+
+    def _raise(signum, frame):
+        raise SystemExit(128 + signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def write_folder(out_dir: str | Path, fill: Callable[[Path], None], tool: str) -> Path:
+    """Call ``fill(tmp)`` on a fresh temporary folder beside ``out_dir``, mark it as ``tool``'s, and swap it in.
+
+    Call ``check_output_folder`` first; ``out_dir`` is replaced only after ``fill`` returned."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with _sigterm_raises():
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-new-", dir=out_dir.parent))
+        old, swapped = None, False
+        try:
+            fill(tmp)
+            (tmp / MARKER).write_text(json.dumps({"written_by": tool}) + "\n")
+            os.chmod(tmp, 0o755 & ~_umask())  # mkdtemp makes 0700; a model folder is as readable as any other
+            with _signals_held():
+                if out_dir.exists():
+                    old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-old-", dir=out_dir.parent))
+                    os.replace(out_dir, old / out_dir.name)
+                try:
+                    os.replace(tmp, out_dir)
+                    swapped = True
+                except BaseException:
+                    if old is not None:  # put the old folder back before anything else happens
+                        os.replace(old / out_dir.name, out_dir)
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+            # The old folder goes once the new one is in place (or once it was put back); never otherwise.
+            if old is not None and (swapped or not (old / out_dir.name).exists()):
+                shutil.rmtree(old, ignore_errors=True)
+    return out_dir
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+__all__ = ["MARKER", "check_output_folder", "write_folder"]
