@@ -294,9 +294,9 @@ def run(model_args: ModelArguments, data_args: DataArguments, args: SoViTTrainin
         optimizers=build_optimizers(model, args, total),
     )
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    trainer.save_model()  # before anything else can fail (every rank calls it: Trainer decides who writes)
     metrics = trainer.evaluate()
     if trainer.is_world_process_zero():
-        trainer.save_model()
         trainer.save_metrics("eval", metrics)
         trainer.save_state()
         out = Path(args.output_dir)

@@ -315,10 +315,11 @@ def run(task: Task, model_args: ModelArguments, data_args: DataArguments, args: 
         baseline_text=task.constant_prediction(train),
     )
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    trainer.save_model()  # before anything else can fail (every rank calls it: Trainer decides who writes)
+    if trainer.is_world_process_zero():
+        processor.save_pretrained(args.output_dir)
     metrics = trainer.evaluate()
     if trainer.is_world_process_zero():
-        trainer.save_model()
-        processor.save_pretrained(args.output_dir)
         trainer.save_metrics("eval", metrics)
         trainer.save_state()
         out = Path(args.output_dir)

@@ -110,3 +110,29 @@ def test_resume_is_exact(tmp_path):
     a, b = load_file(tmp_path / "straight" / "model.safetensors"), load_file(tmp_path / "resumed" / "model.safetensors")
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+def test_the_trained_model_is_saved_before_evaluation_can_fail(tmp_path, monkeypatch):
+    """An error in evaluation (a metric, a bad eval image...) must not lose the trained model."""
+    import transformers
+
+    train, evaluate, trained = transformers.Trainer.train, transformers.Trainer.evaluate, []
+
+    def train_then_note(self, *args, **kwargs):
+        result = train(self, *args, **kwargs)
+        trained.append(True)
+        return result
+
+    def broken_evaluate(self, *args, **kwargs):  # the final evaluation, after training
+        if trained:
+            raise RuntimeError("evaluation broke")
+        return evaluate(self, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.Trainer, "train", train_then_note)
+    monkeypatch.setattr(transformers.Trainer, "evaluate", broken_evaluate)
+    with pytest.raises(RuntimeError, match="evaluation broke"):
+        run(*_args(tmp_path / "out", "--max_steps", "2"))
+    model = SoViTForImageClassification.from_pretrained(tmp_path / "out")
+    assert model.config.hidden_size == 32
+    saved = load_file(tmp_path / "out" / "model.safetensors")
+    assert not torch.equal(saved["classifier.weight"], torch.zeros_like(saved["classifier.weight"]))  # trained
