@@ -1,9 +1,9 @@
 """Writing a converter's output folder so that nothing the user owns is ever lost.
 
 * Every folder a converter writes carries a marker file (``MARKER``). ``--overwrite`` replaces only such a folder:
-  never the working directory or one of its parents, never a folder that holds (or is) a source, never a non-empty
-  folder without the marker (a folder of other data), never a file. Each refusal is a one-line ``FileExistsError``, raised
-  by ``check_output_folder`` before any work starts.
+  never the working directory or one of its parents, never a folder that holds (or is) a source, never a
+  non-empty folder without the marker (a folder of other data), never a file. Each refusal is a one-line
+  ``FileExistsError``, raised by ``check_output_folder`` before any work starts.
 * ``write_folder`` fills a hidden temporary folder beside the target, then swaps it in: the old folder is moved
   aside, the new one moved in, and only then is the old one deleted. SIGINT and SIGTERM are held back during the
   two renames, so an interruption leaves either the old or the new complete folder; SIGTERM at any other moment is
