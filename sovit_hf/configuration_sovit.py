@@ -6,6 +6,7 @@ The shapes follow big_vision's ``decode_variant`` (google-research/big_vision, c
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -160,13 +161,14 @@ class SoViTConfig(PreTrainedConfig):
     qkv_implementation: str = "separate"
 
     def __post_init__(self, **kwargs):
+        check_derived_fields(self, kwargs)
         super().__post_init__(**kwargs)
         self.validate_sovit()
 
     def validate_sovit(self) -> None:
         """Reject shapes and options big_vision would reject (or silently mis-handle), with a ValueError at config
         time (also when a saved config is loaded)."""
-        check_transformer_shape(self, "patch_size")
+        check_transformer_shape(self)
         if self.image_size < self.patch_size:
             raise ValueError(f"image_size ({self.image_size}) is smaller than one patch ({self.patch_size}).")
         _check_choice("pool_type", self.pool_type, POOL_TYPES)
@@ -232,12 +234,65 @@ def _check_choice(name: str, value, choices: tuple[str, ...]) -> None:
         raise ValueError(f"Unknown {name} {value!r}; expected one of {choices}.")
 
 
-def check_transformer_shape(config, *extra_positive: str) -> None:
-    """ValueError unless width, depth, MLP size, heads (and ``extra_positive`` fields) are positive and the heads
-    divide the width. Shared by the encoder and the decoder configs."""
-    for name in ("hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads", *extra_positive):
-        if getattr(config, name) <= 0:
-            raise ValueError(f"{name} must be positive, got {getattr(config, name)}.")
+# Sane ranges for the size fields, checked at config time (also when a config.json is loaded), so that a hostile or
+# mistyped file fails in one line before anything is allocated. The upper bounds leave >= 10x room above the largest
+# published variant (e/14: width 1792, depth 56, MLP 15360; README's table).
+INT_FIELD_RANGES = {
+    "hidden_size": (1, 65_536),
+    "num_hidden_layers": (1, 1_024),
+    "intermediate_size": (1, 262_144),
+    "num_attention_heads": (1, 4_096),
+    "patch_size": (1, 1_024),
+    "image_size": (1, 16_384),
+    "num_channels": (1, 64),
+    "vocab_size": (1, 4_194_304),
+    "max_position_embeddings": (1, 1_048_576),
+}
+MAX_PARAMETERS = 100e9  # ~400 GB of float32 weights; e/14 has 3.9e9
+PROBABILITY_FIELDS = ("hidden_dropout", "attention_dropout")  # in [0, 1)
+DERIVED_FIELDS = ("head_dim", "grid_size")  # properties: a config.json may carry them, but they must agree
+
+
+def check_field_types_and_ranges(config) -> None:
+    """ValueError naming the field for a size that is not a whole number in its range, a dropout outside [0, 1),
+    a non-positive or non-finite ``layer_norm_eps``, or a shape whose weights alone would exceed MAX_PARAMETERS."""
+    for name, (low, high) in INT_FIELD_RANGES.items():
+        if not hasattr(config, name):
+            continue
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{name} must be a whole number, got {value!r} ({type(value).__name__}).")
+        if not low <= value <= high:
+            raise ValueError(f"{name} must be in [{low}, {high:,}], got {value:,}.")
+    for name in (*PROBABILITY_FIELDS, "layer_norm_eps"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value!r}.")
+    for name in PROBABILITY_FIELDS:
+        if not 0.0 <= getattr(config, name) < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {getattr(config, name)}.")
+    if not 0.0 < config.layer_norm_eps < 1.0:
+        raise ValueError(f"layer_norm_eps must be in (0, 1), got {config.layer_norm_eps}.")
+    width, depth, mlp = config.hidden_size, config.num_hidden_layers, config.intermediate_size
+    if depth * (4 * width * width + 2 * width * mlp) > MAX_PARAMETERS:  # attention + MLP weights per layer
+        raise ValueError(
+            f"width {width}, depth {depth}, MLP {mlp} means over {MAX_PARAMETERS:.0e} parameters; refusing to build it."
+        )
+
+
+def check_derived_fields(config, kwargs: dict) -> None:
+    """Drop ``head_dim`` / ``grid_size`` keys from a loaded config (they are computed), if they agree."""
+    for name in DERIVED_FIELDS:
+        if name in kwargs:
+            given = kwargs.pop(name)
+            if given != getattr(config, name, given):
+                raise ValueError(f"{name}={given!r} in the config disagrees with the value its fields give.")
+
+
+def check_transformer_shape(config) -> None:
+    """ValueError unless every size field is a whole number in range (``check_field_types_and_ranges``) and the
+    heads divide the width. Shared by the encoder and the decoder configs."""
+    check_field_types_and_ranges(config)
     if config.hidden_size % config.num_attention_heads:
         raise ValueError(
             f"hidden_size ({config.hidden_size}) must be divisible by num_attention_heads "

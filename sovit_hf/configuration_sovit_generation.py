@@ -20,6 +20,7 @@ except ImportError:  # transformers 5.17 (the GPU machine's version): a plain cl
 from .configuration_sovit import (
     ACTIVATIONS,
     SoViTConfig,
+    check_derived_fields,
     check_runtime_fields,
     check_transformer_shape,
     drop_runtime_fields,
@@ -85,6 +86,7 @@ class SoViTForConditionalGenerationConfig(PreTrainedConfig):
     layer_norm_implementation: str = "eager"
 
     def __post_init__(self, **kwargs):
+        check_derived_fields(self, kwargs)
         # The encoder config is built here (not left to the library) so that every transformers 5.x does the same.
         if self.vision_config is None:
             self.vision_config = SoViTConfig(pool_type="none")
@@ -96,7 +98,7 @@ class SoViTForConditionalGenerationConfig(PreTrainedConfig):
         self.validate_decoder()
 
     def validate_decoder(self) -> None:
-        check_transformer_shape(self, "vocab_size", "max_position_embeddings")
+        check_transformer_shape(self)
         check_runtime_fields(self)
         if self.hidden_act not in ACTIVATIONS:
             raise ValueError(f"Unknown hidden_act {self.hidden_act!r}; expected one of {ACTIVATIONS}.")

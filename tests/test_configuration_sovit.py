@@ -56,7 +56,7 @@ def test_awkward_head_dims_and_patch_parsing():
         (dict(hidden_act="relu"), "Unknown hidden_act"),
         (dict(representation_size=0), "representation_size"),
         (dict(label_smoothing=1.0), "label_smoothing"),
-        (dict(num_hidden_layers=0), "num_hidden_layers must be positive"),
+        (dict(num_hidden_layers=0), r"num_hidden_layers must be in \[1, 1,024\]"),
     ],
 )
 def test_invalid_configs_raise_at_config_time(kwargs, message):
@@ -91,3 +91,40 @@ def test_invalid_saved_config_fails_on_load(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "sovit", "hidden_size": 30, "num_attention_heads": 4}')
     with pytest.raises(ValueError, match="divisible"):
         SoViTConfig.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("num_hidden_layers", "abc", "num_hidden_layers must be a whole number, got 'abc'"),
+        ("num_hidden_layers", None, "num_hidden_layers must be a whole number, got None"),
+        ("hidden_size", 2.5, "hidden_size must be a whole number"),
+        ("num_attention_heads", True, "num_attention_heads must be a whole number, got True"),
+        ("num_hidden_layers", 100_000, r"num_hidden_layers must be in \[1, 1,024\]"),
+        ("num_channels", 0, r"num_channels must be in \[1, 64\]"),
+        ("num_channels", -3, r"num_channels must be in \[1, 64\]"),
+        ("layer_norm_eps", -1.0, r"layer_norm_eps must be in \(0, 1\)"),
+        ("layer_norm_eps", float("nan"), "layer_norm_eps must be a finite number"),
+        ("hidden_dropout", 1.5, r"hidden_dropout must be in \[0, 1\)"),
+        ("hidden_size", 60_000, "parameters; refusing to build it"),
+        ("head_dim", 64, "head_dim=64 in the config disagrees"),
+    ],
+)
+def test_hostile_config_json_fields_fail_in_one_line_naming_the_field(tmp_path, field, value, message):
+    """A config.json with a wrong type or an absurd size fails at load time, before any weight is allocated."""
+    import json
+    import time
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "sovit", field: value}))
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=message):
+        SoViTConfig.from_pretrained(tmp_path)
+    assert time.perf_counter() - start < 5
+
+
+def test_derived_fields_in_a_config_json_are_accepted_when_they_agree(tmp_path):
+    import json
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "sovit", "head_dim": 72, "grid_size": 16}))
+    config = SoViTConfig.from_pretrained(tmp_path)
+    assert (config.head_dim, config.grid_size) == (1152 // 16, 224 // 14)
