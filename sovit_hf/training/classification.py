@@ -30,6 +30,7 @@ from transformers import HfArgumentParser, Trainer, TrainerCallback, TrainingArg
 from ..configuration_sovit import SoViTConfig
 from ..image_processing_sovit import SoViTImageProcessor
 from ..modeling_sovit import SoViTForImageClassification
+from .resume import check_resume_checkpoint
 from .run_record import write_run_record
 from .tasks import task_usage
 from .transforms import flip_lr, inception_crop
@@ -259,6 +260,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, args: SoViTTrainin
     start = time.perf_counter()
     args.remove_unused_columns = False
     check_output_dir(args.output_dir)
+    check_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
     train, evaluation = prepare_data(data_args, args.seed)
     labels = label_names(train, data_args.label_column)
     for split, data in (("train", train), ("eval", evaluation)):

@@ -24,6 +24,7 @@ from ..image_processing_sovit import SoViTImageProcessor
 from ..modeling_sovit_generation import SoViTForConditionalGeneration
 from ..processing_sovit import SoViTProcessor, train_tokenizer
 from .data import subsample, train_eval_splits
+from .resume import check_resume_checkpoint
 from .run_record import write_run_record
 from .tasks import task_usage
 
@@ -293,6 +294,7 @@ def run(task: Task, model_args: ModelArguments, data_args: DataArguments, args: 
     start = time.perf_counter()
     args.remove_unused_columns = False
     check_output_dir(args.output_dir)
+    check_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
     if data_args.text_column:
         task = Task(task.name, task.metric, data_args.text_column, task.uses_question)
     train, evaluation = load_data(task, data_args, args.seed)

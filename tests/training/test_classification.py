@@ -136,3 +136,25 @@ def test_the_trained_model_is_saved_before_evaluation_can_fail(tmp_path, monkeyp
     assert model.config.hidden_size == 32
     saved = load_file(tmp_path / "out" / "model.safetensors")
     assert not torch.equal(saved["classifier.weight"], torch.zeros_like(saved["classifier.weight"]))  # trained
+
+
+@pytest.mark.parametrize("missing", ["optimizer.pt", "scheduler.pt", "trainer_state.json"])
+def test_resume_from_an_incomplete_checkpoint_is_refused_before_work(tmp_path, capsys, missing):
+    checkpoint = tmp_path / "checkpoint-10"
+    checkpoint.mkdir()
+    for name in ("optimizer.pt", "scheduler.pt", "trainer_state.json", "model.safetensors"):
+        if name != missing:
+            (checkpoint / name).write_bytes(b"")
+    out = tmp_path / "out"
+    assert main(["--output_dir", str(out), *TINY, "--resume_from_checkpoint", str(checkpoint)]) == 2
+    assert f"lacks {missing}" in capsys.readouterr().err
+    assert not (out / "model.safetensors").exists()
+
+
+def test_resume_needs_an_existing_checkpoint(tmp_path, capsys):
+    from sovit_hf.training.resume import check_resume_checkpoint
+
+    assert main(["--output_dir", str(tmp_path / "out"), *TINY, "--resume_from_checkpoint", str(tmp_path / "no")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="no checkpoint-"):
+        check_resume_checkpoint(True, str(tmp_path))
