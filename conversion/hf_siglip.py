@@ -73,6 +73,10 @@ def read_safetensors(src: Path) -> dict[str, torch.Tensor]:
         shards = ["model.safetensors"]
     else:
         raise FileNotFoundError(f"No model.safetensors (or index) in {src}.")
+    root = src.resolve()
+    for shard in shards:  # an index may name only files of this folder: never ../x or /etc/passwd
+        if not isinstance(shard, str) or root not in (root / shard).resolve().parents:
+            raise ValueError(f"{index.name} names the shard {shard!r}, which is not a file inside {src}.")
     tensors: dict[str, torch.Tensor] = {}
     for shard in shards:
         tensors.update(load_file(src / shard))
@@ -202,7 +206,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
     command = "python -m conversion.hf_siglip " + " ".join(sys.argv[1:] if argv is None else argv)
-    out = convert(args.src_dir, args.out_dir, args.pool_type, not args.no_verify, args.overwrite, command)
+    try:
+        out = convert(args.src_dir, args.out_dir, args.pool_type, not args.no_verify, args.overwrite, command)
+    except (FileExistsError, FileNotFoundError, KeyError, ValueError, RuntimeError, OSError) as err:
+        message = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+        print(f"error: {' '.join(message.split())}", file=sys.stderr)  # one line, no traceback
+        return 2
     print(f"wrote {out}")
     return 0
 

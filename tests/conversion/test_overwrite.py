@@ -126,3 +126,28 @@ def test_sigterm_mid_write_leaves_no_hidden_temporary_and_the_old_folder(tmp_pat
     assert proc.wait(timeout=30) == 128 + signal.SIGTERM
     assert (out / "a.txt").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "started"]
+
+
+@pytest.mark.parametrize("shard", ["../outside.safetensors", "/etc/passwd", "sub/../../outside.safetensors"])
+def test_a_siglip_index_cannot_name_files_outside_its_folder(tmp_path, shard):
+    import json
+
+    from conversion.hf_siglip import read_safetensors
+
+    src = tmp_path / "siglip"
+    src.mkdir()
+    (tmp_path / "outside.safetensors").write_bytes(b"not read")
+    (src / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"w": shard}}))
+    with pytest.raises(ValueError, match="not a file inside"):
+        read_safetensors(src)
+
+
+def test_convert_siglip_refuses_to_overwrite_its_source(tmp_path):
+    from conversion import hf_siglip
+
+    src = tmp_path / "siglip"
+    src.mkdir()
+    (src / "config.json").write_text("{}")
+    before = _tree(src)
+    assert hf_siglip.main([str(src), str(src), "--overwrite"]) == 2
+    assert _tree(src) == before
