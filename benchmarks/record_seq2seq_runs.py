@@ -23,6 +23,7 @@ TASKS = ("captioning", "vqa")
 README = ROOT / "README.md"
 MARKERS = ("<!-- seq2seq-record:start -->", "<!-- seq2seq-record:end -->")
 METRIC = {"captioning": "eval_cider", "vqa": "eval_vqa_accuracy"}
+METRIC_NAME = {"captioning": "CIDEr", "vqa": "VQA accuracy"}
 
 
 def record_path(task: str) -> Path:
@@ -45,7 +46,7 @@ def _row(record: dict) -> str:
     spread = record.get("seed_spread")
     if spread:
         others = ", ".join(f"{v:.3f}" for v in spread["values"])
-        result += f"; other seeds ({', '.join(map(str, spread['seeds']))}): {METRIC[record['task']][5:]} {others}"
+        result += f"; other seeds ({', '.join(map(str, spread['seeds']))}): {METRIC_NAME[record['task']]} {others}"
     return (
         f"| `sovit train --task {record['task']}` | {record['train_examples']:,} train / {record['eval_examples']} "
         f"eval | {record['parameters']:,} | {m['epoch']:g} | {record['wall_s']:.0f} s | {result} |"
