@@ -25,11 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
+from sovit_hf.configuration_sovit import INT_FIELD_RANGES
+
 from .npz import CheckpointError, npz_header, recover_dtype, split_subtree
 
 PREFIXES = ("params/", "opt/target/")
 _INLINED_MAP = ("probe", "MultiHeadDotProductAttention_0", "LayerNorm_0", "MlpBlock_0")
 _SCANNED = "Transformer/encoderblock/"
+MAX_SCANNED_DEPTH = INT_FIELD_RANGES["num_hidden_layers"][1]  # the same bound as a config's depth
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,10 @@ class BigVisionCheckpoint:
     def _add(self, key: str, source: str, shape: tuple[int, ...]) -> None:
         if key.startswith(_SCANNED):  # (depth, ...) -> encoderblock_{i}
             rest = key[len(_SCANNED) :]
+            if not shape or not 1 <= shape[0] <= MAX_SCANNED_DEPTH:
+                raise CheckpointError(
+                    f"{source}: a scanned tensor needs a leading depth in [1, {MAX_SCANNED_DEPTH}], got shape {shape}."
+                )
             for i in range(shape[0]):
                 self._put(
                     f"Transformer/encoderblock_{i}/{rest}",

@@ -6,6 +6,7 @@ are stored as numpy void ``|V2``; files are read with ``np.load(..., allow_pickl
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tempfile
@@ -13,6 +14,10 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+
+# Weights compress poorly (random-looking float bits; np.savez stores them uncompressed): a member that expands more
+# than this is not a checkpoint.
+MAX_COMPRESSION = 20
 
 
 class CheckpointError(ValueError):
@@ -61,6 +66,12 @@ def npz_header(path: str | Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
             for name in archive.namelist():
                 if not name.endswith(".npy"):
                     raise CheckpointError(f"{path}: member {name} is not a .npy array.")
+                info = archive.getinfo(name)
+                if info.file_size > MAX_COMPRESSION * info.compress_size + (1 << 20):
+                    raise CheckpointError(
+                        f"{path}: member {name} expands {info.compress_size:,} bytes to {info.file_size:,} "
+                        f"(over {MAX_COMPRESSION}x, a zip bomb, not weights); refusing to read it."
+                    )
                 with archive.open(name) as member:
                     version = np.lib.format.read_magic(member)
                     read = (
@@ -69,8 +80,15 @@ def npz_header(path: str | Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
                         else np.lib.format.read_array_header_2_0
                     )
                     shape, _, dtype = read(member)
+                    header_bytes = member.tell()
                 if dtype.hasobject:
                     raise CheckpointError(f"{path}: {name[:-4]} is a pickled object array; refusing to load pickles.")
+                claimed = math.prod(shape) * dtype.itemsize
+                if header_bytes + claimed != info.file_size:  # checked before anything is allocated
+                    raise CheckpointError(
+                        f"{path}: {name[:-4]} claims shape {tuple(shape)} of {dtype} ({claimed:,} bytes) but its "
+                        f"member holds {info.file_size - header_bytes:,} bytes of data."
+                    )
                 headers[name[:-4]] = (tuple(shape), dtype)
     except (zipfile.BadZipFile, EOFError, OSError) as err:
         raise CheckpointError(f"{path} is not a readable .npz archive (corrupt or truncated): {err}") from err
