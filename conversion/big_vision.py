@@ -30,7 +30,7 @@ from sovit_hf import SoViTConfig, SoViTForImageClassification, SoViTImageProcess
 from .big_vision_keys import TRANSFORMS, checkpoint_rules, expected_shapes, infer_config_kwargs
 from .layouts import BigVisionCheckpoint
 from .npz import CheckpointError
-from .output_folder import check_output_folder, write_folder
+from .output_folder import check_output_folder, portable, write_folder
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 PARITY_TOLERANCE = 1e-4  # relative to the output scale, float32 (tests/fixtures/big_vision/README.md)
@@ -100,7 +100,9 @@ def load_big_vision(
     source_config = SoViTConfig(**kwargs)  # the checkpoint's own resolution: its shapes are checked against this
     with_head = "head/kernel" in ckpt.entries
     rules = _check_tensors(ckpt, source_config, with_head)
-    config = SoViTConfig(**{**kwargs, **({"image_size": image_size} if image_size else {})})
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
+        raise CheckpointError(f"--image-size must be a positive number of pixels, got {image_size!r}.")
+    config = SoViTConfig(**{**kwargs, **({"image_size": image_size} if image_size is not None else {})})
     report = ConversionReport(source=str(source), skipped=ckpt.skipped)
     resample = config.posemb == "learn" and config.grid_size != source_config.grid_size
     if resample:
@@ -180,7 +182,7 @@ def convert(
             folder,
             model.config,
             base_model=None,
-            source=report.source,
+            source=portable(report.source),
             source_sha256=_sha256(path),
             command=command,
             parity=report.parity,
@@ -210,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     overrides = {"pool_type": args.pool_type} if args.pool_type else {}
-    command = "python -m conversion.big_vision " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = portable("python -m conversion.big_vision " + " ".join(sys.argv[1:] if argv is None else argv))
     try:
         path, report = convert(
             args.source,

@@ -110,7 +110,9 @@ def infer_config_kwargs(shapes: dict[str, tuple[int, ...]]) -> dict:
     if "embedding/kernel" not in shapes:
         tops = sorted({k.split("/")[0] for k in shapes})
         raise CheckpointError(f"No 'embedding/kernel': not a ViT image tower (top-level names {tops}; select ':img'?).")
-    patch, patch_w, channels, width = shapes["embedding/kernel"]
+    patch, patch_w, channels, width = _require(shapes, "embedding/kernel", ndim=4)
+    if min(patch, channels, width) < 1:
+        raise CheckpointError(f"embedding/kernel {shapes['embedding/kernel']}: patch, channels and width must be >= 1.")
     if patch != patch_w:
         raise CheckpointError(f"embedding/kernel {shapes['embedding/kernel']}: non-square patches are not supported.")
     blocks = {int(m.group(1)) for k in shapes if (m := re.match(r"Transformer/encoderblock_(\d+)/", k))}
@@ -128,7 +130,7 @@ def infer_config_kwargs(shapes: dict[str, tuple[int, ...]]) -> dict:
         pool_type="map" if "MAPHead_0/probe" in shapes else "tok" if "cls" in shapes else "gap",
     )
     if "pos_embedding" in shapes:
-        rows = shapes["pos_embedding"][1]
+        rows = _require(shapes, "pos_embedding", ndim=3)[1]
         grid = math.isqrt(rows)
         if grid * grid != rows:
             raise CheckpointError(f"pos_embedding has {rows} rows: not a square grid.")
@@ -138,7 +140,9 @@ def infer_config_kwargs(shapes: dict[str, tuple[int, ...]]) -> dict:
     if "pre_logits/kernel" in shapes:
         kwargs["representation_size"] = int(shapes["pre_logits/kernel"][1])
     if "head/kernel" in shapes:
-        kwargs["num_labels"] = int(shapes["head/kernel"][-1])
+        kwargs["num_labels"] = int(_require(shapes, "head/kernel", ndim=2)[-1])
+        if kwargs["num_labels"] < 1:
+            raise CheckpointError(f"head/kernel {shapes['head/kernel']} has no labels.")
     return kwargs
 
 

@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 from sovit_hf import SoViTConfig, SoViTImageProcessor, SoViTModel
 from sovit_hf.model_card import write_model_card
 
-from .output_folder import check_output_folder, write_folder
+from .output_folder import check_output_folder, portable, write_folder
 
 SKIPPED_PREFIXES = ("text_model.", "logit_scale", "logit_bias")  # parts of a full SiglipModel left out on purpose
 VERIFY_TOLERANCE = 1e-4  # relative to the output scale, float32
@@ -164,6 +164,9 @@ def convert(
     src = Path(src)
     out_dir = check_output_folder(out_dir, overwrite, sources=[src])
     model, skipped = load_siglip_as_sovit(src, pool_type)
+    bad = [name for name, tensor in model.state_dict().items() if not torch.isfinite(tensor).all()]
+    if bad:  # checked with or without --no-verify: never write NaN/Inf weights
+        raise ValueError(f"{len(bad)} tensors hold NaN or Inf, e.g. {bad[0]}; nothing was written.")
     parity = verify_against_siglip(model, src) if verify else {}
     if verify:
         for name, rel in parity.items():
@@ -177,7 +180,7 @@ def convert(
         write_model_card(
             folder,
             model.config,
-            source=str(src),
+            source=portable(src),
             command=command,
             parity=parity,
             parity_reference="transformers' SiglipVisionModel on random input",
@@ -205,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-verify", action="store_true", help="skip the comparison with SiglipVisionModel")
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
-    command = "python -m conversion.hf_siglip " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = portable("python -m conversion.hf_siglip " + " ".join(sys.argv[1:] if argv is None else argv))
     try:
         out = convert(args.src_dir, args.out_dir, args.pool_type, not args.no_verify, args.overwrite, command)
     except (FileExistsError, FileNotFoundError, KeyError, ValueError, RuntimeError, OSError) as err:

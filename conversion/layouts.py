@@ -59,6 +59,8 @@ def _renumber_pre_linen(names: list[str]) -> dict[str, str]:
             if match:
                 by_class.setdefault(match.group(1), []).append((int(match.group(2)), kid))
         for cls, members in by_class.items():
+            if cls == "encoderblock":  # the model's own loop index: a gap is an error (big_vision_keys), not renamed
+                continue
             for new_index, (_, kid) in enumerate(sorted(members)):
                 renames[(parent, kid)] = f"{cls}_{new_index}"
     mapping = {}

@@ -26,7 +26,7 @@ class CheckpointError(ValueError):
 
 def bfloat16_bits_to_float32(array: np.ndarray) -> np.ndarray:
     """View numpy void ``V2`` (bfloat16 bits) as float32; exact, since every bfloat16 is a float32."""
-    if array.dtype.kind != "V" or array.dtype.itemsize != 2:
+    if array.dtype.kind != "V" or array.dtype.itemsize != 2 or array.dtype.fields is not None:
         raise CheckpointError(f"Expected bfloat16 stored as numpy void of itemsize 2, got {array.dtype}.")
     return (array.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
 
@@ -81,6 +81,8 @@ def npz_header(path: str | Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
                     )
                     shape, _, dtype = read(member)
                     header_bytes = member.tell()
+                if dtype.fields is not None:  # a structured record, e.g. two uint8 fields: not bfloat16's V2
+                    raise CheckpointError(f"{path}: {name[:-4]} has a structured dtype {dtype}; expected float arrays.")
                 if dtype.hasobject:
                     raise CheckpointError(f"{path}: {name[:-4]} is a pickled object array; refusing to load pickles.")
                 claimed = math.prod(shape) * dtype.itemsize

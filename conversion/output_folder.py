@@ -118,10 +118,20 @@ def write_folder(out_dir: str | Path, fill: Callable[[Path], None], tool: str) -
     return out_dir
 
 
+def portable(text: str | Path) -> str:
+    """``text`` without the machine's absolute paths: an absolute path (or ``path:SUBTREE``) becomes its file name, so
+    a model card records what was converted, not where it lay on the converting machine."""
+    words = []
+    for word in str(text).split():
+        path, sep, subtree = word.partition(":")
+        words.append(Path(path).name + sep + subtree if Path(path).is_absolute() else word)
+    return " ".join(words)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
 
 
-__all__ = ["MARKER", "check_output_folder", "write_folder"]
+__all__ = ["MARKER", "check_output_folder", "portable", "write_folder"]

@@ -65,12 +65,29 @@ def stack_blocks(arrays: dict[str, np.ndarray], depth: int) -> dict[str, np.ndar
     return out
 
 
-def export(folder: str | Path, out: str | Path, scan: bool = False, prefix: str = "", dtype: str = "float32") -> Path:
-    """Write ``folder`` as a big_vision ``.npz`` at ``out`` (atomically)."""
+_PREFIX = re.compile(r"([A-Za-z0-9_]+/)*")  # big_vision's prefixes: params/, opt/target/
+
+
+def export(
+    folder: str | Path,
+    out: str | Path,
+    scan: bool = False,
+    prefix: str = "",
+    dtype: str = "float32",
+    overwrite: bool = False,
+) -> Path:
+    """Write ``folder`` as a big_vision ``.npz`` at ``out`` (atomically); an existing ``out`` needs ``overwrite``."""
     if dtype not in ("float32", "bfloat16"):
         raise CheckpointError(f"Unsupported export dtype {dtype!r}; expected float32 or bfloat16.")
     if prefix and not prefix.endswith("/"):
         prefix += "/"
+    if not _PREFIX.fullmatch(prefix):
+        raise ValueError(f"--prefix {prefix!r} must be names of letters, digits and '_' joined by '/' (e.g. params/).")
+    out = Path(out)
+    if out.is_dir():
+        raise FileExistsError(f"{out} is a folder; give the path of the .npz file to write.")
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it.")
     arrays = to_big_vision_arrays(folder, scan=scan)
     if dtype == "bfloat16":
         arrays = {k: float32_to_bfloat16_bits(v) for k, v in arrays.items()}
@@ -84,9 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scan", action="store_true", help="stack blocks under Transformer/encoderblock")
     parser.add_argument("--prefix", default="", help="key prefix, e.g. 'params/' (trainer layout)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     args = parser.parse_args(argv)
     try:
-        path = export(args.folder, args.out, scan=args.scan, prefix=args.prefix, dtype=args.dtype)
+        path = export(args.folder, args.out, args.scan, args.prefix, args.dtype, overwrite=args.overwrite)
     except (CheckpointError, FileNotFoundError, OSError, ValueError) as err:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2

@@ -101,3 +101,16 @@ def test_so400m_parameter_count_matches_siglip():
         siglip = SiglipVisionModel(_siglip_config(num_hidden_layers=27, image_size=224))
     count = sum(p.numel() for p in sovit.parameters())
     assert count == sum(p.numel() for p in siglip.parameters()) == 427_680_704
+
+
+def test_nan_weights_are_never_written_even_with_no_verify(tmp_path, capsys):
+    from conversion import hf_siglip
+
+    siglip = SiglipVisionModel(_siglip_config(num_hidden_layers=1, hidden_size=64, intermediate_size=80,
+                                              num_attention_heads=4))  # fmt: skip
+    with torch.no_grad():
+        siglip.get_parameter("encoder.layers.0.mlp.fc1.weight")[0, 0] = float("nan")
+    siglip.save_pretrained(tmp_path / "siglip")
+    assert hf_siglip.main([str(tmp_path / "siglip"), str(tmp_path / "out"), "--no-verify"]) == 2
+    assert "NaN or Inf" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
