@@ -349,8 +349,13 @@ def _attn_bwd_dkdv_inner(
       dP = dO V^T
       dS = P * (dP - Delta)            (softmax Jacobian, Delta from the preprocess kernel)
       dK = scale * dS^T Q              (S is linear in K; the scale is applied once, by the caller)
-    computed transposed (keys as rows), so that dK and dV accumulate in rows of this tile. Query rows past seq_q
-    (only in the masked tile) load Q = dO = 0, so their terms vanish without a mask on P.
+    dK and dV accumulate in rows of this tile (keys as rows). S and dP are computed as Q K^T and dO V^T, the
+    orientation of the forward and dQ kernels, and transposed afterwards, not as K Q^T (the Triton tutorial's): the
+    log-sum-exp that normalises P was computed from Q K^T, and K Q^T has the same rounding only where the dot sums the
+    head dim in the same order for both orientations. That holds for MKL and OpenBLAS's AVX-512 kernels but not for its
+    Haswell kernel (numpy under OPENBLAS_CORETYPE=Haswell, which the interpreter's tl.dot uses): there P came out up
+    to ~ln2 * qk_scale * |S| ulps off its normalisation and dV's error reached 5x PyTorch's at scale 0.3.
+    Query rows past seq_q (only in the masked tile) load Q = dO = 0, so their terms vanish without a mask on P.
     """
     for start_m in range(lo, hi, BLOCK_M):
         offs_m = start_m + tl.arange(0, BLOCK_M)
@@ -361,30 +366,31 @@ def _attn_bwd_dkdv_inner(
         else:
             lse = tl.load(lse_base + offs_m)
             delta = tl.load(delta_base + offs_m)
-        # S^T = K Q^T: (BN, BM)
+        # S = Q K^T: (BM, BN), in the forward's orientation (see the docstring)
         q0 = _load_tile(q_base, offs_m, m_mask, stride_qm, 0, D0, HEAD_DIM, MASK)
-        s_t = tl.dot(k0, tl.trans(q0), input_precision=DOT_PRECISION)
+        s = tl.dot(q0, tl.trans(k0), input_precision=DOT_PRECISION)
         if D1 > 0:
             q1 = _load_tile(q_base, offs_m, m_mask, stride_qm, D0, D1, HEAD_DIM, MASK)
-            s_t = tl.dot(k1, tl.trans(q1), s_t, input_precision=DOT_PRECISION)
+            s = tl.dot(q1, tl.trans(k1), s, input_precision=DOT_PRECISION)
         if D2 > 0:
             q2 = _load_tile(q_base, offs_m, m_mask, stride_qm, D0 + D1, D2, HEAD_DIM, MASK)
-            s_t = tl.dot(k2, tl.trans(q2), s_t, input_precision=DOT_PRECISION)
-        p_t = tl.math.exp2(s_t * qk_scale - lse[None, :])  # P^T, normalised by the forward's log-sum-exp
-        # dV += P^T dO and dP^T = V dO^T, chunk by chunk: (BN, Dc) and (BN, BM)
+            s = tl.dot(q2, tl.trans(k2), s, input_precision=DOT_PRECISION)
+        p = tl.math.exp2(s * qk_scale - lse[:, None])  # P, normalised by the forward's log-sum-exp
+        p_t = tl.trans(p)  # (BN, BM)
+        # dV += P^T dO and dP = dO V^T, chunk by chunk: (BN, Dc) and (BM, BN)
         do0 = _load_tile(do_base, offs_m, m_mask, stride_dom, 0, D0, HEAD_DIM, MASK)
         dv0 = tl.dot(p_t.to(do0.dtype), do0, dv0, input_precision=DOT_PRECISION)
-        dp_t = tl.dot(v0, tl.trans(do0), input_precision=DOT_PRECISION)
+        dp = tl.dot(do0, tl.trans(v0), input_precision=DOT_PRECISION)
         if D1 > 0:
             do1 = _load_tile(do_base, offs_m, m_mask, stride_dom, D0, D1, HEAD_DIM, MASK)
             dv1 = tl.dot(p_t.to(do1.dtype), do1, dv1, input_precision=DOT_PRECISION)
-            dp_t = tl.dot(v1, tl.trans(do1), dp_t, input_precision=DOT_PRECISION)
+            dp = tl.dot(do1, tl.trans(v1), dp, input_precision=DOT_PRECISION)
         if D2 > 0:
             do2 = _load_tile(do_base, offs_m, m_mask, stride_dom, D0 + D1, D2, HEAD_DIM, MASK)
             dv2 = tl.dot(p_t.to(do2.dtype), do2, dv2, input_precision=DOT_PRECISION)
-            dp_t = tl.dot(v2, tl.trans(do2), dp_t, input_precision=DOT_PRECISION)
-        # dS^T = P^T * (dP^T - Delta) and dK += dS^T Q: (BN, Dc)
-        ds_t = (p_t * (dp_t - delta[None, :])).to(q0.dtype)
+            dp = tl.dot(do2, tl.trans(v2), dp, input_precision=DOT_PRECISION)
+        # dS = P * (dP - Delta) and dK += dS^T Q: (BN, Dc)
+        ds_t = tl.trans((p * (dp - delta[:, None])).to(q0.dtype))
         dk0 = tl.dot(ds_t, q0, dk0, input_precision=DOT_PRECISION)
         if D1 > 0:
             dk1 = tl.dot(ds_t, q1, dk1, input_precision=DOT_PRECISION)

@@ -18,27 +18,34 @@ requires_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a
 def fa_atol(reference: torch.Tensor, dtype: torch.dtype) -> float:
     """FlashAttention's atol: twice the rounding noise of ``dtype`` at the reference's magnitude plus 0.3,
     ``2 * max|fl(ref + 0.3) - 0.3 - ref|``. About 1e-7 for float32 at unit magnitudes and 1e-2 for bfloat16: it keeps
-    the 2x rule meaningful where PyTorch's own error happens to be (almost) zero, e.g. a single key or token."""
+    the 2x rule meaningful where PyTorch's own error happens to be (almost) zero. It is the noise of the *result's*
+    magnitude, so it is 0 where the reference is exactly 0 (e.g. dQ and dK with a single key) and does not cover
+    rounding of larger intermediates that cancel; float32 attention handles that with a baseline envelope instead."""
     ref = reference.to(dtype)
     return 2 * ((ref + 0.3 - 0.3) - ref).abs().max().item()
 
 
-def assert_fa_close(name: str, result: torch.Tensor, reference: torch.Tensor, baseline: torch.Tensor) -> None:
+def assert_fa_close(name: str, result: torch.Tensor, reference: torch.Tensor, baseline) -> None:
     """The FlashAttention rule (Dao-AILab/flash-attention ``hopper/test_flash_attn.py`` @0251105a):
     ``max|result - ref| <= 2 * max|baseline - ref| + atol``.
 
     Args:
         result: the kernel's output in its dtype.
         reference: the float64 computation of the same function on the same (upcast) inputs.
-        baseline: PyTorch's computation in the kernel's dtype (the error we must be within 2x of).
+        baseline: PyTorch's computation in the kernel's dtype (the error we must be within 2x of), or a sequence of
+            such computations, whose largest error is PyTorch's error (see ``fp32_envelope`` in test_attention.py:
+            in float32 one evaluation is one draw of a rounding error that depends on the summation order).
     """
-    assert result.shape == reference.shape == baseline.shape, (name, result.shape, reference.shape, baseline.shape)
+    baselines = list(baseline) if isinstance(baseline, (list, tuple)) else [baseline]
+    for b in baselines:
+        assert result.shape == reference.shape == b.shape, (name, result.shape, reference.shape, b.shape)
     ref = reference.double()
     err = (result.double() - ref).abs().max().item()
-    base = (baseline.double() - ref).abs().max().item()
+    base = max((b.double() - ref).abs().max().item() for b in baselines)
     atol = fa_atol(reference, result.dtype)
     assert torch.isfinite(result).all(), f"{name}: non-finite values"
-    assert err <= 2 * base + atol, f"{name}: max error {err:.3e} > 2 * PyTorch's {base:.3e} + atol {atol:.3e}"
+    what = "PyTorch's" if len(baselines) == 1 else f"PyTorch's worst of {len(baselines)}"
+    assert err <= 2 * base + atol, f"{name}: max error {err:.3e} > 2 * {what} {base:.3e} + atol {atol:.3e}"
 
 
 def randn(*shape: int, dtype: torch.dtype = torch.float32, scale: float = 1.0, requires_grad: bool = True):
