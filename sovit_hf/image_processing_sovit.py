@@ -1,16 +1,95 @@
 """SoViT image processor: resize, rescale to [0, 1], normalise to [-1, 1] (big_vision ``value_range(-1, 1)``).
 
 PIL/NumPy backend only: no torchvision (its wheels on this index pull a multi-GB CUDA torch).
+
+Input rules, applied before transformers' pipeline because it (and PIL's ``convert``) would otherwise clip or
+double-scale such images silently:
+
+* PIL modes ``I;16*`` and ``I`` are 16-bit data: 0..65535 maps linearly to 0..255 (x / 257); ``I`` values outside
+  0..65535 are refused. Mode ``F`` must lie in [0, 1] (x 255). Each becomes an 8-bit ``L`` image.
+* NumPy / torch arrays (when rescaling): ``uint16`` follows the 16-bit rule; floats all within [0, 1] are taken as
+  already rescaled (x 255), other floats as 8-bit values (0..255); anything else (negative, NaN, > 255) is refused.
+  The result is rounded to 8 bits, as PIL's resize does anyway. Complex and non-numeric arrays are refused.
+* An empty batch and images of zero width or height are refused.
+
+The training recipes apply the same PIL rule (:func:`to_8bit`), so a 16-bit PNG dataset trains on what it shows.
 """
 
 from __future__ import annotations
 
+import numpy as np
+from PIL import Image
 from transformers.image_processing_backends import PilBackend
 from transformers.image_utils import PILImageResampling
+from transformers.utils import is_torch_tensor
 
 # big_vision's value_range(-1, 1) is x / 255 * 2 - 1, i.e. rescale 1/255 then normalize with mean = std = 0.5.
 SOVIT_MEAN = (0.5, 0.5, 0.5)
 SOVIT_STD = (0.5, 0.5, 0.5)
+
+
+def _scaled_to_uint8(values: np.ndarray, tops: tuple[float, ...], name: str, what: str) -> np.ndarray:
+    """``values`` in [0, top], for the first of ``tops`` that holds them, mapped linearly onto 0..255 (rounded);
+    anything else, NaN included, is refused."""
+    low, high = float(values.min()), float(values.max())
+    top = next((t for t in tops if low >= 0 and high <= t), None)  # NaN fits none
+    if top is None:
+        ranges = " or ".join(f"[0, {t:g}]" for t in tops)
+        raise ValueError(f"{name} ({what}) has values in [{low:g}, {high:g}]; expected {ranges}.")
+    return np.round(values.astype(np.float32) * np.float32(255 / top)).astype(np.uint8)
+
+
+def _check_not_empty(size: tuple[int, ...], name: str, shown: str) -> None:
+    if 0 in size:
+        raise ValueError(f"{name} is empty ({shown}): it has no pixels to process.")
+
+
+def to_8bit(image: Image.Image, name: str = "Image 0") -> Image.Image:
+    """A PIL image of a high-bit-depth mode (``I;16*``, ``I``, ``F``) as 8-bit ``L`` by the module's rule; other
+    modes unchanged. PIL's ``convert`` clips these modes to 0..255 instead of scaling them; ``name`` opens the
+    error message for values outside the rule."""
+    if image.mode.startswith("I;16") or image.mode == "I":
+        pixels = _scaled_to_uint8(np.asarray(image), (65535,), name, f"PIL mode {image.mode!r}, 16-bit data")
+    elif image.mode == "F":
+        pixels = _scaled_to_uint8(np.asarray(image), (1,), name, "PIL mode 'F'")
+    else:
+        return image
+    return Image.fromarray(pixels, mode="L")
+
+
+def prepare_image(image, index: int, rescale: bool):
+    """One input image checked and, where the module's rules say so, converted to 8 bits; others pass through."""
+    name = f"Image {index}"
+    if isinstance(image, Image.Image):
+        _check_not_empty(image.size, name, f"{image.width}x{image.height} pixels")
+        return to_8bit(image, name)
+    if is_torch_tensor(image):
+        image = image.detach().cpu().numpy()
+    if not isinstance(image, np.ndarray):
+        return image  # URLs and nested lists: transformers' own handling
+    _check_not_empty(image.shape, name, f"shape {image.shape}")
+    if image.dtype.kind not in "biuf":
+        raise ValueError(f"{name} has dtype {image.dtype}; expected an integer or real floating-point array.")
+    if not rescale:
+        return image  # the caller's values are final
+    if image.dtype.kind == "u" and image.dtype.itemsize == 2:
+        return _scaled_to_uint8(image, (65535,), name, "uint16 array, 16-bit data")
+    if image.dtype.kind == "f":  # [0, 1]: already rescaled; else 8-bit values
+        return _scaled_to_uint8(image, (1, 255), name, f"{image.dtype} array")
+    return image
+
+
+def as_image_list(images) -> list:
+    """The batch as a list (one image, a list/tuple, or a 4-D array); an empty batch is refused."""
+    if isinstance(images, list | tuple):
+        images = list(images)
+    elif (isinstance(images, np.ndarray) or is_torch_tensor(images)) and images.ndim == 4:
+        images = list(images)
+    else:
+        images = [images]
+    if not images:
+        raise ValueError("No images: pass at least one image.")
+    return images
 
 
 class SoViTImageProcessor(PilBackend):
@@ -18,7 +97,8 @@ class SoViTImageProcessor(PilBackend):
 
     Defaults: resize to 224x224 with bilinear resampling (big_vision's ``resize`` method; note that PIL antialiases
     when downscaling while big_vision's TF resize does not, so pixels can differ slightly from big_vision's),
-    rescale by 1/255, normalise with mean = std = 0.5 to [-1, 1], convert to RGB.
+    rescale by 1/255, normalise with mean = std = 0.5 to [-1, 1], convert to RGB. High-bit-depth and float inputs
+    follow the rules in this module's docstring.
 
     Example:
 
@@ -41,6 +121,14 @@ class SoViTImageProcessor(PilBackend):
     do_rescale = True
     do_normalize = True
     do_convert_rgb = True
+
+    def preprocess(self, images, *args, **kwargs):
+        """transformers' pipeline after :func:`prepare_image` on every image: it would clip 16-bit images, rescale
+        float images in [0, 1] a second time and turn empty images into black ones without a word."""
+        rescale = kwargs.get("do_rescale")
+        rescale = self.do_rescale if rescale is None else rescale
+        images = [prepare_image(image, i, rescale) for i, image in enumerate(as_image_list(images))]
+        return super().preprocess(images, *args, **kwargs)
 
 
 __all__ = ["SoViTImageProcessor"]

@@ -101,6 +101,10 @@ class SoViTEmbeddings(nn.Module):
                 f"pixel_values must be (batch, {self.config.num_channels}, height, width), "
                 f"got {tuple(pixel_values.shape)}."
             )
+        if pixel_values.shape[0] == 0:
+            raise ValueError("pixel_values holds no images (batch size 0).")
+        if pixel_values.is_complex():  # the cast below would only warn and drop the imaginary part
+            raise ValueError(f"pixel_values must be real, got {pixel_values.dtype}.")
         height, width = pixel_values.shape[-2:]
         if height < self.patch_size or width < self.patch_size:
             raise ValueError(f"Image {height}x{width} is smaller than one {self.patch_size}px patch.")

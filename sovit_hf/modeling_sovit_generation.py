@@ -256,6 +256,8 @@ class SoViTForConditionalGeneration(PreTrainedModel, GenerationMixin):
         if input_ids is None or input_ids.dim() != 2:
             raise ValueError("input_ids must be a (batch, length) tensor of token ids.")
         batch, q_len = input_ids.shape
+        if batch == 0:
+            raise ValueError("input_ids holds no rows (batch size 0).")
         if q_len == 0:
             raise ValueError("input_ids is empty: pass at least the BOS token.")
         if input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size:

@@ -16,9 +16,10 @@ left-padded so that every row continues from its last column.
 from __future__ import annotations
 
 import torch
+from PIL import Image
 from transformers import BatchFeature, PreTrainedTokenizerFast
 
-from .image_processing_sovit import SoViTImageProcessor
+from .image_processing_sovit import SoViTImageProcessor, to_8bit
 
 SPECIAL_TOKENS = {"pad_token": "[PAD]", "bos_token": "[BOS]", "eos_token": "[EOS]", "unk_token": "[UNK]"}
 SEP_TOKEN = "[SEP]"
@@ -90,9 +91,13 @@ class SoViTProcessor:
             raise ValueError("SoViTProcessor returns PyTorch tensors only (return_tensors='pt').")
         if images is None and questions is None and targets is None:
             raise ValueError("Pass images and/or questions/targets.")
+        for name, values in (("images", images), ("questions", questions), ("targets", targets)):
+            # A lone string would be taken as a list of one-character texts; a lone image has no length.
+            if values is not None and (isinstance(values, str | bytes) or not hasattr(values, "__len__")):
+                raise ValueError(f"{name} must be a list, one entry per example; got {type(values).__name__}.")
         size = len(images) if images is not None else len(questions if questions is not None else targets)
-        if questions is not None and isinstance(questions, str):
-            raise ValueError("questions must be a list of strings, one per image.")
+        if size == 0:
+            raise ValueError(f"No {'images' if images is not None else 'texts'}: pass at least one example.")
         for name, values in (("questions", questions), ("targets", targets)):
             if values is not None and len(values) != size:
                 raise ValueError(f"{len(values)} {name} for {size} images.")
@@ -119,16 +124,24 @@ class SoViTProcessor:
                 mask[i, width - len(p) :] = 1
             data.update(input_ids=ids, attention_mask=mask)
         if images is not None:
-            images = [image.convert("RGB") if hasattr(image, "convert") else image for image in images]
+            images = [
+                to_8bit(image, f"Image {i}").convert("RGB") if isinstance(image, Image.Image) else image
+                for i, image in enumerate(images)
+            ]
             data["pixel_values"] = self.image_processor(images, return_tensors="pt")["pixel_values"]
         return BatchFeature(data)
 
     def batch_decode(self, sequences) -> list[str]:
-        """Generated ids -> text, cut at the first EOS, special tokens dropped."""
+        """Generated ids -> text, cut at the first EOS, special tokens dropped. Negative ids are refused (the
+        tokenizer would raise an OverflowError naming none); ``-100`` usually means labels were passed."""
         eos = self.tokenizer.eos_token_id
         texts = []
-        for row in sequences:
+        for r, row in enumerate(sequences):
             row = [int(t) for t in row]
+            if row and min(row) < 0:
+                raise ValueError(
+                    f"Row {r} holds token id {min(row)}: ids must be >= 0 (-100 marks ignored label positions)."
+                )
             if eos in row:
                 row = row[: row.index(eos)]
             texts.append(self.tokenizer.decode(row, skip_special_tokens=True).strip())

@@ -16,7 +16,6 @@ the measured metrics, ``eval_results.json``, a training-curve plot and a run rec
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ import transformers
 from transformers import HfArgumentParser, Trainer, TrainerCallback, TrainingArguments
 
 from ..configuration_sovit import SoViTConfig
-from ..image_processing_sovit import SoViTImageProcessor
+from ..image_processing_sovit import SoViTImageProcessor, to_8bit
 from ..modeling_sovit import SoViTForImageClassification
 from .resume import check_resume_checkpoint
 from .run_record import write_run_record
@@ -106,13 +105,18 @@ def build_model(model_args: ModelArguments, labels: list[str]) -> tuple[SoViTFor
     label2id = {v: k for k, v in id2label.items()}
     common = dict(num_labels=len(labels), id2label=id2label, label2id=label2id)
     if model_args.model_name_or_path:
-        model = SoViTForImageClassification.from_pretrained(
-            model_args.model_name_or_path,
-            dtype=torch.float32,
-            ignore_mismatched_sizes=True,
-            attn_implementation=model_args.attn_implementation,
-            **common,
-        )
+        from .data import first_line
+
+        try:
+            model = SoViTForImageClassification.from_pretrained(
+                model_args.model_name_or_path,
+                dtype=torch.float32,
+                ignore_mismatched_sizes=True,
+                attn_implementation=model_args.attn_implementation,
+                **common,
+            )
+        except OSError as err:  # not a model folder, not on the Hub, offline: a one-line error, not a traceback
+            raise ValueError(f"--model_name_or_path {model_args.model_name_or_path}: {first_line(err)}") from err
         return model, None
     fields = dict(
         image_size=model_args.image_size,
@@ -131,7 +135,9 @@ def build_model(model_args: ModelArguments, labels: list[str]) -> tuple[SoViTFor
         config, examples = shape.config, shape.examples
     else:
         config = SoViTConfig.from_variant(model_args.variant, **fields)
-    overrides = json.loads(model_args.model_overrides or "{}")
+    from .data import config_overrides
+
+    overrides = config_overrides(model_args.model_overrides, "--model_overrides")
     if overrides:
         config = SoViTConfig(**{**config.to_dict(), **overrides})
     config._attn_implementation = model_args.attn_implementation
@@ -160,10 +166,11 @@ def make_transform(
     seed: int = 0,
     epoch: AugmentationEpoch | None = None,
 ):
-    """Batch transform for ``Dataset.with_transform``: resize (eval) or inception crop [+ flip] (train)."""
+    """Batch transform for ``Dataset.with_transform``: resize (eval) or inception crop [+ flip] (train). 16-bit and
+    float images are first scaled to 8 bits by the image processor's rule (PIL's ``convert`` would clip them)."""
 
     def transform(batch):
-        images = [image.convert("RGB") for image in batch[data_args.image_column]]
+        images = [to_8bit(image, f"Image {i}").convert("RGB") for i, image in enumerate(batch[data_args.image_column])]
         if train and data_args.augment:
             current = epoch.epoch if epoch is not None else 0
             rngs = [np.random.default_rng([seed, current, int(i)]) for i in batch[INDEX_COLUMN]]
@@ -254,13 +261,15 @@ def plot_training_curves(log_history: list[dict], path: Path) -> Path | None:
 def run(model_args: ModelArguments, data_args: DataArguments, args: SoViTTrainingArguments) -> dict:
     """Train, evaluate and write the hub-ready folder; returns the final evaluation metrics."""
     from ..model_card import write_model_card
-    from .data import check_output_dir, label_names, validate_dataset
+    from .data import check_output_dir, check_pretrained_path, config_overrides, label_names, validate_dataset
     from .fewshot import FewShotCallback
 
     start = time.perf_counter()
     args.remove_unused_columns = False
     check_output_dir(args.output_dir)
     check_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
+    check_pretrained_path(model_args.model_name_or_path, "--model_name_or_path")
+    config_overrides(model_args.model_overrides, "--model_overrides")  # a typo fails now, not after data loading
     train, evaluation = prepare_data(data_args, args.seed)
     labels = label_names(train, data_args.label_column)
     for split, data in (("train", train), ("eval", evaluation)):

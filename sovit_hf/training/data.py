@@ -3,11 +3,26 @@ catch bad input before any training starts."""
 
 from __future__ import annotations
 
+import difflib
+import inspect
+import json
 import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from ..configuration_sovit import SoViTConfig
+from ..image_processing_sovit import to_8bit
+
+# What PIL raises on a corrupt, truncated or oversized image file (DecompressionBombError is none of the others).
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+def first_line(err: BaseException) -> str:
+    """A library error's first line: the recipes' errors are one line each."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def digits_dataset(image_size: int = 32, test_fraction: float = 0.2, seed: int = 0):
@@ -45,17 +60,29 @@ def digits_dataset(image_size: int = 32, test_fraction: float = 0.2, seed: int =
 def load_classification_dataset(name: str | None, data_dir: str | None = None, config: str | None = None):
     """``"digits"`` (embedded), a folder saved with ``save_to_disk``, ``"imagefolder"`` with ``data_dir``, or a Hub
     dataset name (needs the network)."""
-    import datasets
-
     if name in (None, "digits"):
         return digits_dataset()
-    if Path(name).is_dir():
-        return datasets.load_from_disk(name)
     if name == "imagefolder":
         if not data_dir:
             raise ValueError("dataset 'imagefolder' needs --data_dir.")
-        return datasets.load_dataset("imagefolder", data_dir=data_dir)
-    return datasets.load_dataset(name, config)
+        if not Path(data_dir).is_dir():
+            raise ValueError(f"--data_dir {data_dir}: no such folder.")
+        return load_dataset_or_fail("imagefolder", data_dir=data_dir)
+    return load_dataset_or_fail(name, config)
+
+
+def load_dataset_or_fail(name: str, config: str | None = None, **kwargs):
+    """A saved folder (``save_to_disk``) or ``datasets.load_dataset(name, config, **kwargs)``; what ``datasets``
+    raises for a missing or empty folder, an unknown name or no network (offline) becomes a one-line ValueError."""
+    import datasets
+
+    try:
+        if Path(name).is_dir():
+            return datasets.load_from_disk(name)
+        return datasets.load_dataset(name, config, **kwargs)
+    # ConnectionError, FileNotFoundError, DatasetNotFoundError, HFValidationError; IndexError: a saved empty dataset
+    except (OSError, ValueError, IndexError) as err:
+        raise ValueError(f"Cannot load dataset {name!r} ({type(err).__name__}: {first_line(err)}).") from err
 
 
 def train_eval_splits(dataset, data_args, seed: int):
@@ -64,8 +91,12 @@ def train_eval_splits(dataset, data_args, seed: int):
     if data_args.train_split not in dataset:
         raise ValueError(f"No split '{data_args.train_split}' in the dataset; splits: {list(dataset)}.")
     train = dataset[data_args.train_split]
+    if len(train) == 0:
+        raise ValueError(f"Split '{data_args.train_split}' is empty: nothing to train on.")
     if data_args.eval_split in dataset:
         evaluation = dataset[data_args.eval_split]
+        if len(evaluation) == 0:
+            raise ValueError(f"Split '{data_args.eval_split}' is empty: nothing to evaluate on.")
     else:
         parts = train.train_test_split(test_size=data_args.eval_fraction, seed=seed)
         train, evaluation = parts["train"], parts["test"]
@@ -92,7 +123,7 @@ def label_names(dataset, label_column: str) -> list[str]:
 
 def validate_dataset(dataset, image_column: str, label_column: str, num_labels: int, split: str) -> None:
     """Raise ``ValueError`` naming the problem if a split lacks a column, has labels outside ``[0, num_labels)`` or
-    holds images that cannot be converted to RGB (every label is checked; one image per distinct mode is converted)."""
+    holds an image that fails :func:`check_images` (every label and every image is checked)."""
     missing = [c for c in (image_column, label_column) if c not in dataset.column_names]
     if missing:
         raise ValueError(
@@ -107,20 +138,95 @@ def validate_dataset(dataset, image_column: str, label_column: str, num_labels: 
             f"Split '{split}': labels range over [{labels.min()}, {labels.max()}] but the head has "
             f"{num_labels} classes."
         )
+    check_images(dataset, image_column, split)
+
+
+def check_images(dataset, image_column: str, split: str) -> None:
+    """Every image must decode, be a PIL image, fit the 8-bit rule of its mode
+    (:func:`~sovit_hf.image_processing_sovit.to_8bit`) and convert to RGB (one image per mode is converted)."""
     checked: set[str] = set()
-    for i, image in enumerate(dataset[image_column]):
+    for i, image in _images(dataset, image_column, split):
+        name = f"Split '{split}', example {i}"
         if not isinstance(image, Image.Image):
-            raise ValueError(
-                f"Split '{split}', example {i}: '{image_column}' holds {type(image).__name__}, not an image."
-            )
+            raise ValueError(f"{name}: '{image_column}' holds {type(image).__name__}, not an image.")
+        image = to_8bit(image, name)
         if image.mode not in checked:
             try:
                 image.convert("RGB")
             except (ValueError, OSError) as err:
                 raise ValueError(
-                    f"Split '{split}', example {i}: image of mode {image.mode!r} cannot be converted to RGB ({err})."
+                    f"{name}: image of mode {image.mode!r} cannot be converted to RGB ({first_line(err)})."
                 ) from err
             checked.add(image.mode)
+
+
+def _images(dataset, image_column: str, split: str):
+    """``(row, image)`` for every row, decoded one at a time (a ``datasets`` >= 4 column is lazy: bounded memory);
+    a file that cannot be decoded is named by row and path, not left to a PIL traceback naming neither."""
+    row = 0
+    try:
+        for image in dataset[image_column]:
+            yield row, image
+            row += 1
+    except DECODE_ERRORS as err:
+        # datasets 3 decodes the whole column at once: the bad row is then the first that fails on its own.
+        row = next((i for i in range(row, len(dataset)) if not _decodes(dataset, image_column, i)), row)
+        raise ValueError(
+            f"Split '{split}', example {row}{_image_file(dataset, image_column, row)}: the image cannot be decoded "
+            f"({first_line(err)})."
+        ) from err
+
+
+def _decodes(dataset, image_column: str, row: int) -> bool:
+    try:
+        dataset[row][image_column]
+    except DECODE_ERRORS:
+        return False
+    return True
+
+
+def _image_file(dataset, image_column: str, row: int) -> str:
+    """`` (file PATH)`` for a row of an ``Image`` column that records its file, else an empty string."""
+    import datasets
+
+    if not isinstance(dataset.features.get(image_column), datasets.Image):
+        return ""
+    raw = dataset.cast_column(image_column, datasets.Image(decode=False))[row][image_column]
+    path = raw.get("path") if isinstance(raw, dict) else None
+    return f" (file {path})" if path else ""
+
+
+def check_pretrained_path(name: str | None, option: str) -> None:
+    """Fail before any work on a ``--model_name_or_path`` that cannot be a model: a file, or a path (absolute,
+    ``./``, ``~`` or deeper than ``namespace/name``) with no folder behind it. transformers would try the Hub with
+    it first and end in a multi-line OSError."""
+    if not name or Path(name).is_dir():
+        return
+    if Path(name).exists():
+        raise ValueError(f"{option} {name}: a file, not a model folder.")
+    if Path(name).is_absolute() or name.startswith((".", "~")) or name.count("/") > 1 or "\\" in name:
+        raise ValueError(f"{option} {name}: no such folder.")
+
+
+def config_overrides(text: str | None, option: str) -> dict:
+    """The JSON object of ``SoViTConfig`` fields given as ``option``; unknown fields are refused, naming the closest
+    valid one (``SoViTConfig`` would store a typo such as ``hidden_sise`` silently and change nothing)."""
+    try:
+        overrides = json.loads(text or "{}")
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{option} is not valid JSON ({err}).") from err
+    if not isinstance(overrides, dict):
+        raise ValueError(f"{option} must be a JSON object of SoViTConfig fields, got {type(overrides).__name__}.")
+    known = {*SoViTConfig().to_dict(), *inspect.signature(SoViTConfig.__init__).parameters, "num_labels"}
+    known -= {"self", "kwargs"}
+    unknown = [key for key in overrides if key not in known]
+    if unknown:
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ValueError(f"{option}: unknown SoViTConfig field(s) {', '.join(hints)}.")
+    return overrides
 
 
 def check_output_dir(path: str) -> None:
@@ -135,10 +241,14 @@ def check_output_dir(path: str) -> None:
 
 
 __all__ = [
+    "check_images",
     "check_output_dir",
+    "check_pretrained_path",
+    "config_overrides",
     "digits_dataset",
     "label_names",
     "load_classification_dataset",
+    "load_dataset_or_fail",
     "subsample",
     "train_eval_splits",
     "validate_dataset",

@@ -23,7 +23,14 @@ from ..configuration_sovit_generation import SoViTForConditionalGenerationConfig
 from ..image_processing_sovit import SoViTImageProcessor
 from ..modeling_sovit_generation import SoViTForConditionalGeneration
 from ..processing_sovit import SoViTProcessor, train_tokenizer
-from .data import subsample, train_eval_splits
+from .data import (
+    check_images,
+    check_pretrained_path,
+    config_overrides,
+    load_dataset_or_fail,
+    subsample,
+    train_eval_splits,
+)
 from .resume import check_resume_checkpoint
 from .run_record import write_run_record
 from .tasks import task_usage
@@ -130,12 +137,7 @@ def load_data(task: Task, data_args: DataArguments, seed: int):
     else:
         import datasets
 
-        path = Path(data_args.dataset_name)
-        dataset = (
-            datasets.load_from_disk(str(path))
-            if path.is_dir()
-            else datasets.load_dataset(data_args.dataset_name, data_args.dataset_config)
-        )
+        dataset = load_dataset_or_fail(data_args.dataset_name, data_args.dataset_config)
         if isinstance(dataset, datasets.Dataset):
             dataset = datasets.DatasetDict({data_args.train_split: dataset})
         train, evaluation = train_eval_splits(dataset, data_args, seed)
@@ -162,6 +164,7 @@ def validate(task: Task, data, data_args: DataArguments, split: str) -> None:
         for i, question in enumerate(data[data_args.question_column]):
             if not isinstance(question, str) or not question.strip():
                 raise ValueError(f"{split} example {i}: empty or non-string question {question!r}.")
+    check_images(data, data_args.image_column, split)
 
 
 def check_context(processor: SoViTProcessor, rows, task: Task, context: int, split: str) -> None:
@@ -297,6 +300,10 @@ def run(task: Task, model_args: ModelArguments, data_args: DataArguments, args: 
     check_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
     if data_args.text_column:
         task = Task(task.name, task.metric, data_args.text_column, task.uses_question)
+    check_pretrained_path(model_args.model_name_or_path, "--model_name_or_path")
+    check_pretrained_path(model_args.vision_model_name_or_path, "--vision_model_name_or_path")
+    if not model_args.model_name_or_path and not model_args.vision_model_name_or_path:
+        config_overrides(model_args.vision_config, "--vision_config")  # a typo fails now, not silently
     train, evaluation = load_data(task, data_args, args.seed)
     transformers.set_seed(args.seed)
     processor, model = build_processor_and_model(task, model_args, train)

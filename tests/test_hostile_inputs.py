@@ -1,0 +1,243 @@
+"""Hostile inputs (issue #14): each case is one line of ``CASES``, run by one parametrized test.
+
+A hostile input must end in a ONE-LINE ``ValueError`` naming the problem (or, through a recipe's ``main()``, exit
+code 2 with that line on stderr and no traceback), raised before work starts; or, where a rule says how to take the
+input (16-bit and float images), be processed by that rule, which the action itself asserts (``expected=None``).
+The next hostile case is added as one more ``Case(area, name, action, expected)`` line here; files it needs are
+built in ``tmp_path`` at test time, small.
+
+The more complex hostile tests live elsewhere, by area:
+
+* conversion: tests/conversion/test_hostile_checkpoints.py (broken shapes, dtypes and arguments, one line each),
+  tests/conversion/test_overwrite.py (refusing to overwrite; atomic replacement; SIGTERM),
+  tests/conversion/test_memory_bombs.py (oversized or lying checkpoints, under an address-space limit);
+* loading: tests/test_siglip_parity.py::test_nan_weights_are_never_written_even_with_no_verify;
+* configuration: tests/test_configuration_sovit.py::test_hostile_config_json_fields_fail_in_one_line_naming_the_field;
+* training: the resume tests of tests/training/test_classification.py (incomplete or missing checkpoints).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sovit_hf import SoViTImageProcessor, SoViTModel, SoViTProcessor
+from tests.conftest import needs, tiny_config
+from tests.generation.helpers import tiny_model, tiny_tokenizer
+
+
+@dataclass(frozen=True)
+class Case:
+    area: str  # image | text | training | model
+    name: str
+    action: Callable[[Path], object]  # gets tmp_path; raises, returns main()'s exit code, or asserts itself
+    expected: str | None  # a substring of the one-line error; None: the action must succeed
+
+
+# --- images ------------------------------------------------------------------------------------------------------
+
+RAMP8 = np.arange(256, dtype=np.uint8).reshape(16, 16)  # every 8-bit value once
+RAMP8_RGB = np.stack([RAMP8] * 3, axis=-1)  # (H, W, C): transformers takes no 2-D arrays
+IMAGES = SoViTImageProcessor(size={"height": 16, "width": 16})
+
+
+def pixels(*images, **kwargs) -> torch.Tensor:
+    return IMAGES(list(images), return_tensors="pt", **kwargs)["pixel_values"]
+
+
+def same_as_8bit(image) -> None:
+    """``image`` (16-bit or float) must give exactly the pixels of the 8-bit ramp it encodes."""
+    torch.testing.assert_close(pixels(image), pixels(Image.fromarray(RAMP8)), rtol=0, atol=0)
+
+
+def transform_same_as_8bit(image) -> None:
+    """The classification recipe's transform applies the image processor's rule, not PIL's clipping."""
+    from sovit_hf.training.classification import DataArguments, make_transform
+
+    transform = make_transform(IMAGES, DataArguments(augment=False), 16, train=False)
+    out = transform({"image": [image], "label": [0]})["pixel_values"]
+    torch.testing.assert_close(out, pixels(Image.fromarray(RAMP8)), rtol=0, atol=0)
+
+
+def check_split(*images) -> None:
+    import datasets
+
+    from sovit_hf.training.data import validate_dataset
+
+    data = datasets.Dataset.from_dict({"image": list(images), "label": [0] * len(images)})
+    validate_dataset(data, "image", "label", num_labels=1, split="train")
+
+
+RGB = Image.new("RGB", (16, 16))
+I16 = Image.fromarray(RAMP8.astype(np.uint16) * 257)  # mode I;16, full 16-bit range
+FLOAT = Image.fromarray(RAMP8.astype(np.float32) / 255)  # mode F in [0, 1]
+FLOAT_X3 = FLOAT.point(lambda v: v * 3)  # mode F in [0, 3]
+INT_NEGATIVE = Image.fromarray(np.full((4, 4), -1, np.int32))  # mode I, not 16-bit data
+
+# --- text --------------------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def text() -> SoViTProcessor:
+    return SoViTProcessor(SoViTImageProcessor(size={"height": 36, "width": 36}), tiny_tokenizer())
+
+
+# --- training ----------------------------------------------------------------------------------------------------
+
+TINY = [
+    *("--model_overrides", '{"hidden_size": 32, "num_hidden_layers": 1, "intermediate_size": 48, "patch_size": 8}'),
+    *("--image_size", "16", "--max_steps", "1", "--per_device_train_batch_size", "4", "--eval_strategy", "no"),
+]
+
+
+@contextlib.contextmanager
+def hermetic(tmp_path: Path):
+    """Offline, with the datasets cache in tmp_path: nothing reaches the network or the user's cache."""
+    import datasets
+    import huggingface_hub
+
+    with (
+        mock.patch.object(huggingface_hub.constants, "HF_HUB_OFFLINE", True),
+        mock.patch.object(datasets.config, "HF_HUB_OFFLINE", True),
+        mock.patch.object(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets-cache"),
+    ):
+        yield
+
+
+TYPO = '{"hidden_sise": 64}'
+
+
+def classify(tmp_path: Path, *argv: str) -> int:
+    from sovit_hf.training.classification import main
+
+    with hermetic(tmp_path):
+        return main(["--output_dir", str(tmp_path / "out"), *TINY, *argv])
+
+
+def caption(tmp_path: Path, *argv: str) -> int:
+    from sovit_hf.training.captioning import main
+
+    with hermetic(tmp_path):
+        return main(["--output_dir", str(tmp_path / "out"), "--max_steps", "1", *argv])
+
+
+def image_folder(tmp_path: Path, bad: Callable[[bytes], bytes]) -> str:
+    """An imagefolder of 2 classes x 2 PNGs (64x64 noise) where ``a/1.png`` holds ``bad(its bytes)``."""
+    rng = np.random.default_rng(0)
+    for label in ("a", "b"):
+        (tmp_path / "data" / "train" / label).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(
+                tmp_path / f"data/train/{label}/{i}.png"
+            )
+    path = tmp_path / "data/train/a/1.png"
+    path.write_bytes(bad(path.read_bytes()))
+    return str(tmp_path / "data")
+
+
+def classify_empty(tmp_path: Path, shards: int | None) -> int:
+    """The recipe on a saved dataset with an empty train split; ``shards=None`` is save_to_disk's default (0 shards,
+    which ``datasets`` cannot load back)."""
+    import datasets
+
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"])})
+    empty = datasets.Dataset.from_dict({"image": [], "label": []}, features=features)
+    datasets.DatasetDict({"train": empty}).save_to_disk(tmp_path / "empty", num_shards=shards and {"train": shards})
+    return classify(tmp_path, "--dataset_name", str(tmp_path / "empty"))
+
+
+def truncated(data: bytes) -> bytes:
+    return data[: len(data) * 2 // 3]  # header and part of the pixel data: opens, then fails to load
+
+
+def classify_folder(tmp_path: Path, bad: Callable[[bytes], bytes] | None) -> int:
+    """The recipe on an imagefolder with one bad file (``bad=None``: a --data_dir that does not exist)."""
+    folder = image_folder(tmp_path, bad) if bad else str(tmp_path / "no")
+    return classify(tmp_path, "--dataset_name", "imagefolder", "--data_dir", folder)
+
+
+# --- model -------------------------------------------------------------------------------------------------------
+
+
+def generate_step(pixel_values: torch.Tensor):
+    rows = pixel_values.shape[0]
+    return tiny_model()(input_ids=torch.ones(rows, 2, dtype=torch.long), pixel_values=pixel_values)
+
+
+NO_IMAGES = torch.zeros(0, 3, 36, 36)
+COMPLEX = torch.zeros(1, 3, 36, 36, dtype=torch.cfloat)
+
+
+# --- the table ---------------------------------------------------------------------------------------------------
+
+CASES = [
+    # images: high bit depth and floats follow the documented rule (sovit_hf/image_processing_sovit.py), or fail
+    Case("image", "PIL I;16 ramp is scaled x/257, not clipped", lambda p: same_as_8bit(I16), None),
+    Case("image", "PIL I (32-bit) 16-bit data is scaled", lambda p: same_as_8bit(I16.convert("I")), None),
+    Case("image", "PIL F in [0, 1] is scaled x255", lambda p: same_as_8bit(FLOAT), None),
+    Case("image", "PIL F outside [0, 1]", lambda p: pixels(FLOAT_X3), "(PIL mode 'F') has values in [0, 3]"),
+    Case("image", "PIL I outside 16 bits", lambda p: pixels(INT_NEGATIVE), "values in [-1, -1]; expected [0, 65535]"),
+    Case("image", "float array in [0, 1] is not rescaled twice", lambda p: same_as_8bit(RAMP8_RGB / 255.0), None),
+    Case("image", "uint16 array is 16-bit data", lambda p: same_as_8bit(RAMP8_RGB.astype(np.uint16) * 257), None),
+    Case("image", "float array with NaN", lambda p: pixels(RAMP8_RGB * np.nan), "0 (float64 array) has values in [nan"),
+    Case("image", "complex array", lambda p: pixels(np.zeros((4, 4, 3), np.complex64)), "dtype complex64"),
+    Case("image", "0x0 image is named", lambda p: pixels(RGB, Image.new("RGB", (0, 0))), "Image 1 is empty (0x0"),
+    Case("image", "no images", lambda p: IMAGES([], return_tensors="pt"), "No images"),
+    Case("image", "recipe transform scales I;16", lambda p: transform_same_as_8bit(I16), None),
+    Case("image", "recipe data check: F out of range", lambda p: check_split(FLOAT, FLOAT_X3), "'train', example 1"),
+    # text
+    Case("text", "targets as one string", lambda p: text()([RGB], targets="yes"), "targets must be a list"),
+    Case("text", "questions as one string", lambda p: text()([RGB], questions="why"), "questions must be a list"),
+    Case("text", "no images", lambda p: text()([], targets=[]), "No images"),
+    Case("text", "negative id in batch_decode", lambda p: text().batch_decode([[5, -100]]), "token id -100"),
+    # training: one line on stderr, exit code 2, before any training
+    Case("training", "corrupt image file", lambda p: classify_folder(p, lambda b: b"not a png"), "1.png): the image"),
+    Case("training", "truncated image file", lambda p: classify_folder(p, truncated), "1.png): the image cannot be"),
+    Case("training", "empty split", lambda p: classify_empty(p, shards=1), "Split 'train' is empty"),
+    Case("training", "empty dataset, 0 shards", lambda p: classify_empty(p, shards=None), "Cannot load dataset"),
+    Case("training", "missing --data_dir", lambda p: classify_folder(p, None), "no: no such folder"),
+    Case("training", "Hub dataset offline", lambda p: classify(p, "--dataset_name", "x/none"), "dataset 'x/none'"),
+    Case("training", "missing model folder", lambda p: classify(p, "--model_name_or_path", f"{p}/no"), "no such"),
+    Case("training", "overrides typo", lambda p: classify(p, "--model_overrides", TYPO), "mean 'hidden_size'?"),
+    Case("training", "vision_config typo", lambda p: caption(p, "--vision_config", TYPO), "mean 'hidden_size'?"),
+    # model inputs
+    Case("model", "batch size 0", lambda p: SoViTModel(tiny_config())(NO_IMAGES), "batch size 0"),
+    Case("model", "complex pixel_values", lambda p: SoViTModel(tiny_config())(COMPLEX), "must be real"),
+    Case("model", "generation: batch size 0", lambda p: generate_step(NO_IMAGES), "batch size 0"),
+    Case("model", "generation: complex pixel_values", lambda p: generate_step(COMPLEX), "must be real"),
+]
+
+NEEDS_DATASETS = needs("datasets", "sklearn")  # the recipes' default data and the datasets-backed cases
+
+
+def _marks(case: Case):
+    return [NEEDS_DATASETS] if case.area == "training" or "recipe" in case.name else []
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=f"{c.area}: {c.name}", marks=_marks(c)) for c in CASES])
+def test_hostile_input(case: Case, tmp_path: Path, capsys):
+    if case.expected is None:
+        case.action(tmp_path)
+        return
+    try:
+        result = case.action(tmp_path)
+    except ValueError as err:
+        message = str(err)
+    else:
+        assert result == 2, f"no error: the action returned {result!r}"
+        err = capsys.readouterr().err
+        assert "Traceback" not in err, err
+        lines = [line for line in err.splitlines() if line.startswith("error: ")]
+        assert len(lines) == 1, err
+        message = lines[0]
+    assert "\n" not in message, message
+    assert case.expected in message, message
