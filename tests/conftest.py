@@ -71,3 +71,25 @@ def perturb_(model: torch.nn.Module, scale: float = 0.1, seed: int = 0) -> torch
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def broken_final_evaluation(monkeypatch):
+    """``Trainer.evaluate`` raises ``RuntimeError("evaluation broke")`` once training has finished (evaluations
+    during training still run), to show that a recipe saved its model before the final evaluation."""
+    import transformers
+
+    train, evaluate, trained = transformers.Trainer.train, transformers.Trainer.evaluate, []
+
+    def train_then_note(self, *args, **kwargs):
+        result = train(self, *args, **kwargs)
+        trained.append(True)
+        return result
+
+    def broken_evaluate(self, *args, **kwargs):
+        if trained:
+            raise RuntimeError("evaluation broke")
+        return evaluate(self, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.Trainer, "train", train_then_note)
+    monkeypatch.setattr(transformers.Trainer, "evaluate", broken_evaluate)

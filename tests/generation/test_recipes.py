@@ -60,25 +60,9 @@ def test_recipe_rejects_bad_input(tmp_path, capsys):
         sovit(["train", "--task", "segmentation"])
 
 
-def test_the_trained_model_and_processor_are_saved_before_evaluation_can_fail(tmp_path, monkeypatch):
-    import transformers
-
+def test_the_trained_model_and_processor_are_saved_before_evaluation_can_fail(tmp_path, broken_final_evaluation):
     from sovit_hf import SoViTForConditionalGeneration, SoViTProcessor
 
-    train, evaluate, trained = transformers.Trainer.train, transformers.Trainer.evaluate, []
-
-    def train_then_note(self, *args, **kwargs):
-        result = train(self, *args, **kwargs)
-        trained.append(True)
-        return result
-
-    def broken_evaluate(self, *args, **kwargs):  # the final evaluation, after training
-        if trained:
-            raise RuntimeError("evaluation broke")
-        return evaluate(self, *args, **kwargs)
-
-    monkeypatch.setattr(transformers.Trainer, "train", train_then_note)
-    monkeypatch.setattr(transformers.Trainer, "evaluate", broken_evaluate)
     out = tmp_path / "cap"
     with pytest.raises(RuntimeError, match="evaluation broke"):
         sovit(["train", "--task", "captioning", "--output_dir", str(out), *TINY])
