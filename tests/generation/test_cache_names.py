@@ -13,6 +13,8 @@ import warnings
 
 import pytest
 import torch
+import transformers
+from packaging.version import Version
 from transformers.cache_utils import DynamicCache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
@@ -20,7 +22,9 @@ from sovit_hf.modeling_sovit_generation import CACHE_FIELD
 from tests.generation.helpers import left_padded_prompts, tiny_model
 
 PIXELS = torch.randn(2, 3, 36, 36, generator=torch.Generator().manual_seed(0))
-NEW_NAME = "cache" if "cache" in {f.name for f in dataclasses.fields(CausalLMOutputWithPast)} else "past_key_values"
+# Independent of how the model decides: transformers 5.24 renamed the cache (its release notes; the hf_ecosystem
+# addendum), so the installed version says which name its generate() reads back.
+NEW_NAME = "cache" if Version(transformers.__version__) >= Version("5.24") else "past_key_values"
 
 
 def _prefill(model, **cache_kwarg):
@@ -36,6 +40,7 @@ def _assert_same_cache(a, b):
 
 def test_output_field_is_the_one_this_transformers_declares():
     assert CACHE_FIELD == NEW_NAME
+    assert NEW_NAME in {f.name for f in dataclasses.fields(CausalLMOutputWithPast)}
     out = _prefill(tiny_model())
     assert isinstance(out[NEW_NAME], DynamicCache)
     assert out[NEW_NAME].get_seq_length(0) == 6  # the six prompt tokens, self-attention layer 0
