@@ -16,10 +16,9 @@ left-padded so that every row continues from its last column.
 from __future__ import annotations
 
 import torch
-from PIL import Image
 from transformers import BatchFeature, PreTrainedTokenizerFast
 
-from .image_processing_sovit import SoViTImageProcessor, to_8bit
+from .image_processing_sovit import SoViTImageProcessor
 
 SPECIAL_TOKENS = {"pad_token": "[PAD]", "bos_token": "[BOS]", "eos_token": "[EOS]", "unk_token": "[UNK]"}
 SEP_TOKEN = "[SEP]"
@@ -123,12 +122,8 @@ class SoViTProcessor:
                 ids[i, width - len(p) :] = torch.tensor(p)
                 mask[i, width - len(p) :] = 1
             data.update(input_ids=ids, attention_mask=mask)
-        if images is not None:
-            images = [
-                to_8bit(image, f"Image {i}").convert("RGB") if isinstance(image, Image.Image) else image
-                for i, image in enumerate(images)
-            ]
-            data["pixel_values"] = self.image_processor(images, return_tensors="pt")["pixel_values"]
+        if images is not None:  # the image processor checks each image, scales 16-bit ones and converts to RGB
+            data["pixel_values"] = self.image_processor(list(images), return_tensors="pt")["pixel_values"]
         return BatchFeature(data)
 
     def batch_decode(self, sequences) -> list[str]:
