@@ -22,8 +22,8 @@ from sovit_hf.modeling_sovit_generation import CACHE_FIELD
 from tests.generation.helpers import left_padded_prompts, tiny_model
 
 PIXELS = torch.randn(2, 3, 36, 36, generator=torch.Generator().manual_seed(0))
-# Independent of how the model decides: transformers 5.24 renamed the cache (its release notes; the hf_ecosystem
-# addendum), so the installed version says which name its generate() reads back.
+# Independent of how the model decides: transformers 5.24 renamed the cache (its generate() passes `cache=`),
+# so the installed version says which name its generate() reads back.
 NEW_NAME = "cache" if Version(transformers.__version__) >= Version("5.24") else "past_key_values"
 
 
