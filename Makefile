@@ -68,7 +68,7 @@ $(COMPAT_VENV)/.installed: setup.py
 
 test-compat: $(COMPAT_VENV)/.installed
 	@$(COMPAT_PY) $(VERSIONS)
-	$(COMPAT_PY) -c "import sys, sovit_hf, conversion.hf_siglip; extra = {'datasets', 'evaluate'} & set(sys.modules); \
+	$(COMPAT_PY) -c "import sys, sovit_hf, sovit_hf.conversion.hf_siglip; extra = {'datasets', 'evaluate'} & set(sys.modules); \
 		sys.exit(f'import sovit_hf imported {extra}') if extra else print('import sovit_hf: no datasets/evaluate')"
 	$(COMPAT_PY) -m pytest -q -m "not gpu" -p no:cacheprovider
 

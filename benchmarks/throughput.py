@@ -8,8 +8,9 @@ SiglipVisionModel with the same weights, and timm's so400m where timm is importa
 GPU mode (``--device cuda``, the default when a GPU is visible): So400m/14 at 224 and 384, So150m/14 at 224 and g/14
 at 224, all with a MAP head (SiglipVisionModel's head). Random weights, seeded: a SiglipVisionModel is built from the
 equivalent SiglipVisionConfig (g/14 included: width 1408, depth 40, MLP 6144, 16 heads is an ordinary SigLIP config)
-and its state dict goes through the project's converter (``conversion.hf_siglip.siglip_to_sovit_state_dict``, what
-``load_siglip_as_sovit`` does, in memory instead of through a folder) into SoViT. Implementations:
+and its state dict goes through the project's converter
+(``sovit_hf.conversion.hf_siglip.siglip_to_sovit_state_dict``, what ``load_siglip_as_sovit`` does, in memory
+instead of through a folder) into SoViT. Implementations:
 
 * SoViT: ``sdpa``; ``sovit_triton`` (Triton attention); ``sovit_triton+mlp`` (+ fused fc1/bias/GELU);
   ``sovit_triton+mlp+ln`` (+ fused residual-add/LayerNorm); each also ``+compile`` (``torch.compile(model)``, default
@@ -96,7 +97,7 @@ from pathlib import Path
 
 import torch
 
-# The repository root, so that `benchmarks.throughput_lib`, `sovit_hf` and `conversion` import from any folder.
+# The repository root, so that `benchmarks.throughput_lib` and `sovit_hf` import from any folder.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.throughput_lib.environment import environment
 from benchmarks.throughput_lib.implementations import (

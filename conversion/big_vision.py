@@ -1,6 +1,6 @@
 """Convert a big_vision ViT / SoViT checkpoint (``.npz``, any layout big_vision itself loads) into a SoViT folder.
 
-    python -m conversion.big_vision SRC.npz[:SUBTREE] OUT_DIR [--pool-type gap|0|none] [--image-size N]
+    python -m sovit_hf.conversion.big_vision SRC.npz[:SUBTREE] OUT_DIR [--pool-type gap|0|none] [--image-size N]
         [--dtype float32|bfloat16|float16] [--reference REF.npz] [--overwrite]
 
 The architecture is read off the tensors (``--pool-type`` settles what they cannot tell: gap vs 0 vs none).
@@ -189,11 +189,13 @@ def convert(
             resampled_from=report.resampled_from,
         )
 
-    return write_folder(out_dir, fill, tool="conversion.big_vision"), report
+    return write_folder(out_dir, fill, tool="sovit_hf.conversion.big_vision"), report
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m conversion.big_vision", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m sovit_hf.conversion.big_vision", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("source", help="big_vision checkpoint: FILE.npz or FILE.npz:SUBTREE (e.g. ':img' of SigLIP)")
     parser.add_argument("out_dir", help="output folder (a transformers model folder)")
     parser.add_argument(
@@ -212,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     overrides = {"pool_type": args.pool_type} if args.pool_type else {}
-    command = portable("python -m conversion.big_vision " + " ".join(sys.argv[1:] if argv is None else argv))
+    command = portable("python -m sovit_hf.conversion.big_vision " + " ".join(sys.argv[1:] if argv is None else argv))
     try:
         path, report = convert(
             args.source,

@@ -1,7 +1,7 @@
 """Turn a transformers SigLIP folder (``SiglipVisionModel``, or ``SiglipModel`` whose vision tower is taken) into a
 SoViT folder. The public so400m SigLIP checkpoints on the Hub use this layout.
 
-    python -m conversion.hf_siglip SRC_DIR OUT_DIR [--pool-type none|gap|0] [--no-verify] [--overwrite]
+    python -m sovit_hf.conversion.hf_siglip SRC_DIR OUT_DIR [--pool-type none|gap|0] [--no-verify] [--overwrite]
 
 SigLIP's vision tower is a SoViT with a MAP head, so the map is a rename except for the MAP head, whose
 ``nn.MultiheadAttention`` packs q/k/v into one ``in_proj`` that is split here. With verification on (the default)
@@ -186,7 +186,7 @@ def convert(
             parity_reference="transformers' SiglipVisionModel on random input",
         )
 
-    write_folder(out_dir, fill, tool="conversion.hf_siglip")
+    write_folder(out_dir, fill, tool="sovit_hf.conversion.hf_siglip")
     if skipped:
         print(
             f"skipped {len(skipped)} tensors outside the vision tower: "
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-verify", action="store_true", help="skip the comparison with SiglipVisionModel")
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
-    command = portable("python -m conversion.hf_siglip " + " ".join(sys.argv[1:] if argv is None else argv))
+    command = portable("python -m sovit_hf.conversion.hf_siglip " + " ".join(sys.argv[1:] if argv is None else argv))
     try:
         out = convert(args.src_dir, args.out_dir, args.pool_type, not args.no_verify, args.overwrite, command)
     except (FileExistsError, FileNotFoundError, KeyError, ValueError, RuntimeError, OSError) as err:

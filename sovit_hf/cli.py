@@ -47,7 +47,7 @@ def describe_variant(variant: str, image_size: int, pool_type: str = "map") -> d
 
 def fixture_agreement(fixture: Path) -> dict[str, tuple[float, float]]:
     """Run a big_vision fixture through SoViT; ``{output: (max abs error, error / max |reference|)}``."""
-    from conversion.big_vision import load_big_vision
+    from sovit_hf.conversion.big_vision import load_big_vision
 
     model, _ = load_big_vision(fixture)
     ref = np.load(fixture.with_name(fixture.name.replace(".npz", ".ref.npz")))
@@ -121,9 +121,12 @@ def _info(args: argparse.Namespace) -> int:
 
 # Subcommands that hand their arguments to a converter's own command line.
 _PASSTHROUGH = {
-    "convert": ("conversion.big_vision", "big_vision .npz -> SoViT folder (python -m conversion.big_vision)"),
-    "convert-siglip": ("conversion.hf_siglip", "transformers SigLIP folder -> SoViT folder"),
-    "export": ("conversion.to_big_vision", "SoViT folder -> big_vision .npz"),
+    "convert": (
+        "sovit_hf.conversion.big_vision",
+        "big_vision .npz -> SoViT folder (python -m sovit_hf.conversion.big_vision)",
+    ),
+    "convert-siglip": ("sovit_hf.conversion.hf_siglip", "transformers SigLIP folder -> SoViT folder"),
+    "export": ("sovit_hf.conversion.to_big_vision", "SoViT folder -> big_vision .npz"),
     "train": (
         "sovit_hf.training.classification",
         "train / fine-tune with the Trainer (default: the digits demo; --task captioning|vqa)",

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conversion.big_vision import load_big_vision
+from sovit_hf.conversion.big_vision import load_big_vision
 from tests.conftest import BIG_VISION_FIXTURES
 
 # README of the fixtures: a faithful float32 port reaches max abs error <~ 1e-4 relative to the output scale.

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from conversion import big_vision as big_vision_cli
 from sovit_hf import SoViTForImageClassification
 from sovit_hf.cli import main
+from sovit_hf.conversion import big_vision as big_vision_cli
 from tests.conftest import BIG_VISION_FIXTURES
 
 

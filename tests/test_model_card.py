@@ -49,6 +49,6 @@ def test_converter_card_records_provenance(tmp_path, capsys):
     assert main(["convert", str(src), str(tmp_path / "out"), "--reference", str(ref)]) == 0  # via the package CLI
     card = ModelCard.load(tmp_path / "out" / "README.md")
     assert card.data.pipeline_tag == "image-classification"
-    assert "python -m conversion.big_vision" in card.text and "sha256" in card.text
+    assert "python -m sovit_hf.conversion.big_vision" in card.text and "sha256" in card.text
     assert "`logits`" in card.text and "Results reported in the papers" not in card.text
     assert "logits: max abs error / output scale vs reference" in capsys.readouterr().out

@@ -30,7 +30,7 @@ from benchmarks.throughput_lib.storage import RESULTS_DIR, result_files, write_j
 from benchmarks.throughput_lib.timing import largest_fitting_batch
 from benchmarks.throughput_lib.training import make_train_step, run_training_unit
 from benchmarks.throughput_lib.units import Unit, plan_units
-from conversion.hf_siglip import siglip_to_sovit_state_dict
+from sovit_hf.conversion.hf_siglip import siglip_to_sovit_state_dict
 from sovit_hf.scaling import count_flops
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 from transformers import SiglipVisionConfig, SiglipVisionModel
 
-from conversion.hf_siglip import siglip_to_sovit_state_dict, sovit_config_from_siglip
 from sovit_hf import SoViTConfig, SoViTModel
+from sovit_hf.conversion.hf_siglip import siglip_to_sovit_state_dict, sovit_config_from_siglip
 
 from .implementations import QKV_FUSED, Impl, qkv_available
 from .models import ModelSpec

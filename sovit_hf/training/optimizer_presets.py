@@ -1,4 +1,4 @@
-"""The papers' optimizer recipes as ``(optimizer, scheduler)`` pairs for ``Trainer(optimizers=...)``.
+"""The papers' optimizer presets (``RECIPES``) as ``(optimizer, scheduler)`` pairs for ``Trainer(optimizers=...)``.
 
 * ``"big_vision_adafactor"``: pretraining and shape sweeps. Modified Adafactor (bf16 momentum 0.9, factored second
   moment, β2 cap 0.999), lr 8e-4, decoupled lr-relative weight decay 0.03 for kernels and 3.0 (x100) for the head,

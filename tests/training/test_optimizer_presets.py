@@ -1,4 +1,6 @@
-"""The recipes: their constants, the model settings they assume, and training through ``Trainer(optimizers=...)``."""
+"""The optimizer presets (``RECIPES``): their constants, the model settings they assume, and training through
+``Trainer(optimizers=...)``.
+"""
 
 from __future__ import annotations
 
