@@ -218,16 +218,6 @@ class SoViTConfig(PreTrainedConfig):
         fields.update(overrides)
         return cls(**fields)
 
-    @classmethod
-    def compute_optimal(cls, gflops: float, **kwargs) -> SoViTConfig:
-        """Shortcut for ``sovit_hf.scaling.compute_optimal_config(gflops, **kwargs)``: a compute-optimal SoViT shape
-        for a training budget in GFLOPs (see docs/scaling.md)."""
-        try:  # guarded: hub folders carry this file without the sovit_hf package
-            from sovit_hf.scaling import compute_optimal_config
-        except ImportError as err:
-            raise ImportError("SoViTConfig.compute_optimal needs the sovit_hf package (pip install sovit_hf).") from err
-        return compute_optimal_config(gflops, **kwargs)
-
 
 def _check_choice(name: str, value, choices: tuple[str, ...]) -> None:
     if value not in choices:
