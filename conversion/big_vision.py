@@ -26,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sovit_hf import SoViTConfig, SoViTForImageClassification, SoViTImageProcessor, SoViTModel
+from sovit_hf.configuration_sovit import POOL_TYPES
 
 from .big_vision_keys import TRANSFORMS, checkpoint_rules, expected_shapes, infer_config_kwargs
 from .layouts import BigVisionCheckpoint
@@ -210,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("out_dir", help="output folder (a transformers model folder)")
     parser.add_argument(
         "--pool-type",
-        choices=["map", "gap", "tok", "0", "none"],
+        choices=POOL_TYPES,
         default=None,
         help="pooling when the tensors cannot tell (gap, 0 and none have no parameters)",
     )

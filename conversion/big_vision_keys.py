@@ -17,6 +17,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from sovit_hf.configuration_sovit import pool_type_spec
+
 from .npz import CheckpointError
 
 TRANSFORMS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
@@ -82,12 +84,12 @@ def model_rules(config) -> list[tuple[str, str, str]]:
     ]
     if config.posemb == "learn":
         rules.append(("pos_embedding", "embeddings.position_embedding", "copy"))
-    if config.pool_type == "tok":
+    if pool_type_spec(config.pool_type).class_token:
         rules.append(("cls", "embeddings.cls_token", "copy"))
     for i in range(config.num_hidden_layers):
         rules += block_rules(i)
     rules += _layer_norm("Transformer/encoder_norm", "post_layernorm")
-    if config.pool_type == "map":
+    if pool_type_spec(config.pool_type).map_head:
         rules.append(("MAPHead_0/probe", "head.probe", "copy"))
         rules += _expand(_MHA, "MAPHead_0/MultiHeadDotProductAttention_0", "head.attention")
         rules += _layer_norm("MAPHead_0/LayerNorm_0", "head.layernorm")

@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file
 
 from sovit_hf import SoViTConfig, SoViTImageProcessor, SoViTModel
+from sovit_hf.configuration_sovit import POOL_TYPE_SPECS, pool_type_spec
 from sovit_hf.model_card import write_model_card
 
 from .output_folder import check_output_folder, portable, write_folder
@@ -47,7 +48,7 @@ def sovit_config_from_siglip(vision: dict, pool_type: str | None = None) -> SoVi
     use_head = vision.get("vision_use_head", True)
     if pool_type is None:
         pool_type = "map" if use_head else "none"
-    elif use_head and pool_type != "map":
+    elif use_head and not pool_type_spec(pool_type).map_head:
         raise ValueError(f"The SigLIP tower has a MAP head; pool_type={pool_type!r} would drop it.")
     return SoViTConfig(
         hidden_size=vision.get("hidden_size", 768),
@@ -109,7 +110,7 @@ def load_siglip_as_sovit(src: str | Path, pool_type: str | None = None) -> tuple
     src = Path(src)
     config = sovit_config_from_siglip(read_siglip_vision_config(src), pool_type)
     state, skipped = siglip_to_sovit_state_dict(read_safetensors(src), config.hidden_size)
-    if pool_type not in (None, "map"):  # tower without a MAP head: nothing under head.* may remain
+    if pool_type is not None and not pool_type_spec(pool_type).map_head:  # no MAP head: nothing under head.* may remain
         state = {k: v for k, v in state.items() if not k.startswith("head.")}
     model = SoViTModel(config)
     expected = model.state_dict()
@@ -201,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out_dir")
     parser.add_argument(
         "--pool-type",
-        choices=["map", "gap", "0", "none"],
+        choices=[name for name, spec in POOL_TYPE_SPECS.items() if not spec.class_token],  # SigLIP has no cls
         default=None,
         help="pooling for towers without a MAP head (default: none)",
     )

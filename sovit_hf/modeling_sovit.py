@@ -21,7 +21,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPooling, ImageClassifierOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from .configuration_sovit import SoViTConfig
+from .configuration_sovit import SoViTConfig, pool_type_spec
 from .losses import image_classification_loss
 from .ops_registry import get_layer_norm, get_mlp
 from .position_embeddings import posemb_sincos_2d, resample_pos_embedding
@@ -72,7 +72,8 @@ class SoViTEmbeddings(nn.Module):
         else:  # sincos2d: fixed, not part of the checkpoint.
             self.position_embedding = None
             self.register_buffer("sincos_position_embedding", self._sincos(*self.grid), persistent=False)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size)) if config.pool_type == "tok" else None
+        class_token = pool_type_spec(config.pool_type).class_token  # big_vision "tok"
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size)) if class_token else None
         self.dropout = nn.Dropout(config.hidden_dropout)
 
     def _sincos(self, grid_h: int, grid_w: int) -> torch.Tensor:
@@ -406,7 +407,7 @@ class SoViTModel(SoViTPreTrainedModel):
         self.embeddings = SoViTEmbeddings(config)
         self.encoder = SoViTEncoder(config)
         self.post_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)  # Transformer/encoder_norm
-        self.head = SoViTMAPHead(config) if config.pool_type == "map" else None  # MAPHead_0
+        self.head = SoViTMAPHead(config) if pool_type_spec(config.pool_type).map_head else None  # MAPHead_0
         self.pre_logits = SoViTPreLogits(config) if config.representation_size else None
         self.post_init()
 
@@ -415,14 +416,14 @@ class SoViTModel(SoViTPreTrainedModel):
 
     def pool(self, encoded: torch.Tensor, output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """big_vision's pooling of the normed tokens `(B, L, W)` by ``pool_type``."""
-        pool_type = self.config.pool_type
-        if pool_type == "map":
+        pooling = pool_type_spec(self.config.pool_type).pooling
+        if pooling == "map":
             return self.head(encoded, output_attentions=output_attentions)
-        if pool_type == "gap":
+        if pooling == "mean":
             return encoded.mean(dim=1), None
-        if pool_type in ("tok", "0"):
+        if pooling == "first":
             return encoded[:, 0], None
-        return encoded, None  # "none"
+        return encoded, None  # "all"
 
     def forward(
         self,
@@ -499,7 +500,7 @@ class SoViTForImageClassification(SoViTPreTrainedModel):
         logits = self.classifier(outputs.pooler_output)
         loss = None
         if labels is not None:
-            if self.config.pool_type == "none":
+            if pool_type_spec(self.config.pool_type).keeps_all_tokens:
                 raise ValueError("pool_type='none' gives per-token logits; a classification loss needs a pooled model.")
             loss = image_classification_loss(logits, labels, self.config, self.loss_function)
         out = SoViTImageClassifierOutput(

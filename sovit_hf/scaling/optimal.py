@@ -27,21 +27,17 @@ from pathlib import Path
 from ..configuration_sovit import SoViTConfig
 from .flops import count_flops, count_params, shape_flops, shape_params
 from .laws import DIMENSIONS, ShapeLaw
+from .paper import (  # re-exported: the names this module has always offered
+    PAPER_ANCHOR,
+    PAPER_EXPONENTS,
+    PAPER_GRID_EXAMPLES,
+    PAPER_HEADS,
+    PAPER_IMAGE_SIZE,
+    PAPER_PATCH_SIZE,
+    TASKS,
+)
 
-# SoViT (arXiv 2305.13035) Sec. 4.1 (classification, ImageNet 10-shot error) and Sec. 4.2 (image-to-text,
-# multitask LiT-decoder log-perplexity): s_k for (width, depth, MLP dim).
-PAPER_EXPONENTS: dict[str, dict[str, float]] = {
-    "classification": {"width": 0.22, "depth": 0.45, "mlp_dim": 0.6},
-    "image_to_text": {"width": 0.25, "depth": 0.49, "mlp_dim": 0.62},
-}
-# SoViT Sec. 4.1 / Fig. 3 / App. B.3: the classification grid-sweep optimum x^(0) = (width, depth, MLP).
-# The image-to-text anchor (red star of Fig. 3) is not published; the paper uses the same recipe for both (Sec. 4.2).
-PAPER_ANCHOR: dict[str, int] = {"width": 608, "depth": 10, "mlp_dim": 928}
-PAPER_GRID_SWEEP_EXAMPLES = 600e6  # SoViT App. B.3: every grid-sweep model was pretrained on 600M examples.
-PAPER_PATCH_SIZE = 14  # SoViT Sec. 4: patch 14 fixed throughout the shape analysis.
-PAPER_HEADS = 16  # SoViT App. B.2: 16 heads in the star sweep; So400m has 16.
-PAPER_IMAGE_SIZE = 224  # SoViT Table 5: sweeps at 224 px; t counts 224 px GFLOPs (Sec. 5).
-TASKS = tuple(PAPER_EXPONENTS)
+PAPER_GRID_SWEEP_EXAMPLES = PAPER_GRID_EXAMPLES  # the name this module used before sovit_hf.scaling.paper
 
 
 def paper_t0() -> float:
@@ -49,7 +45,7 @@ def paper_t0() -> float:
     sweep's 600M examples (SoViT App. B.3). The paper does not publish t^(0); this is an upper bound."""
     anchor = PAPER_ANCHOR
     per_image = shape_flops(anchor["width"], anchor["depth"], anchor["mlp_dim"], PAPER_PATCH_SIZE, PAPER_IMAGE_SIZE)
-    return per_image * PAPER_GRID_SWEEP_EXAMPLES
+    return per_image * PAPER_GRID_EXAMPLES
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import sovit_hf.scaling
 from sovit_hf import SoViTConfig
 from sovit_hf.scaling.flops import count_flops
 from sovit_hf.scaling.laws import ShapeLaw
+from sovit_hf.scaling.paper import PAPER_DATA_EXPONENT
 
 DATA = Path(sovit_hf.scaling.__file__).parent / "data"
 STAR_CENTER = {"width": 1968, "depth": 40, "mlp_dim": 6144}  # SoViT App. B.2
@@ -27,9 +28,11 @@ def read_csv(name: str) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def paper_like_law(s: float, x_star: float, c: float = 0.65, t_mid: float = 5e10, a_share: float = 0.5) -> ShapeLaw:
+def paper_like_law(
+    s: float, x_star: float, c: float = PAPER_DATA_EXPONENT, t_mid: float = 5e10, a_share: float = 0.5
+) -> ShapeLaw:
     """An Eq. 2 law with exponent s = c / (a + b), optimum x_star at compute t_mid, and model-size term, compute term
-    and epsilon all 0.1 there (errors of 0.3-0.7 over a star arm, like ImageNet 10-shot error). c = 0.65 is the
+    and epsilon all 0.1 there (errors of 0.3-0.7 over a star arm, like ImageNet 10-shot error). c defaults to the
     SoViT Fig. 5 value."""
     a = a_share * c / s
     b = c / s - a
