@@ -1,7 +1,8 @@
 """Declarative map between big_vision ViT parameter paths and SoViT state-dict names.
 
 Each rule is ``(big_vision path, SoViT name, transform)``; ``{i}`` stands for the block index and ``{mha}`` for an
-attention prefix. Transforms turn Flax layouts into torch layouts (big_vision.md sec. 1.2-1.3):
+attention prefix. Transforms turn Flax layouts (big_vision ``models/vit.py`` @0127fb6, flax ``nn.Dense`` / ``nn.Conv`` /
+``nn.DenseGeneral`` kernels) into torch layouts:
 
 * ``dense``: Dense kernel ``(in, out)`` -> Linear weight ``(out, in)``;
 * ``heads_in``: q/k/v kernel ``(W, H, D)`` -> ``(H*D, W)``;  ``heads_out``: out kernel ``(H, D, W)`` -> ``(W, H*D)``;
@@ -157,7 +158,8 @@ def _require(shapes: dict[str, tuple[int, ...]], key: str, ndim: int) -> tuple[i
 
 
 def expected_shapes(config, with_head: bool) -> dict[str, tuple[int, ...]]:
-    """big_vision shape of every tensor of the model a config describes (big_vision.md 1.3)."""
+    """big_vision shape of every tensor of the model a config describes (the parameter tree of big_vision
+    ``models/vit.py`` @0127fb6)."""
     w, h, m, p = config.hidden_size, config.num_attention_heads, config.intermediate_size, config.patch_size
     d, r = w // h, config.representation_size
     per_suffix = {

@@ -33,7 +33,7 @@ def test_card_metadata_and_parameter_count(tmp_path):
     assert "custom_code" in loaded.data.tags and loaded.data.license == "apache-2.0"
     with torch.device("meta"):
         params = sum(p.numel() for p in SoViTModel(config).parameters())
-    assert f"| {params:,} |" in loaded.text  # 428,225,600 at 384 px (big_vision.md 1.3)
+    assert f"| {params:,} |" in loaded.text  # 428,225,600 at 384 px (the 384 px position embedding)
     assert "88.9 / 90.3 / 80.7" in loaded.text  # the paper's Table 1, labelled as the paper's
 
 

@@ -95,7 +95,7 @@ def test_full_siglip_folder_converts_vision_tower(tmp_path):
 
 
 def test_so400m_parameter_count_matches_siglip():
-    # 427,680,704: SoViT-400m/14 at 224 px with the MAP head (big_vision.md 1.3, SoViT paper Table 1: "428M").
+    # 427,680,704: SoViT-400m/14 at 224 px with the MAP head (big_vision's parameter tree, SoViT paper Table 1: "428M").
     with torch.device("meta"):
         sovit = SoViTModel(SoViTConfig.from_variant("So400m/14", image_size=224))
         siglip = SiglipVisionModel(_siglip_config(num_hidden_layers=27, image_size=224))

@@ -3,7 +3,8 @@ Sec. 2.2) to (compute, error) points of a compute-optimal frontier.
 
 Same method as :mod:`.fit`: squared relative error over log-parameters (positivity by construction), multi-start
 Levenberg-Marquardt from an exponent grid with NNLS coefficients, identifiability check, bootstrap intervals and a
-held-out check on the largest compute. The paper does not state its loss, optimiser or weighting (papers.md B.2).
+held-out check on the largest compute. The paper does not state its loss, optimiser or weighting (Scaling ViT
+Sec. 2.2 gives the form only).
 """
 
 from __future__ import annotations

@@ -12,9 +12,9 @@ which ignores s_k, or as x_k ~ tau^{s_k} per dimension. Only the first reading a
 with s = (0.22, 0.45, 0.6), 10x compute gives about 2.3x-2.4x parameters ("about 2.5x parameters per 10x compute",
 Sec. 4.1 II), whereas x_k ~ tau^{s_k} gives about 12x (more than the compute). See docs/scaling.md.
 
-t^(0) is not published (papers.md A.3.2, NOT FOUND). The default is the compute of training the anchor (608, 10, 928)
-for the grid sweep's 600M examples (App. B.3) at 224 px with patch 14 and a MAP head: an upper bound, since rule 2
-of App. B.3 takes the smallest compute at which the anchor is optimal. Pass ``t0`` to override it.
+t^(0) is not published (SoViT Sec. 3 and App. B.3 give no value). The default is the compute of training the anchor
+(608, 10, 928) for the grid sweep's 600M examples (App. B.3) at 224 px with patch 14 and a MAP head: an upper bound,
+since rule 2 of App. B.3 takes the smallest compute at which the anchor is optimal. Pass ``t0`` to override it.
 """
 
 from __future__ import annotations
@@ -232,7 +232,8 @@ def compute_optimal_shape(
 
     Rounding: width to the nearest multiple of lcm(heads, multiple_of) (so that it divides into ``heads``),
     MLP dim to the nearest multiple of ``multiple_of``, depth to the nearest integer (all at least one step).
-    Every width and MLP value of the paper's sweeps and models is a multiple of 16 (papers.md A.3.3).
+    Every width and MLP value of the paper's sweeps and models is a multiple of 16 (SoViT Sec. 4.1 and App. B:
+    608, ..., 1648, 1152, 2320, 4304).
 
     Args:
         gflops: training compute t in GFLOPs (forward GFLOPs per image x examples), e.g. 9e12 for SoViT-400m.

@@ -10,7 +10,8 @@
   ``configs/transfer.py``), lr 0.03, no weight decay, clipping 1.0, cosine schedule with 500 linear warmup steps.
   Sources: SoViT Table 8, "Scaling ViT" App. D. Model: sigmoid cross-entropy, zero head kernel, head bias -6.9
   (SoViT Table 8). SoViT Table 8 also lists a "learning rate decay" of 0.85 (224 px) / 0.9 (384, 518 px), most likely
-  layer-wise (papers.md A.9.3, unsure): pass ``layer_decay=0.85`` to apply it; it is off by default, as in big_vision.
+  layer-wise (the paper does not define it; unsure): pass ``layer_decay=0.85`` to apply it; it is off by default, as
+  in big_vision.
 
 Typical use::
 

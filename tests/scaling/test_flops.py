@@ -53,7 +53,8 @@ def test_count_flops_matches_sovit_table1(row):
 
 @pytest.mark.parametrize("name", list(TABLE2))
 def test_count_params_matches_scaling_vit_table2(name):
-    """Table 2 counts exclude the MAP head (papers.md B.4); equal to the printed precision (half a last digit)."""
+    """Table 2 counts exclude the MAP head (L/16: 303M, ~316M with it); equal to the printed precision (half a last
+    digit)."""
     row = TABLE2[name]
     ours = count_params(_config(row, pool_type="gap")) / 1e6
     printed = row["params_m"]
