@@ -19,7 +19,7 @@ python -m pip install -q --no-deps -e . >"$OUT/pip.log" 2>&1 || { tail -20 "$OUT
 nvidia-smi -L
 
 throughput() {  # the throughput script, resuming from this device's committed file
-  slug=$(python -c "import torch; from benchmarks.throughput_lib.environment import device_slug; \
+  slug=$(python -c "import torch; from benchmarks.throughput_lib.results import device_slug; \
 print(device_slug(torch.device('cuda')))")
   previous="benchmarks/results/throughput_${slug}.json"
   resume=()

@@ -17,19 +17,39 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import SiglipVisionModel
 
-from benchmarks.throughput_lib import inference
-from benchmarks.throughput_lib.builds import build_model, make_weights, siglip_config_for, training_model
-from benchmarks.throughput_lib.environment import environment, slug
-from benchmarks.throughput_lib.implementations import default_implementations, parse_implementation
-from benchmarks.throughput_lib.inference import run_inference_unit
-from benchmarks.throughput_lib.models import ALL_MODELS, CPU_MODELS, GPU_MODELS, ModelSpec
-from benchmarks.throughput_lib.readme_table import MARKERS, readme_block, render_markdown
-from benchmarks.throughput_lib.records import REQUIRED_FIELDS, make_record, merge_records, model_flops_utilisation
-from benchmarks.throughput_lib.settings import default_settings
-from benchmarks.throughput_lib.storage import RESULTS_DIR, result_files, write_json
-from benchmarks.throughput_lib.timing import largest_fitting_batch
-from benchmarks.throughput_lib.training import make_train_step, run_training_unit
-from benchmarks.throughput_lib.units import Unit, plan_units
+from benchmarks.throughput_lib import run as runner
+from benchmarks.throughput_lib.build import build_model, make_weights, siglip_config_for, training_model
+from benchmarks.throughput_lib.matrix import (
+    ALL_MODELS,
+    CPU_MODELS,
+    GPU_MODELS,
+    ModelSpec,
+    default_implementations,
+    default_settings,
+    parse_implementation,
+)
+from benchmarks.throughput_lib.results import (
+    MARKERS,
+    REQUIRED_FIELDS,
+    RESULTS_DIR,
+    environment,
+    make_record,
+    merge_records,
+    model_flops_utilisation,
+    readme_block,
+    render_markdown,
+    result_files,
+    slug,
+    write_json,
+)
+from benchmarks.throughput_lib.run import (
+    Unit,
+    largest_fitting_batch,
+    make_train_step,
+    plan_units,
+    run_inference_unit,
+    run_training_unit,
+)
 from sovit_hf.conversion.hf_siglip import siglip_to_sovit_state_dict
 from sovit_hf.scaling import count_flops
 
@@ -154,7 +174,7 @@ def test_a_failing_or_wrong_implementation_is_recorded_not_fatal(monkeypatch):
                 model.post_layernorm.bias.add_(0.05)
         return model
 
-    monkeypatch.setattr(inference, "build_model", build)  # where run_inference_unit looks it up
+    monkeypatch.setattr(runner, "build_model", build)  # where run_inference_unit looks it up
     unit = Unit(TINY, "inference", ("sdpa", "eager", "siglip-eager"), batch=2)
     by_impl = {r["implementation"]: r for r in run_inference_unit(unit, _settings(), GEMM, _env())}
     assert by_impl["sdpa"]["error"] is None and by_impl["sdpa"]["images_per_s"] > 0
@@ -417,7 +437,7 @@ def test_plot_has_one_panel_per_group_with_a_siglip_reference(tmp_path):
     pytest.importorskip("matplotlib")
     from PIL import Image
 
-    from benchmarks.throughput_lib.plot import plot_payload
+    from benchmarks.throughput_lib.results import plot_payload
 
     payload = json.loads((RESULTS_DIR / "throughput_cpu.json").read_text())
     ok = [r for r in payload["records"] if r["images_per_s"]]
