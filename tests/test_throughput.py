@@ -351,11 +351,29 @@ def test_render_markdown_picks_the_fastest_sovit_and_divides_by_siglip_sdpa():
     assert "No GPU throughput" not in readme_block([payload])
 
 
-def test_json_is_written_atomically(tmp_path):
+def test_json_is_written_atomically(tmp_path, monkeypatch):
+    """The result file changes only through one rename of a complete temporary file: a crash before the rename (here
+    the rename itself fails) or a payload that cannot be serialised leaves the previous file exactly as it was, and
+    no temporary file behind."""
+    from benchmarks.throughput_lib import results
+
     path = tmp_path / "sub" / "out.json"
     write_json(path, {"a": [1.5, math.pi]})
     assert json.loads(path.read_text()) == {"a": [1.5, math.pi]}
     assert [p.name for p in path.parent.iterdir()] == ["out.json"]  # no temporary file left behind
+    before = path.read_bytes()
+
+    def crash(src, dst):
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(results.os, "replace", crash)
+    with pytest.raises(OSError, match="disk gone"):
+        write_json(path, {"a": list(range(1000))})
+    monkeypatch.undo()
+    with pytest.raises(TypeError):
+        write_json(path, {"a": list(range(1000)), "z": object()})
+    assert path.read_bytes() == before
+    assert [p.name for p in path.parent.iterdir()] == ["out.json"]
 
 
 def test_median_is_what_the_record_reports():

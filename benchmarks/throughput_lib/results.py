@@ -223,9 +223,19 @@ def load_payload(path: Path) -> dict | None:
 def write_json(path: Path, payload: dict) -> None:
     """Write to a temporary file in the same folder, then rename: the file is never half-written."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(payload, indent=1) + "\n"  # a payload that does not serialise fails here, before any file
     with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as tmp:
-        tmp.write(json.dumps(payload, indent=1) + "\n")
-    os.replace(tmp.name, path)
+        try:
+            tmp.write(text)
+        except BaseException:
+            tmp.close()
+            os.unlink(tmp.name)
+            raise
+    try:
+        os.replace(tmp.name, path)
+    except BaseException:
+        os.unlink(tmp.name)
+        raise
 
 
 def result_files(results_dir: Path = RESULTS_DIR) -> list[Path]:
