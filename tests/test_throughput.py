@@ -79,14 +79,15 @@ def _env():
     return environment(torch.device("cpu"))
 
 
-# ----------------------------------------------------------------------------------------------- committed results
+# --------------------------------------------- committed results: consistency checks of the files, not evidence of
+# behaviour (the runner's behaviour is tested below, on CPU, by running it)
 
 
-def test_cpu_result_file_is_committed():
+def test_committed_cpu_result_file_exists():
     assert RESULTS_DIR / "throughput_cpu.json" in RESULT_FILES
 
 
-def test_readme_table_comes_from_the_result_files():
+def test_readme_throughput_table_comes_from_the_result_files():
     text = (ROOT / "README.md").read_text()
     block = text.split(MARKERS[0], 1)[1].split(MARKERS[1], 1)[0]
     assert block.strip() == readme_block(PAYLOADS).strip()
@@ -95,7 +96,7 @@ def test_readme_table_comes_from_the_result_files():
 
 
 @pytest.mark.parametrize("path", RESULT_FILES, ids=[p.name for p in RESULT_FILES])
-def test_every_record_has_the_required_fields(path):
+def test_committed_records_have_the_required_fields(path):
     payload = json.loads(path.read_text())
     header = payload["header"]
     for key in ("device", "device_type", "torch", "triton", "transformers", "timm", "peak_tflops", "date", "command"):
@@ -115,7 +116,7 @@ def test_every_record_has_the_required_fields(path):
 
 
 @pytest.mark.parametrize("record", [r for r in RECORDS if r["images_per_s"] is not None], ids=lambda r: "")
-def test_mfu_and_images_per_s_follow_from_the_record(record):
+def test_committed_mfu_and_images_per_s_follow_from_the_record(record):
     """images/s = batch / median step; MFU = images/s x count_flops x 1e9 (x3 training) / peak, with the FLOP count
     recomputed here from the model table (not read back from the record)."""
     spec = ALL_MODELS[record["model_key"]]
@@ -128,7 +129,9 @@ def test_mfu_and_images_per_s_follow_from_the_record(record):
     assert record["images_per_s"] == pytest.approx(record["batch"] / (record["ms_per_step"] / 1e3), rel=1e-12)
 
 
-def test_cpu_records_show_sovit_and_siglip_computing_the_same_function():
+def test_committed_cpu_records_show_sovit_and_siglip_computing_the_same_function():
+    """What the committed run recorded; the runner's check itself is tested by
+    test_inference_unit_checks_sovit_against_siglip_and_times_every_implementation."""
     cpu = [r for p in PAYLOADS if p["header"]["device_type"] == "cpu" for r in p["records"]]
     siglip = [r for r in cpu if r["family"] == "siglip" and r["mode"] == "inference"]
     assert siglip and all(r["max_abs_diff_vs_sdpa"] <= 1e-5 for r in siglip)
