@@ -85,3 +85,31 @@ def test_committed_captioning_vqa_records_meet_the_targets():
     # issue #7 targets: +30 VQA points over the best constant answer, CIDEr >= 3x the most frequent caption's
     assert metrics["vqa"]["eval_vqa_accuracy"] - metrics["vqa"]["eval_vqa_accuracy_baseline"] >= 0.30
     assert metrics["captioning"]["eval_cider"] >= 3 * metrics["captioning"]["eval_cider_baseline"]
+
+
+def test_readme_layout_matches_the_tree():
+    """Every path the README's layout table names exists, and every top-level folder of the repository is in it."""
+    import re
+    import subprocess
+
+    text = (ROOT / "README.md").read_text()
+    table = text.split("<!-- layout:start -->", 1)[1].split("<!-- layout:end -->", 1)[0]
+    rows = [line.split("|")[1:3] for line in table.strip().splitlines()[2:]]
+    for path_cell, what in rows:
+        (path,) = re.findall(r"`([^`]+)`", path_cell)
+        assert (ROOT / path).exists(), path
+        folder = ROOT / path if (ROOT / path).is_dir() else (ROOT / path).parent
+        for name in re.findall(r"`([\w./]+\.py)`", what):  # files named in the description live in that folder
+            assert (folder / name).exists() or (ROOT / name).exists(), (path, name)
+    listed = {re.findall(r"`([^`]+)`", cell)[0].split("/")[0] for cell, _ in rows}
+    try:  # the tracked folders (a copy of the tree without .git, as on the GPU machine, checks the paths only)
+        tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    except OSError:
+        tracked = []
+    folders = {name.split("/")[0] for name in tracked if "/" in name}
+    assert folders <= listed, folders - listed
+
+
+def test_ci_lints_before_it_tests():
+    steps = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines() if line.startswith("make ")]
+    assert steps[0] == "make lint" and "make test" in steps
