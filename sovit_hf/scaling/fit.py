@@ -248,18 +248,11 @@ def fit_shape_laws(
     if not data:
         raise ValueError("data is empty.")
     groups = [[name] for name in data] if not shared_c else [list(data)]
-    options = dict(
-        bootstrap=bootstrap,
-        confidence=confidence,
-        n_starts=n_starts,
-        holdout=holdout,
-        bootstrap_method=bootstrap_method,
-        seed=seed,
-    )
+    options = (bootstrap, confidence, n_starts, holdout, bootstrap_method, seed)  # _fit_group's, in its order
     fits = {}
     for names in groups:
         arrays = [_as_dataset(*data[name], label=f" (dimension {name!r})") for name in names]
-        fits.update(zip(names, _fit_group(arrays, [f"dimension {name!r}" for name in names], **options), strict=True))
+        fits.update(zip(names, _fit_group(arrays, [f"dimension {name!r}" for name in names], *options), strict=True))
     return fits
 
 
@@ -301,6 +294,7 @@ def _fit_group(
     ]
 
 
+# The fitting options (bootstrap ... seed) are the same, in the same order, for every fit: a drop-in signature.
 def fit_shape_law(
     x: ArrayLike,
     t: ArrayLike,
@@ -333,15 +327,8 @@ def fit_shape_law(
         FitError: the data cannot identify the law (e.g. a single compute value), or no start converged.
     """
     check_fit_options(bootstrap, confidence, n_starts, bootstrap_method)
-    options = dict(
-        bootstrap=bootstrap,
-        confidence=confidence,
-        n_starts=n_starts,
-        holdout=holdout,
-        bootstrap_method=bootstrap_method,
-        seed=seed,
-    )
-    return _fit_group([_as_dataset(x, t, f)], ["data"], **options)[0]
+    options = (bootstrap, confidence, n_starts, holdout, bootstrap_method, seed)
+    return _fit_group([_as_dataset(x, t, f)], ["data"], *options)[0]
 
 
 __all__ = ["BOOTSTRAP_METHODS", "FitError", "fit_saturating_law", "fit_shape_law", "fit_shape_laws"]

@@ -83,6 +83,7 @@ def _fit(compute: np.ndarray, error: np.ndarray, n_starts: int) -> tuple[_Satura
     return problem, theta, on_boundary
 
 
+# The options after E are fit_shape_law's (bootstrap ... seed), in the same order: a drop-in signature.
 def fit_saturating_law(
     C: ArrayLike,
     E: ArrayLike,

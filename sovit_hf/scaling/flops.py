@@ -102,18 +102,7 @@ def count_params(config: SoViTConfig, classifier: bool = False) -> int:
         config: the model configuration.
         classifier: include the classification head (``num_labels`` outputs with bias).
     """
-    total = shape_params(
-        config.hidden_size,
-        config.num_hidden_layers,
-        config.intermediate_size,
-        patch_size=config.patch_size,
-        image_size=config.image_size,
-        pool_type=config.pool_type,
-        num_channels=config.num_channels,
-        posemb=config.posemb,
-        attention_bias=config.attention_bias,
-        representation_size=config.representation_size,
-    )
+    total = shape_params(**_config_shape(config, None), posemb=config.posemb, attention_bias=config.attention_bias)
     if classifier:
         total += ((config.representation_size or config.hidden_size) + 1) * config.num_labels
     return int(total)
@@ -202,6 +191,7 @@ def shape_flops_breakdown(
     return out
 
 
+# shape_flops_breakdown's arguments, in the same order: a drop-in signature (this sums what that returns).
 def shape_flops(
     width: float,
     depth: float,

@@ -278,6 +278,7 @@ def compute_optimal_shape(
     )
 
 
+# compute_optimal_shape's leading arguments, in the same order (this returns its config): a drop-in signature.
 def compute_optimal_config(
     gflops: float,
     task: str = "classification",

@@ -69,19 +69,29 @@ class SweepRun:
 
     def config(self, **overrides) -> SoViTConfig:
         """The run's model as a ``SoViTConfig`` (MAP head, as in the paper), with optional overrides."""
-        fields = dict(
-            hidden_size=self.width,
-            num_hidden_layers=self.depth,
-            intermediate_size=self.mlp_dim,
-            num_attention_heads=self.heads,
-            patch_size=self.patch_size,
-            image_size=self.image_size,
-        )
-        return SoViTConfig(**{**fields, **overrides})
+        shape = {"width": self.width, "depth": self.depth, "mlp_dim": self.mlp_dim}
+        return SoViTConfig(**{**shape_fields(shape, self.heads, self.patch_size, self.image_size), **overrides})
 
     def to_dict(self) -> dict:
         """The row as a plain dict (CSV/JSON ready)."""
         return asdict(self)
+
+
+def shape_fields(shape: Mapping[str, int], heads: int, patch_size: int, image_size: int) -> dict:
+    """The SoViTConfig fields of a ``{"width", "depth", "mlp_dim"}`` shape (MAP head, as the sweeps train it)."""
+    return dict(
+        hidden_size=shape["width"],
+        num_hidden_layers=shape["depth"],
+        intermediate_size=shape["mlp_dim"],
+        num_attention_heads=heads,
+        patch_size=patch_size,
+        image_size=image_size,
+    )
+
+
+def shape_config(shape: Mapping[str, int], heads: int, patch_size: int, image_size: int) -> SoViTConfig:
+    """The SoViTConfig of a ``{"width", "depth", "mlp_dim"}`` shape (:func:`shape_fields`)."""
+    return SoViTConfig(**shape_fields(shape, heads, patch_size, image_size))
 
 
 def _run(
@@ -89,15 +99,7 @@ def _run(
 ) -> SweepRun:
     if shape["width"] % heads:
         raise ValueError(f"width {shape['width']} is not divisible by heads={heads}.")
-    config = SoViTConfig(
-        hidden_size=shape["width"],
-        num_hidden_layers=shape["depth"],
-        intermediate_size=shape["mlp_dim"],
-        num_attention_heads=heads,
-        patch_size=patch,
-        image_size=image_size,
-    )
-    per_image = count_flops(config)
+    per_image = count_flops(shape_config(shape, heads, patch, image_size))
     examples = steps * batch_size
     return SweepRun(
         sweep,

@@ -8,18 +8,19 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from ..configuration_sovit import SoViTConfig
 from .flops import count_flops
 from .laws import ShapeLaw
 from .paper import (
     PAPER_DATA_EXPONENT,
     PAPER_HEADS,
+    PAPER_IMAGE_SIZE,
     PAPER_PATCH_SIZE,
     PAPER_STAR_CENTER,
     PAPER_STAR_GRIDS,
     PAPER_STAR_STEPS,
     PAPER_SWEEP_BATCH_SIZE,
 )
+from .sweeps import shape_config
 
 # Examples seen by a star-sweep run of each length (SoViT App. B.2: 500K / 1M / 2M steps at batch 128, Table 5).
 STAR_EXAMPLES = tuple(float(steps * PAPER_SWEEP_BATCH_SIZE) for steps in PAPER_STAR_STEPS)
@@ -55,14 +56,7 @@ def star_arm(
     """(x, t) of a star-sweep arm: t = GFLOPs per image of the center with ``dim`` replaced x examples seen."""
     x, t = [], []
     for value in values:
-        shape = {**center, dim: int(value)}
-        config = SoViTConfig(
-            hidden_size=shape["width"],
-            num_hidden_layers=shape["depth"],
-            intermediate_size=shape["mlp_dim"],
-            num_attention_heads=PAPER_HEADS,
-            patch_size=PAPER_PATCH_SIZE,
-        )
+        config = shape_config({**center, dim: int(value)}, PAPER_HEADS, PAPER_PATCH_SIZE, PAPER_IMAGE_SIZE)
         for n in examples:
             x.append(float(value))
             t.append(count_flops(config) * n)

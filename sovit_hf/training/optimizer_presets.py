@@ -128,16 +128,9 @@ def create_optimizer(model: nn.Module, recipe: str | Recipe = "big_vision_adafac
         layer_decay=spec.layer_decay,
         factor_attention_like_big_vision=spec.factor_attention_like_big_vision and spec.optimizer == "adafactor",
     )
-    if spec.optimizer == "adafactor":
-        return Adafactor(
-            groups,
-            lr=spec.lr,
-            momentum=spec.momentum,
-            momentum_dtype=spec.momentum_dtype,
-            max_grad_norm=spec.max_grad_norm,
-        )
-    if spec.optimizer == "sgd":
-        return SGDMomentum(
+    if spec.optimizer in ("adafactor", "sgd"):  # big_vision's two: the same momentum and clipping arguments
+        optimizer_class = Adafactor if spec.optimizer == "adafactor" else SGDMomentum
+        return optimizer_class(
             groups,
             lr=spec.lr,
             momentum=spec.momentum,
