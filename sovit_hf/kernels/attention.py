@@ -156,11 +156,12 @@ def _default_bwd_config(width: int, dtype: torch.dtype) -> triton.Config:
 # ----------------------------------------------------------------------------------------------------- kernels
 # Loads inside the loops. Every loop streams full tiles with plain loads and then its last tile (partial or not) with
 # row and column masks. A column mask that cuts a 16-wide chunk (72 = 64 + 8 of 16) keeps Triton from pipelining the
-# loop's loads (no cp.async; checked with ptxas for sm_90), so full tiles read the padding columns as they are in
-# memory: for a row that is not the last of its (batch, head) slab these are the next elements of the same dense
-# tensor (the launcher guarantees it, else it copies). The operand they meet is zero there: the tile loaded once per
-# program (Q in the forward and dQ kernels, K/V in the dK/dV kernel) always has its padding masked to 0, so every
-# contraction over the head dim stays exact; accumulators that pick up values in padding columns are never stored.
+# loop's loads (no cp.async; checked with ptxas for sm_90), so full tiles load the padding columns as they are in
+# memory (for a row that is not the last of its (batch, head) slab: the next head's columns, another projection's in a
+# fused-QKV layout, or whatever else the storage holds there; the launcher checks that these addresses lie inside the
+# tensor's storage, else it copies) and then zero them in registers with a select. The select keeps the load itself
+# unmasked, and it makes every contraction over the head dim exact whatever those columns hold: an Inf or NaN there
+# would otherwise meet the other operand's zero padding and poison S or dP (0 * Inf = NaN).
 
 
 @triton.jit
@@ -172,13 +173,15 @@ def _load_tile(
     D_OFF: tl.constexpr,  # first column of this head-dim chunk
     D_W: tl.constexpr,  # chunk width (power of two)
     HEAD_DIM: tl.constexpr,  # true head dim
-    MASK: tl.constexpr,  # True: rows by row_mask and columns >= HEAD_DIM read as 0; False: a plain load
+    MASK: tl.constexpr,  # True: rows by row_mask and columns >= HEAD_DIM read as 0; False: a plain load of full rows
 ):
-    """(R, D_W) tile of rows ``offs_rows`` and columns [D_OFF, D_OFF + D_W)."""
+    """(R, D_W) tile of rows ``offs_rows`` and columns [D_OFF, D_OFF + D_W); columns >= HEAD_DIM are 0 either way."""
     offs_d = D_OFF + tl.arange(0, D_W)
     ptrs = base + offs_rows[:, None] * stride_row + offs_d[None, :]
     if not MASK:
         tile = tl.load(ptrs)
+        if D_OFF + D_W > HEAD_DIM:  # padding columns hold whatever follows the row in memory: zero them
+            tile = tl.where(offs_d[None, :] < HEAD_DIM, tile, 0.0)
     elif D_OFF + D_W <= HEAD_DIM:
         tile = tl.load(ptrs, mask=row_mask[:, None], other=0.0)
     else:
@@ -595,17 +598,34 @@ def _dense(t: torch.Tensor) -> bool:
     return t.permute(order).is_contiguous()
 
 
+def _padding_reads_in_bounds(t: torch.Tensor, width: int) -> bool:
+    """Whether the full tiles' reads of columns [D, width) stay inside ``t``'s storage (see the comment above
+    ``_load_tile``). Full tiles hold every row of a (batch, head) slab but its last, so the furthest address read is
+    row L - 2 of the last slab plus ``width`` columns. Views of a larger buffer (the q/k/v slices of a fused-QKV
+    projection, some heads of a wider tensor) pass; so does any dense tensor with ``width - D <= D``."""
+    if any(s < 0 for s in t.stride()):
+        return False
+    if t.shape[2] < 2 or t.numel() == 0:
+        return True  # every tile is the last: all reads are masked
+    batch, heads, length, _ = t.shape
+    last = t.storage_offset() + (batch - 1) * t.stride(0) + (heads - 1) * t.stride(1) + (length - 2) * t.stride(2)
+    return last + width <= t.untyped_storage().nbytes() // t.element_size()
+
+
 def _kernel_operand(t: torch.Tensor, width: int) -> torch.Tensor:
     """``t`` itself where the kernels may read it ``width`` columns per row, else a zero-padded (..., width) copy.
 
-    Full tiles read the columns [D, width) past the head dim as they are in memory (see the comment above
-    ``_load_tile``). That stays inside the tensor when it is dense with a unit last stride and width - D <= D, and
-    the loads vectorise (and pipeline) only when rows are 16-byte aligned. Head dims such as 55 (110-byte rows in
-    bf16) fail that, and get a padded copy, as SDPA's FlashAttention path pads 55 to 56 (its zero padding also makes
-    the reads exact). SoViT's 72, 88, 96, 104, 112 and the powers of two read the projections in place.
+    Full tiles read the columns [D, width) past the head dim as they are in memory and zero them in registers (see
+    the comment above ``_load_tile``). That needs a unit last stride and reads inside the storage
+    (``_padding_reads_in_bounds``), and the loads vectorise (and pipeline) only when rows are 16-byte aligned. Head
+    dims such as 55 (110-byte rows in bf16) fail that, and get a padded copy, as SDPA's FlashAttention path pads 55 to
+    56. SoViT's 72, 88, 96, 104, 112 and the powers of two read the projections in place, the strided q/k/v views of
+    a fused-QKV projection included.
     """
     d = t.shape[-1]
-    if t.stride(-1) == 1 and (width == d or (_dense(t) and width - d <= d and d * t.element_size() % 16 == 0)):
+    if t.stride(-1) == 1 and (
+        width == d or (d * t.element_size() % 16 == 0 and _padding_reads_in_bounds(t, width))
+    ):
         return t
     padded = t.new_zeros(*t.shape[:-1], width)  # (..., width), zero padding columns
     padded[..., :d] = t

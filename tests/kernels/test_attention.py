@@ -134,28 +134,34 @@ def check_attention(batch, heads, seq_q, seq_k, head_dim, dtype=torch.float32, l
     out = flash_attention(q, k, v, scale=scale, head_chunks=chunks)  # (B, Lq, H, D)
     dout = torch.randn_like(out)
     dq, dk, dv = grads(out, (q, k, v), dout)
+    assert out.shape == (batch, seq_q, heads, head_dim) and out.dtype == dtype
+    if layout == "model":  # gradients flow back into the projections' layout without a copy
+        assert dq.stride() == q.stride() and dk.stride() == k.stride() and dv.stride() == v.stride()
+    assert_matches_reference((q, k, v), dout, out, (dq, dk, dv), scale)
 
+
+def assert_matches_reference(qkv, dout, out, kernel_grads, scale=None):
+    """The kernel's ``out`` (B, Lq, H, D) and ``kernel_grads`` (dQ, dK, dV) for inputs ``qkv`` (B, H, L, D) and output
+    gradient ``dout`` against the float64 reference, within 2x PyTorch's error (float32: ``fp32_envelope``)."""
+    q, k, v = (t.detach().requires_grad_() for t in qkv)
     q64, k64, v64 = upcast(q, k, v)
     ref, _ = attention_ref(q64, k64, v64, scale=scale)
     ref = ref.transpose(1, 2)  # (B, Lq, H, D)
     ref_grads = grads(ref, (q64, k64, v64), dout.double())
-    if dtype == torch.float32:
+    if q.dtype == torch.float32:
         base, *base_grads = fp32_envelope(q, k, v, dout, scale)
     else:
         qb, kb, vb = same_precision(q, k, v)
         base, _ = attention_ref(qb, kb, vb, scale=scale)  # PyTorch in the kernel's dtype (no upcast)
         base = base.transpose(1, 2)
         base_grads = grads(base, (qb, kb, vb), dout)
-
-    assert out.shape == (batch, seq_q, heads, head_dim) and out.dtype == dtype
     assert_fa_close("out", out, ref, base)
-    for name, got, want, pt in zip(("dq", "dk", "dv"), (dq, dk, dv), ref_grads, base_grads, strict=True):
-        if layout == "model":  # gradients flow back into the projections' layout without a copy
-            assert got.stride() == (q if name == "dq" else k).stride(), name
+    seq_k = k.shape[2]
+    for name, got, want, pt in zip(("dq", "dk", "dv"), kernel_grads, ref_grads, base_grads, strict=True):
         if seq_k > 1 or name == "dv":
             assert_fa_close(name, got, want, pt)
     if seq_k == 1:
-        assert_single_key_gradients(dq, dk, q, k, v, dout, scale)
+        assert_single_key_gradients(kernel_grads[0], kernel_grads[1], q, k, v, dout, scale)
 
 
 @pytest.mark.parametrize(
@@ -185,6 +191,66 @@ def test_attention_input_layouts(layout):
 def test_attention_power_of_two_padding_and_custom_scale():
     """The benchmark's alternative (72 padded to one 128 chunk) is as correct, and a non-default scale is honoured."""
     check_attention(1, 2, 7, 7, 72, chunks=head_dim_chunks(72, max_chunks=1), scale=0.3)
+
+
+@pytest.mark.parametrize("poison", [float("nan"), float("inf")])
+def test_padding_columns_of_a_neighbouring_head_never_reach_the_result(poison):
+    """Head dim 72 is read as 64 + 16 columns: full tiles load columns 72-79, which in the model's (B, L, H, D)
+    layout are the first 8 columns of the next head. Poison head 1 of 3 there (Q, K, V and dO): heads 0 and 2 must
+    stay finite and match the reference computed without head 1 (0 * NaN is NaN, so only zeroing, not the other
+    operand's zero padding, keeps them clean). 50 tokens in 16-row tiles: three full tiles per sequence."""
+    batch, heads, seq, head_dim, clean = 2, 3, 50, 72, [0, 2]
+    q, k, v = _qkv(batch, heads, seq, seq, head_dim)
+    dout = torch.randn(batch, seq, heads, head_dim, device=DEVICE)  # (B, L, H, D)
+    with torch.no_grad():
+        for t in (q, k, v):
+            t[:, 1, :, :8] = poison  # (B, H, L, D) view: columns 0-7 of head 1, what head 0 reads as padding
+        dout[:, :, 1, :8] = poison
+    out = flash_attention(q, k, v)
+    dq, dk, dv = grads(out, (q, k, v), dout)
+    qkv_clean = [t.detach()[:, clean] for t in (q, k, v)]
+    got = [g[:, clean] for g in (dq, dk, dv)]
+    assert_matches_reference(qkv_clean, dout[:, :, clean], out[:, :, clean], got)
+
+
+def _spy_operands(monkeypatch):
+    """Record the Q, K, V tensors ``flash_attention`` hands to the forward kernel's launcher."""
+    import sovit_hf.kernels.attention as attention
+
+    seen = []
+    launch = attention.attention_forward
+
+    def spy(query, key, value, *args, **kwargs):
+        seen.append((query, key, value))
+        return launch(query, key, value, *args, **kwargs)
+
+    monkeypatch.setattr(attention, "attention_forward", spy)
+    return seen
+
+
+@pytest.mark.parametrize("layout", ["fused_qkv", "wider_buffer"])
+def test_strided_views_are_read_in_place(monkeypatch, layout):
+    """The model's fused-QKV q/k/v (strided views of one (B, L, 3, H, D) projection) and the first H heads of a wider
+    (B, L, H + 1, D) buffer are not dense, yet every padding read stays inside their storage: the kernel reads them
+    without a copy (the launcher receives the very tensors, same data pointers and strides) and matches the reference.
+    The wider buffer's extra head is NaN: the columns read past head H - 1 are zeroed."""
+    batch, heads, seq, head_dim = 2, 2, 50, 72
+    if layout == "fused_qkv":
+        qkv = randn(batch, seq, 3 * heads * head_dim, requires_grad=False)  # (B, L, 3W), as the fused projection
+        views = qkv.view(batch, seq, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, H, L, D)
+    else:
+        buffers = [randn(batch, seq, heads + 1, head_dim, requires_grad=False) for _ in range(3)]
+        for b in buffers:
+            b[:, :, heads] = float("nan")
+        views = [b[:, :, :heads].transpose(1, 2) for b in buffers]  # (B, H, L, D), head H left out
+    q, k, v = (t.requires_grad_() for t in views)
+    seen = _spy_operands(monkeypatch)
+    out = flash_attention(q, k, v)
+    (operands,) = seen
+    for name, given, used in zip("qkv", (q, k, v), operands, strict=True):
+        assert used.data_ptr() == given.data_ptr() and used.stride() == given.stride(), f"{name} was copied"
+    dout = torch.randn_like(out)
+    assert_matches_reference((q, k, v), dout, out, grads(out, (q, k, v), dout))
 
 
 def test_head_dim_chunks():
