@@ -29,8 +29,6 @@ import torch
 import triton
 import triton.language as tl
 
-from .. import ops_registry
-from ..reference import attention_ref
 from ._utils import (
     autotune,
     cdiv,
@@ -623,9 +621,7 @@ def _kernel_operand(t: torch.Tensor, width: int) -> torch.Tensor:
     a fused-QKV projection included.
     """
     d = t.shape[-1]
-    if t.stride(-1) == 1 and (
-        width == d or (d * t.element_size() % 16 == 0 and _padding_reads_in_bounds(t, width))
-    ):
+    if t.stride(-1) == 1 and (width == d or (d * t.element_size() % 16 == 0 and _padding_reads_in_bounds(t, width))):
         return t
     padded = t.new_zeros(*t.shape[:-1], width)  # (..., width), zero padding columns
     padded[..., :d] = t
@@ -832,10 +828,6 @@ def triton_attention_forward(
     Returns `(out (B, Lq, H, D), None)`; attention probabilities are never materialised (ask for
     ``output_attentions=True`` and the model uses the eager path).
     """
-    if ops_registry.kernels_override() == "eager":  # kernels forced off: the reference math
-        training = getattr(module, "training", False)
-        out, _ = attention_ref(query, key, value, attention_mask, scale=scaling, dropout=dropout, training=training)
-        return out.transpose(1, 2).contiguous(), None  # (B, Lq, H, D)
     if attention_mask is not None:
         raise NotImplementedError(
             'attn_implementation="sovit_triton" does not support attention_mask (SoViT attends to every token); '

@@ -235,9 +235,15 @@ def test_strided_views_are_read_in_place(monkeypatch, layout):
     without a copy (the launcher receives the very tensors, same data pointers and strides) and matches the reference.
     The wider buffer's extra head is NaN: the columns read past head H - 1 are zeroed."""
     batch, heads, seq, head_dim = 2, 2, 50, 72
-    if layout == "fused_qkv":
-        qkv = randn(batch, seq, 3 * heads * head_dim, requires_grad=False)  # (B, L, 3W), as the fused projection
-        views = qkv.view(batch, seq, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, H, L, D)
+    if layout == "fused_qkv":  # the model's own fused projection (qkv_implementation="fused")
+        from sovit_hf.modeling_sovit import SoViTAttention
+        from sovit_hf.ops_registry import fused_qkv
+        from tests.conftest import tiny_config
+
+        config = tiny_config(hidden_size=heads * head_dim, num_attention_heads=heads)
+        module = SoViTAttention(config).to(DEVICE)
+        views = [t.detach() for t in fused_qkv(module, randn(batch, seq, heads * head_dim, requires_grad=False))]
+        assert views[0].untyped_storage().data_ptr() == views[2].untyped_storage().data_ptr()  # one (B, L, 3W)
     else:
         buffers = [randn(batch, seq, heads + 1, head_dim, requires_grad=False) for _ in range(3)]
         for b in buffers:

@@ -48,8 +48,10 @@ def _batch(batch=2):
 
 
 def test_kernels_are_registered():
+    """One registration of "sovit_triton" (the registry's dispatcher, which imports the kernel lazily)."""
     assert kernels.available() and kernels.unavailable_reason() is None
-    assert ALL_ATTENTION_FUNCTIONS["sovit_triton"] is triton_attention_forward
+    assert ALL_ATTENTION_FUNCTIONS["sovit_triton"] is ops_registry.sovit_triton_attention
+    assert ops_registry.resolve("attention", "triton") is triton_attention_forward
     assert ops_registry.get_mlp("triton") is fused_mlp
     assert ops_registry.get_layer_norm("triton") is layer_norm
     assert ops_registry.get_mlp("eager") is mlp_ref
@@ -115,13 +117,13 @@ def _refuse(*args, **kwargs):
 def test_force_eager_runs_the_reference_math(monkeypatch):
     """force("eager") / SOVIT_HF_KERNELS=0: a kernels-on model computes exactly what the eager model computes."""
     fast, eager = _models()
-    monkeypatch.setitem(ops_registry.MLP_FUNCTIONS, "triton", _refuse)
-    monkeypatch.setitem(ops_registry.LAYER_NORM_FUNCTIONS, "triton", _refuse)
-    monkeypatch.setattr("sovit_hf.kernels.attention.flash_attention", _refuse)
+    monkeypatch.setattr("sovit_hf.kernels.mlp.fused_mlp", _refuse)
+    monkeypatch.setattr("sovit_hf.kernels.layer_norm.layer_norm", _refuse)
+    monkeypatch.setattr("sovit_hf.kernels.attention.triton_attention_forward", _refuse)
     pixels, _ = _batch()
     with torch.no_grad():
         expected = eager(pixels).logits
-        with kernels.force("eager"):
+        with ops_registry.force("eager"):
             assert torch.equal(fast(pixels).logits, expected)  # bitwise: the same reference functions
         monkeypatch.setenv("SOVIT_HF_KERNELS", "0")
         assert torch.equal(fast(pixels).logits, expected)
@@ -142,13 +144,13 @@ def test_force_triton_overrides_an_eager_config(monkeypatch):
 
         return wrapped
 
-    monkeypatch.setitem(ops_registry.MLP_FUNCTIONS, "triton", spy("mlp", fused_mlp))
-    monkeypatch.setitem(ops_registry.LAYER_NORM_FUNCTIONS, "triton", spy("layer_norm", layer_norm))
+    monkeypatch.setattr("sovit_hf.kernels.mlp.fused_mlp", spy("mlp", fused_mlp))
+    monkeypatch.setattr("sovit_hf.kernels.layer_norm.layer_norm", spy("layer_norm", layer_norm))
     pixels, _ = _batch()
     with torch.no_grad():
         expected = eager(pixels).logits
         reference = copy.deepcopy(eager).double()(pixels.double()).logits
-        with kernels.force("triton"):
+        with ops_registry.force("triton"):
             got = eager(pixels).logits
         assert calls == {"mlp": 3, "layer_norm": 6}  # 2 blocks + MAP head; 2 per block, MAP head, final norm
         assert_fa_close("logits", got, reference, expected)
@@ -161,7 +163,7 @@ def test_hub_remote_code_uses_the_installed_kernels(tmp_path, monkeypatch):
     """A save_pretrained folder loaded as remote code carries its own copy of ops_registry, which finds the kernels
     of the installed package."""
     calls = []
-    monkeypatch.setitem(ops_registry.MLP_FUNCTIONS, "triton", lambda *a, **k: calls.append(1) or fused_mlp(*a, **k))
+    monkeypatch.setattr("sovit_hf.kernels.mlp.fused_mlp", lambda *a, **k: calls.append(1) or fused_mlp(*a, **k))
     _, eager = _models()
     eager.save_pretrained(tmp_path)
     # In this process the Auto classes would pick the registered sovit_hf class: load the folder's own code.
