@@ -88,30 +88,29 @@ def _check_chunks(head_dim: int, chunks: tuple[int, int, int]) -> tuple[int, int
 
 
 # ----------------------------------------------------------------------------------------------------- autotuning
-# Spill-free in bf16 at head dims 55 and 72 on sm_90 (offline ptxas check). fp32 uses IEEE dots on FMA units, where
-# only small tiles fit in registers; 16-bit dtypes skip 32 x 32 (tiles of 32 rows cannot use wgmma's 64-row MMAs).
+# Six configs per kernel, so that tuning a new shape costs six compiles and timings, not twenty (issue #17). All are
+# spill-free in bf16 at head dims 55 and 72 on sm_90 (offline ptxas check). 16-bit dtypes use the tiles of at least
+# 64 x 32 (32-row tiles cannot use wgmma's 64-row MMAs; Hopper's FlashAttention-2/3 tiles are 64-128 x 64-128); fp32
+# uses IEEE dots on FMA units, where only small tiles fit in registers, and keeps the two small ones.
 _FP32_MAX_TILE = 64 * 32
 
 
-def _configs(shapes, stages) -> list[triton.Config]:
-    return [
-        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s) for bm, bn, w in shapes for s in stages
-    ]
+def _configs(shapes) -> list[triton.Config]:
+    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s) for bm, bn, w, s in shapes]
 
 
-def _fwd_configs() -> list[triton.Config]:
-    shapes = ((64, 32, 4), (64, 64, 4), (64, 128, 8), (128, 32, 8), (128, 64, 8), (128, 128, 8))
-    return _configs(shapes, (2, 3, 4)) + _configs(((32, 32, 4),), (2,))
+def _fwd_configs() -> list[triton.Config]:  # (BLOCK_M, BLOCK_N, warps, stages)
+    return _configs(
+        ((128, 64, 8, 3), (128, 128, 8, 2), (64, 64, 4, 3), (128, 32, 8, 3), (64, 32, 4, 2), (32, 32, 4, 2))
+    )
 
 
 def _dkdv_configs() -> list[triton.Config]:  # BLOCK_N keys stay resident, BLOCK_M queries stream
-    shapes = ((64, 64, 4), (64, 64, 8), (32, 64, 4), (32, 64, 8), (64, 128, 8), (32, 128, 8))
-    return _configs(shapes, (2, 3)) + _configs(((32, 32, 4),), (2,))
+    return _configs(((64, 64, 8, 2), (64, 128, 8, 2), (32, 128, 8, 2), (64, 64, 4, 3), (32, 64, 4, 2), (32, 32, 4, 2)))
 
 
 def _dq_configs() -> list[triton.Config]:  # BLOCK_M queries stay resident, BLOCK_N keys stream
-    shapes = ((64, 64, 4), (64, 64, 8), (64, 128, 8), (128, 32, 8), (128, 64, 8))
-    return _configs(shapes, (2, 3)) + _configs(((32, 32, 4),), (2,))
+    return _configs(((64, 64, 8, 2), (128, 64, 8, 2), (64, 128, 8, 2), (128, 32, 8, 2), (64, 64, 4, 2), (32, 32, 4, 2)))
 
 
 def _prune(configs, named_args, **kwargs):
@@ -127,7 +126,9 @@ def _prune(configs, named_args, **kwargs):
     return kept or configs
 
 
-_KEY = ["seq_q", "seq_k", "HEAD_DIM", "D0", "D1", "D2"]
+# batch and heads are in the key: the grid is (tiles, batch * heads), and the best tile at batch 8 (few programs per SM)
+# is not the best at batch 256.
+_KEY = ["batch", "num_heads", "seq_q", "seq_k", "HEAD_DIM", "D0", "D1", "D2"]
 
 
 def _interpret_meta() -> dict[str, int]:
@@ -253,7 +254,7 @@ def _attn_fwd_kernel(
     stride_kb, stride_kh, stride_kn,
     stride_vb, stride_vh, stride_vn,
     stride_ob, stride_oh, stride_om,
-    num_heads, seq_q, seq_k, qk_scale,
+    batch, num_heads, seq_q, seq_k, qk_scale,  # batch: only in the autotune key
     HEAD_DIM: tl.constexpr, D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr,
     STORE_LSE: tl.constexpr, DOT_PRECISION: tl.constexpr, STRIDE_ALIGN: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -412,7 +413,7 @@ def _attn_bwd_dkdv_kernel(
     stride_dob, stride_doh, stride_dom,
     stride_dkb, stride_dkh, stride_dkn,
     stride_dvb, stride_dvh, stride_dvn,
-    num_heads, seq_q, seq_k, qk_scale, sm_scale,
+    batch, num_heads, seq_q, seq_k, qk_scale, sm_scale,  # batch: only in the autotune key
     HEAD_DIM: tl.constexpr, D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr, DOT_PRECISION: tl.constexpr,
     STRIDE_ALIGN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
@@ -531,7 +532,7 @@ def _attn_bwd_dq_kernel(
     stride_vb, stride_vh, stride_vn,
     stride_dob, stride_doh, stride_dom,
     stride_dqb, stride_dqh, stride_dqm,
-    num_heads, seq_q, seq_k, qk_scale, sm_scale,
+    batch, num_heads, seq_q, seq_k, qk_scale, sm_scale,  # batch: only in the autotune key
     HEAD_DIM: tl.constexpr, D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr, DOT_PRECISION: tl.constexpr,
     STRIDE_ALIGN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
@@ -697,7 +698,7 @@ def attention_forward(
     ]  # fmt: skip
     align = _stride_align(strides, query.element_size())
     lse_arg = lse if need_lse else out  # an unused pointer gets any tensor
-    args = (query, key, value, out, lse_arg, *_aligned(strides, align), heads, seq_q, seq_k, scale * LOG2E)
+    args = (query, key, value, out, lse_arg, *_aligned(strides, align), batch, heads, seq_q, seq_k, scale * LOG2E)
     kwargs = dict(
         HEAD_DIM=head_dim, D0=chunks[0], D1=chunks[1], D2=chunks[2],
         STORE_LSE=need_lse, DOT_PRECISION=dot_precision(query.dtype), STRIDE_ALIGN=align,
@@ -745,7 +746,7 @@ def attention_backward(
     dkdv_strides = [*strides, *dk.stride()[:3], *dv.stride()[:3]]
     align = _stride_align(dkdv_strides, query.element_size())
     dkdv_args = (
-        query, key, value, do, lse, delta, dk, dv, *_aligned(dkdv_strides, align), heads, seq_q, seq_k,
+        query, key, value, do, lse, delta, dk, dv, *_aligned(dkdv_strides, align), batch, heads, seq_q, seq_k,
         scale * LOG2E, scale,
     )  # fmt: skip
     dkdv_grid = lambda meta: (cdiv(seq_k, meta["BLOCK_N"]), batch * heads)
@@ -754,7 +755,8 @@ def attention_backward(
     dq_strides = [*strides, *dq.stride()[:3]]
     align = _stride_align(dq_strides, query.element_size())
     dq_args = (
-        query, key, value, do, lse, delta, dq, *_aligned(dq_strides, align), heads, seq_q, seq_k, scale * LOG2E, scale,
+        query, key, value, do, lse, delta, dq, *_aligned(dq_strides, align), batch, heads, seq_q, seq_k, scale * LOG2E,
+        scale,
     )  # fmt: skip
     dq_grid = lambda meta: (cdiv(seq_q, meta["BLOCK_M"]), batch * heads)
     launch(_attn_bwd_dq_kernel, dq_grid, dq_args, {**common, "STRIDE_ALIGN": align}, _interpret_meta(), default)
