@@ -29,7 +29,12 @@ def interpret_tile() -> int:
 _AUTOTUNED: dict[str, object] = {}  # kernel name -> its triton Autotuner (GPU only), for ``autotune_winners``
 
 
-def autotune(configs: Callable[[], list[triton.Config]], key: list[str], prune: Callable | None = None):
+def autotune(
+    configs: Callable[[], list[triton.Config]],
+    key: list[str],
+    prune: Callable | None = None,
+    reset_to_zero: list[str] | None = None,
+):
     """``triton.autotune`` on a GPU; the bare kernel under the interpreter, whose launcher then passes the tile sizes
     itself (see ``interpret_tile``), since the interpreter would time every config by running it."""
 
@@ -37,7 +42,7 @@ def autotune(configs: Callable[[], list[triton.Config]], key: list[str], prune: 
         if interpreting():
             return fn
         prune_by = {"early_config_prune": prune} if prune is not None else None
-        tuned = triton.autotune(configs=configs(), key=key, prune_configs_by=prune_by)(fn)
+        tuned = triton.autotune(configs=configs(), key=key, prune_configs_by=prune_by, reset_to_zero=reset_to_zero)(fn)
         inner = fn
         while not hasattr(inner, "__name__"):  # e.g. triton.heuristics around the jit function
             inner = inner.fn

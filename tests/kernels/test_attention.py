@@ -127,11 +127,13 @@ def assert_single_key_gradients(dq, dk, q, k, v, dout, scale):
         assert torch.isfinite(got).all() and excess <= 0, f"{name}: |{name}| exceeds the rounding bound by {excess:.3e}"
 
 
-def check_attention(batch, heads, seq_q, seq_k, head_dim, dtype=torch.float32, layout="model", chunks=None, scale=None):
+def check_attention(
+    batch, heads, seq_q, seq_k, head_dim, dtype=torch.float32, layout="model", chunks=None, scale=None, **variant
+):
     """Kernel vs float64 reference, within 2x PyTorch's same-precision error, for O, dQ, dK and dV (float32: the worst
-    error of ``fp32_envelope``)."""
+    error of ``fp32_envelope``). ``variant``: ``backward=`` / ``prescale=`` of ``flash_attention``."""
     q, k, v = _qkv(batch, heads, seq_q, seq_k, head_dim, dtype, layout)
-    out = flash_attention(q, k, v, scale=scale, head_chunks=chunks)  # (B, Lq, H, D)
+    out = flash_attention(q, k, v, scale=scale, head_chunks=chunks, **variant)  # (B, Lq, H, D)
     dout = torch.randn_like(out)
     dq, dk, dv = grads(out, (q, k, v), dout)
     assert out.shape == (batch, seq_q, heads, head_dim) and out.dtype == dtype
@@ -176,6 +178,42 @@ def assert_matches_reference(qkv, dout, out, kernel_grads, scale=None):
 )
 def test_attention_matches_reference(batch, heads, seq_q, seq_k, head_dim):
     check_attention(batch, heads, seq_q, seq_k, head_dim)
+
+
+VARIANTS = {  # the switchable backward and scaling (attention_options); the default is tested above
+    "atomic_dq": dict(backward="atomic", prescale=False),
+    "prescaled_k": dict(backward="deterministic", prescale=True),
+    "atomic_dq+prescaled_k": dict(backward="atomic", prescale=True),
+}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize(
+    "batch, heads, seq_q, seq_k, head_dim, scale",
+    [
+        (1, 2, 50, 50, 72, None),  # several query tiles adding into each dQ row (atomics), 64 + 16 chunks
+        (1, 2, 50, 50, 55, 0.3),  # one chunk, a custom scale (dQ's factor and the pre-scaled K both carry it)
+        (2, 2, 1, 50, 72, None),  # MAP probe
+        (1, 3, 50, 7, 104, None),  # more queries than keys, three chunks
+    ],
+)
+def test_attention_variants_match_reference(variant, batch, heads, seq_q, seq_k, head_dim, scale):
+    """dQ accumulated with atomics in the dK/dV kernel, and K pre-scaled by scale * log2(e), against the same
+    reference and float32 envelope as the default path."""
+    check_attention(batch, heads, seq_q, seq_k, head_dim, scale=scale, **VARIANTS[variant])
+
+
+def test_attention_variant_switches(monkeypatch):
+    from sovit_hf.kernels.attention import attention_options
+
+    assert attention_options() == ("deterministic", False)  # the defaults until a GPU measurement decides
+    monkeypatch.setenv("SOVIT_HF_ATTN_BWD", "atomic")
+    monkeypatch.setenv("SOVIT_HF_ATTN_PRESCALE", "1")
+    assert attention_options() == ("atomic", True)
+    assert attention_options("deterministic", False) == ("deterministic", False)  # arguments win
+    monkeypatch.setenv("SOVIT_HF_ATTN_BWD", "fast")
+    with pytest.raises(ValueError, match="SOVIT_HF_ATTN_BWD"):
+        attention_options()
 
 
 @pytest.mark.parametrize("head_dim", [64, 88, 104, 128])  # one chunk, 64 + 32, 64 + 32 + 16, one 128 chunk
@@ -328,6 +366,15 @@ def test_attention_gpu_real_shapes(dtype, head_dim, seq, no_autotune):
 @pytest.mark.parametrize("head_dim, seq", [(72, 729), (55, 1024), (72, 256)])
 def test_attention_gpu_map_probe(dtype, head_dim, seq, no_autotune):
     check_attention(4, 16, 1, seq, head_dim, dtype=dtype)
+
+
+@pytest.mark.gpu
+@requires_gpu
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("head_dim, seq", [(72, 256), (55, 1024)])
+def test_attention_gpu_variants(variant, head_dim, seq, no_autotune):
+    """The switchable variants in bf16 at real shapes (FlashAttention's rule against bf16 PyTorch)."""
+    check_attention(2, 4, seq, seq, head_dim, dtype=torch.bfloat16, **VARIANTS[variant])
 
 
 @pytest.mark.gpu
