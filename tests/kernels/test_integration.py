@@ -254,3 +254,38 @@ def test_model_bf16_gpu(variant, image_size):
         got = fast(pixels.to(torch.bfloat16))
     for name in ("last_hidden_state", "pooler_output"):
         assert_fa_close(name, getattr(got, name), getattr(want, name), getattr(base, name))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run with `make test-gpu`)")
+def test_model_bf16_gpu_backward():
+    """A training step's gradients: two So400m/14 blocks at 224 px (256 tokens, head dim 72, the MAP head) in bf16
+    with every kernel, against eager in fp32, within 2x eager bf16's own distance from fp32 (FlashAttention's rule),
+    for the loss and the gradients of the stem, the first block's attention and MLP, and the MAP probe."""
+    from sovit_hf import SoViTConfig
+
+    fields = dict(image_size=224, num_hidden_layers=2, attn_implementation="eager")
+    reference = SoViTModel(SoViTConfig.from_variant("So400m/14", **fields)).cuda()
+    perturb_(reference, scale=0.02)
+    eager_bf16 = copy.deepcopy(reference).to(torch.bfloat16)
+    fast = SoViTModel(SoViTConfig.from_variant("So400m/14", **{**fields, **KERNELS_ON})).cuda()
+    fast.load_state_dict(reference.state_dict())
+    fast = fast.to(torch.bfloat16)
+    pixels = torch.randn(4, 3, 224, 224, device="cuda")
+    names = (
+        "embeddings.patch_embedding.weight",
+        "encoder.layers.0.self_attn.q_proj.weight",
+        "encoder.layers.0.mlp.fc1.weight",
+        "encoder.layers.1.layer_norm2.weight",
+        "head.probe",
+    )
+    results = []
+    for model, inputs in ((reference, pixels), (eager_bf16, pixels.bfloat16()), (fast, pixels.bfloat16())):
+        loss = model(inputs).pooler_output.float().pow(2).mean()
+        loss.backward()
+        params = dict(model.named_parameters())
+        results.append((loss.detach(), [params[n].grad for n in names]))
+    (want, want_grads), (base, base_grads), (got, got_grads) = results
+    assert_fa_close("loss", got, want, base)
+    for name, g, w, b in zip(names, got_grads, want_grads, base_grads, strict=True):
+        assert_fa_close(f"grad {name}", g, w, b)
