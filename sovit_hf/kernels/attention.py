@@ -20,7 +20,10 @@ and why:
 * fp32/fp16/bf16 inputs, fp32 accumulation, softmax in base 2 with the log-sum-exp kept for the backward pass.
 
 Backward: ``_attn_bwd_preprocess`` computes Delta = rowsum(dO * O); one kernel per key tile accumulates dK and dV over
-all query tiles, one kernel per query tile accumulates dQ over all key tiles (no atomics, deterministic).
+all query tiles, one kernel per query tile accumulates dQ over all key tiles (no atomics, deterministic; 7
+matmul-equivalents, since the dQ kernel recomputes S and dP). Switchable, off by default until a GPU measures them
+(``attention_options``): dQ accumulated in the dK/dV kernel with fp32 atomics (5, FlashAttention-2/3's backward), and
+K pre-scaled by scale * log2(e) once instead of scaling every scores tile (the Triton tutorial's backward).
 """
 
 from __future__ import annotations
