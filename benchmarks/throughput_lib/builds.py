@@ -14,7 +14,7 @@ from transformers import SiglipVisionConfig, SiglipVisionModel
 from conversion.hf_siglip import siglip_to_sovit_state_dict, sovit_config_from_siglip
 from sovit_hf import SoViTConfig, SoViTModel
 
-from .implementations import QKV_FUSED, Impl, qkv_available
+from .implementations import QKV_FUSED, Impl
 from .models import ModelSpec
 from .settings import Settings
 
@@ -92,8 +92,6 @@ def build_sovit(config: SoViTConfig, state: dict[str, torch.Tensor], impl: Impl,
     config.mlp_implementation = "triton" if impl.mlp else "eager"
     config.layer_norm_implementation = "triton" if impl.ln else "eager"
     if impl.qkv:
-        if not qkv_available():
-            raise ValueError("SoViTConfig has no qkv_implementation field.")
         config.qkv_implementation = QKV_FUSED
     model = _load_shared(lambda: SoViTModel(config), state, device)
     model.set_attn_implementation(impl.attn)
