@@ -404,46 +404,14 @@ def bench_over_budget() -> bool:
     return False
 
 
-def _target_summary(records: list[dict], dry: bool) -> None:
-    """Print the issue's targets as measured ratios (never a number that was not measured)."""
+def _print_ratios(bench: Bench) -> None:
+    """The measured ratios (``gpu_summary.kernel_lines``; never a number that was not measured)."""
+    from benchmarks.gpu_summary import kernel_lines
 
-    def ms(op, impl, **shape):
-        for r in records:
-            if r["op"] == op and r["implementation"] == impl and all(r["shape"].get(k) == v for k, v in shape.items()):
-                return r["ms"]
-        return None
-
-    print("\nRatios (DRY RUN on the CPU: not measurements)" if dry else "\nRatios (from this run's records):")
-    for r in records:
-        if r["op"] != "attn_fwd_bwd" or r["implementation"] != "sovit_triton" or r["ms"] is None:
-            continue
-        d, seq = r["shape"]["head_dim"], r["shape"]["seq_q"]
-        sdpa = {
-            i: m
-            for i in ("sdpa[cudnn]", "sdpa[flash]", "sdpa[efficient]")
-            if (m := ms(r["op"], i, head_dim=d, seq_q=seq))
-        }
-        if sdpa:
-            best = min(sdpa, key=sdpa.get)
-            print(f"  attention fwd+bwd d={d} L={seq}: fastest SDPA ({best}) / ours = {sdpa[best] / r['ms']:.2f}")
-        for variant in ("[atomic_dq]", "[prescaled_k]", "[atomic_dq+prescaled_k]"):
-            if m := ms(r["op"], f"sovit_triton{variant}", head_dim=d, seq_q=seq):
-                print(f"    {variant}: default / variant = {r['ms'] / m:.2f}")
-    for variant in {r["shape"]["variant"] for r in records if r["op"] == "fc1_gelu"}:
-        ours, gemm_gelu, gemm, lt = (
-            ms("fc1_gelu", i, variant=variant)
-            for i in ("sovit_triton", "cublas_gemm+gelu", "cublas_gemm_only", "cublaslt_gelu_epilogue")
-        )
-        if ours and gemm_gelu and gemm and lt:
-            print(
-                f"  fc1+GELU {variant}: GEMM+GELU / ours = {gemm_gelu / ours:.2f}, cuBLASLt epilogue / ours = "
-                f"{lt / ours:.2f}, ours / GEMM alone = {ours / gemm:.2f}"
-            )
-    copy = {r["shape"]["variant"]: r["gbps"] for r in records if r["op"] == "copy" and r.get("gbps")}
-    for r in records:
-        if r["op"] in ("layer_norm", "add_layer_norm") and r["implementation"] == "sovit_triton" and r.get("gbps"):
-            if limit := copy.get(r["shape"]["variant"]):
-                print(f"  {r['op']} {r['shape']['variant']}: {r['gbps'] / limit:.2f} of copy bandwidth")
+    payload = {"records": bench.records, "autotune": json.loads(bench.out.read_text())["autotune"]}
+    print("\nRatios (DRY RUN on the CPU: not measurements)" if bench.shapes.dry else "\nRatios (this run's records):")
+    for line in kernel_lines(payload):
+        print(f"  {line}")
 
 
 def default_output(dry: bool) -> Path:
@@ -492,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
                 passes[name][1]()
     bench.write()
     print(f"\nwrote {len(bench.records)} records to {bench.out}")
-    _target_summary(bench.records, args.dry)
+    _print_ratios(bench)
     return 0
 
 

@@ -26,7 +26,8 @@ def _first(folder: Path, pattern: str) -> Path | None:
     return found[0] if found else None
 
 
-def _kernel_lines(payload: dict) -> list[str]:
+def kernel_lines(payload: dict) -> list[str]:
+    """Ratios of the kernel benchmark's records (``benchmarks/bench_kernels.py``; it prints them too)."""
     records = [r for r in payload.get("records", []) if r.get("ms")]
 
     def ms(op, impl, **shape):
@@ -47,24 +48,30 @@ def _kernel_lines(payload: dict) -> list[str]:
         }
         best = min(others, key=others.get) if others else None
         versus = f"{others[best] / r['ms']:.2f}x vs {best}" if best else "no SDPA result"
-        atomic = ms(r["op"], "sovit_triton[atomic_dq]", head_dim=d, seq_q=seq)
-        atomic_text = f", atomic dQ {r['ms'] / atomic:.2f}x" if atomic else ""
-        lines.append(f"{r['op']:13s} d={d:<3} L={seq:<5} {r['ms']:9.4f} ms  {versus}{atomic_text}")
+        for variant in ("[atomic_dq]", "[prescaled_k]", "[atomic_dq+prescaled_k]"):
+            if m := ms(r["op"], f"sovit_triton{variant}", head_dim=d, seq_q=seq):
+                versus += f", {variant} {r['ms'] / m:.2f}x"
+        lines.append(f"{r['op']:13s} d={d:<3} L={seq:<5} {r['ms']:9.4f} ms  {versus}")
     for variant in sorted({r["shape"]["variant"] for r in records if r["op"] == "fc1_gelu"}):
         ours = ms("fc1_gelu", "sovit_triton", variant=variant)
         if ours:
             parts = [
                 f"{m / ours:.2f}x vs {impl}"
-                for impl in ("cublas_gemm+gelu", "cublaslt_gelu_epilogue", "torch.compile")
+                for impl in ("cublas_gemm+gelu", "cublaslt_gelu_epilogue", "torch.compile", "cublas_gemm_only")
                 if (m := ms("fc1_gelu", impl, variant=variant))
             ]
             lines.append(f"fc1_gelu      {variant:18s} {ours:9.4f} ms  {', '.join(parts)}")
+    copy = {r["shape"]["variant"]: r["gbps"] for r in records if r["op"] == "copy" and r.get("gbps")}
     for variant in sorted({r["shape"]["variant"] for r in records if r["op"] == "add_layer_norm"}):
         ours, theirs = (ms("add_layer_norm", i, variant=variant) for i in ("sovit_triton", "add+F.layer_norm"))
+        gbps = [r["gbps"] for r in records if r["op"] == "add_layer_norm" and r["implementation"] == "sovit_triton"
+                and r["shape"]["variant"] == variant and r.get("gbps")]  # fmt: skip
         if ours and theirs:
-            lines.append(f"add_layer_norm {variant:17s} {ours:9.4f} ms  {theirs / ours:.2f}x vs add+F.layer_norm")
-    winners = payload.get("autotune", [])
-    lines.append(f"autotune picks recorded: {len(winners)}")
+            of_copy = f", {gbps[0] / copy[variant]:.2f} of copy bandwidth" if gbps and copy.get(variant) else ""
+            lines.append(
+                f"add_layer_norm {variant:17s} {ours:9.4f} ms  {theirs / ours:.2f}x vs add+F.layer_norm{of_copy}"
+            )
+    lines.append(f"autotune picks recorded: {len(payload.get('autotune', []))}")
     return lines
 
 
@@ -99,7 +106,7 @@ def summary(folder: Path) -> str:
     kernels = _first(folder, "kernels_*.json")
     payload = _load(kernels) if kernels else None
     out.append(f"c kernels ({kernels.name if kernels else 'no result'}):")
-    out += [f"  {line}" for line in (_kernel_lines(payload) if payload else [])]
+    out += [f"  {line}" for line in (kernel_lines(payload) if payload else [])]
     throughput = _first(folder, "throughput_*.json")
     payload = _load(throughput) if throughput else None
     out.append(f"d end to end ({throughput.name if throughput else 'no result'}):")
