@@ -29,6 +29,7 @@ import importlib
 import os
 import weakref
 from collections.abc import Callable, Iterator
+from types import ModuleType
 
 import torch
 import torch.nn.functional as F
@@ -129,15 +130,25 @@ def kernels_unavailable_reason() -> str | None:
     return kernels.unavailable_reason()
 
 
+_KERNEL_MODULES: dict[str, ModuleType] = {}  # kernel modules imported so far (availability is checked once)
+
+
 def _triton_function(op: str, what: str) -> Callable:
-    reason = kernels_unavailable_reason()
-    if reason is None:
-        module_name, function = TRITON_ENTRY_POINTS[op]
-        try:
-            return getattr(importlib.import_module(module_name), function)
-        except ImportError as err:  # e.g. a Triton too old for the kernels' API
-            reason = f"the Triton kernels failed to import ({err}); sovit_hf needs triton>=3.6"
-    raise RuntimeError(f"{what} cannot run: {reason}.")
+    """The kernel entry point for ``op``. Its module is imported and checked once; afterwards this is a dict lookup
+    and an attribute read, which ``torch.compile`` traces without a graph break."""
+    module_name, function = TRITON_ENTRY_POINTS[op]
+    module = _KERNEL_MODULES.get(module_name)
+    if module is None:
+        reason = kernels_unavailable_reason()
+        if reason is None:
+            try:
+                module = importlib.import_module(module_name)
+            except ImportError as err:  # e.g. a Triton too old for the kernels' API
+                reason = f"the Triton kernels failed to import ({err}); sovit_hf needs triton>=3.6"
+        if module is None:
+            raise RuntimeError(f"{what} cannot run: {reason}.")
+        _KERNEL_MODULES[module_name] = module
+    return getattr(module, function)
 
 
 def resolve(op: str, requested: str, what: str | None = None) -> Callable:
