@@ -134,8 +134,8 @@ _KERNEL_MODULES: dict[str, ModuleType] = {}  # kernel modules imported so far (a
 
 
 def _triton_function(op: str, what: str) -> Callable:
-    """The kernel entry point for ``op``. Its module is imported and checked once; afterwards this is a dict lookup
-    and an attribute read, which ``torch.compile`` traces without a graph break."""
+    """The kernel entry point for ``op``. Its module is imported and its availability checked once; afterwards this
+    is a dict lookup and an attribute read (the attribute is read on every call, so a patched entry point is seen)."""
     module_name, function = TRITON_ENTRY_POINTS[op]
     module = _KERNEL_MODULES.get(module_name)
     if module is None:
