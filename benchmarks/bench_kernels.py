@@ -45,6 +45,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -415,8 +416,8 @@ def _print_ratios(bench: Bench) -> None:
 
 
 def default_output(dry: bool) -> Path:
-    if dry:
-        return RESULTS / "kernels_dry_cpu.json"
+    if dry:  # never next to the measured results
+        return Path(tempfile.gettempdir()) / "kernels_dry_cpu.json"
     gpu = re.sub(r"[^a-z0-9]+", "_", torch.cuda.get_device_name().lower()).strip("_")
     return RESULTS / f"kernels_{gpu}.json"
 

@@ -241,8 +241,7 @@ def test_model_bf16_gpu(variant, image_size):
     from sovit_hf import SoViTConfig
 
     fields = dict(image_size=image_size, num_hidden_layers=2, attn_implementation="eager")
-    reference = SoViTModel(SoViTConfig.from_variant(variant, **fields)).cuda().eval()
-    perturb_(reference, scale=0.02)
+    reference = perturb_(SoViTModel(SoViTConfig.from_variant(variant, **fields)), scale=0.02).cuda().eval()  # CPU noise
     eager_bf16 = copy.deepcopy(reference).to(torch.bfloat16)
     fast = SoViTModel(SoViTConfig.from_variant(variant, **{**fields, **KERNELS_ON})).cuda().eval()
     fast.load_state_dict(reference.state_dict())
@@ -265,8 +264,7 @@ def test_model_bf16_gpu_backward():
     from sovit_hf import SoViTConfig
 
     fields = dict(image_size=224, num_hidden_layers=2, attn_implementation="eager")
-    reference = SoViTModel(SoViTConfig.from_variant("So400m/14", **fields)).cuda()
-    perturb_(reference, scale=0.02)
+    reference = perturb_(SoViTModel(SoViTConfig.from_variant("So400m/14", **fields)), scale=0.02).cuda()  # CPU noise
     eager_bf16 = copy.deepcopy(reference).to(torch.bfloat16)
     fast = SoViTModel(SoViTConfig.from_variant("So400m/14", **{**fields, **KERNELS_ON})).cuda()
     fast.load_state_dict(reference.state_dict())
