@@ -21,8 +21,9 @@
 
 Two passes. First every shape with each kernel's default config (``SOVIT_HF_AUTOTUNE=0``: one compile per kernel
 variant, so the comparison fits the GPU check's minutes); then, unless ``--no-autotuned``, the 256-token attention
-shapes and the MLP/LayerNorm shapes again with the autotuner on (``sovit_triton[autotuned]``; six configs per kernel),
-whose picks are written with the results (``autotune``). ``--budget-s``: no new shape starts after that many seconds.
+shapes (the default backward and ``[atomic_dq]``) and the MLP/LayerNorm shapes again with the autotuner on
+(``sovit_triton[autotuned]``; six configs per kernel), whose picks are written with the results (``autotune``).
+``--budget-s``: no new shape starts after that many seconds.
 
 Medians of ``triton.testing.do_bench`` (L2 flushed before every call), the inputs rotated over three random sets so
 that no call finds its operands in cache. Every Triton result is first checked against the reference at the
@@ -240,6 +241,8 @@ def _bench_attention_shape(bench: Bench, batch: int, seq: int, head_dim: int) ->
             for suffix, (kwargs, _) in ATTENTION_VARIANTS.items():
                 _check(f"attention{suffix} d={head_dim} L={seq}", flash_attention(*sample, **kwargs), want)
         for suffix, (kwargs, forward) in ATTENTION_VARIANTS.items():
+            if bench.autotuned and "prescaled" in suffix:  # autotuned pass: default and atomic dQ (fewer compiles)
+                continue
             impls[f"sovit_triton{suffix}"] = (lambda q, k, v, kw=kwargs: flash_attention(q, k, v, **kw), forward)
         pow2 = head_dim_chunks(head_dim, 1)
         if pow2 != head_dim_chunks(head_dim) and not bench.autotuned:
