@@ -18,11 +18,11 @@
 # The durations are the time limits below (estimates: no GPU has run this yet). The machine has torch, triton,
 # transformers, huggingface_hub, accelerate and timm but no registry: nothing is installed, PYTHONPATH does it.
 # Afterwards: copy OUT's kernels_*.json and throughput_*.json into benchmarks/results/ and commit them.
-cd "$(dirname "$0")/.." || exit 1
 dry=0
 if [[ "${1:-}" == "--dry" ]]; then dry=1; shift; fi
 out="${1:?usage: bash benchmarks/gpu_check.sh [--dry] OUT_FOLDER}"
-mkdir -p "$out" || exit 1
+mkdir -p "$out" && out="$(cd "$out" && pwd)" || exit 1  # absolute: the stages run from the repository root
+cd "$(dirname "$0")/.." || exit 1
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY="${PYTHON:-python}"
 log="$out/gpu_check.log"
