@@ -14,8 +14,8 @@ instead of through a folder) into SoViT. Implementations:
 
 * SoViT: ``sdpa``; ``sovit_triton`` (Triton attention); ``sovit_triton+mlp`` (+ fused fc1/bias/GELU);
   ``sovit_triton+mlp+ln`` (+ fused residual-add/LayerNorm); each also ``+compile`` (``torch.compile(model)``, default
-  mode). ``+qkv`` combinations (``sdpa+qkv``, ``sovit_triton+mlp+ln+qkv``) are added when ``SoViTConfig`` has the
-  runtime field ``qkv_implementation`` (set to ``"fused"``), and skipped silently otherwise.
+  mode). ``+qkv`` combinations (``sdpa+qkv``, ``sovit_triton+mlp+ln+qkv``) set the runtime field
+  ``qkv_implementation="fused"`` (one GEMM for q, k and v).
   ``sovit_triton+mlp+ln+graphs``: ``torch.compile(model, mode="reduce-overhead")`` (CUDA graphs: what small batches
   lose to kernel-launch overhead); ``+graphs`` is accepted wherever ``+compile`` is.
 * ``siglip-sdpa``, ``siglip-eager``, ``siglip-sdpa+compile``, ``siglip-sdpa+graphs``: transformers'
@@ -107,7 +107,6 @@ from benchmarks.throughput_lib.matrix import (
     default_implementations,
     default_settings,
     parse_implementation,
-    qkv_available,
     timm_version,
 )
 from benchmarks.throughput_lib.results import (
@@ -166,13 +165,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def selected_implementations(args: argparse.Namespace, device_type: str) -> list[str]:
-    with_qkv = qkv_available()
-    names = args.implementations or default_implementations(device_type, with_qkv)
+    names = args.implementations or default_implementations(device_type, with_qkv=True)
     keep = []
     for name in names:
         impl = parse_implementation(name)  # ValueError on a typo, before any work
-        if impl.qkv and not with_qkv:
-            continue
         if impl.family == "timm" and timm_version() is None:
             continue
         keep.append(name)

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
@@ -23,9 +22,8 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .configuration_sovit import SoViTConfig, pool_type_spec
 from .losses import image_classification_loss
-from .ops_registry import get_layer_norm, get_mlp
+from .ops_registry import eager_attention_forward, fused_qkv, get_layer_norm, get_mlp
 from .position_embeddings import posemb_sincos_2d, resample_pos_embedding
-from .reference import attention_ref
 
 _GELU_APPROXIMATION = {"gelu_pytorch_tanh": "tanh", "gelu": "none"}  # config.hidden_act -> F.gelu(approximate=)
 
@@ -119,23 +117,6 @@ class SoViTEmbeddings(nn.Module):
         return self.dropout(x)
 
 
-def eager_attention_forward(
-    module: nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    scaling: float,
-    dropout: float = 0.0,
-    **kwargs,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``eager`` attention implementation: the reference math. Returns `(B, Lq, H, D)` and the probabilities."""
-    out, probs = attention_ref(
-        query, key, value, attention_mask, scale=scaling, dropout=dropout, training=module.training
-    )
-    return out.transpose(1, 2).contiguous(), probs  # (B, Lq, H, D)
-
-
 class SoViTAttention(nn.Module):
     """Multi-head dot-product attention (Flax `MultiHeadDotProductAttention`), dispatched by `attn_implementation`.
 
@@ -168,7 +149,7 @@ class SoViTAttention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch, q_len = hidden_states.shape[:2]
         if key_value_states is None and getattr(self.config, "qkv_implementation", "separate") == "fused":
-            q, k, v = self._fused_qkv(hidden_states)
+            q, k, v = fused_qkv(self, hidden_states)  # one (3W x W) GEMM, same values (ops_registry)
         else:
             kv = hidden_states if key_value_states is None else key_value_states
             q = self.q_proj(hidden_states).view(batch, q_len, self.num_heads, self.head_dim).transpose(1, 2)
@@ -191,35 +172,6 @@ class SoViTAttention(nn.Module):
         )
         out = out.reshape(batch, q_len, -1).contiguous()  # (B, Lq, H*D)
         return self.out_proj(out), (weights if output_attentions else None)
-
-    def _fused_qkv_weights(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``[Wq; Wk; Wv]`` `(3W, W)` and its bias, concatenated at call time (the checkpoint keeps the three).
-        While gradients are off the concatenation is cached, keyed on the parameters' identity and version counters
-        (an optimizer step or ``load_state_dict`` invalidates it), so inference pays for it once, at the price of a
-        second copy of the q/k/v weights; with gradients on, or under ``torch.compile``, it is rebuilt every call."""
-        projections = (self.q_proj, self.k_proj, self.v_proj)
-        params = [p for proj in projections for p in (proj.weight, proj.bias) if p is not None]
-        cacheable = not torch.is_grad_enabled() and not torch.compiler.is_compiling()
-        if not cacheable:
-            self._fused_qkv_cache = None
-        else:
-            key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
-            cache = getattr(self, "_fused_qkv_cache", None)
-            if cache is not None and cache[0] == key:
-                return cache[1]
-        weight = torch.cat([proj.weight for proj in projections], dim=0)  # (3W, W)
-        bias = torch.cat([proj.bias for proj in projections]) if self.q_proj.bias is not None else None  # (3W,)
-        if cacheable:
-            self._fused_qkv_cache = (key, (weight, bias))
-        return weight, bias
-
-    def _fused_qkv(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """q, k, v `(B, H, L, D)` each, from one GEMM; strided views of one `(B, L, 3W)` tensor (last dim dense)."""
-        batch, length = hidden_states.shape[:2]
-        weight, bias = self._fused_qkv_weights()
-        qkv = F.linear(hidden_states, weight, bias)  # (B, L, 3W)
-        qkv = qkv.view(batch, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, H, L, D)
-        return qkv.unbind(0)
 
 
 class SoViTMLP(nn.Module):

@@ -435,23 +435,6 @@ def test_the_script_itself_runs_from_another_folder(tmp_path):
     assert (ROOT / "README.md").read_text() == readme
 
 
-def test_gpu_session_stages_are_valid_commands():
-    """benchmarks/gpu_session.sh (the GPU runbook) only names models, modes and implementations this script knows."""
-    import importlib.util
-    import re
-    import shlex
-
-    spec = importlib.util.spec_from_file_location("throughput_script", ROOT / "benchmarks" / "throughput.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    text = (ROOT / "benchmarks" / "gpu_session.sh").read_text().replace("\\\n", " ")
-    stages = re.findall(r"^\s*\d\) throughput (.*?) ;;$", text, flags=re.M)
-    assert len(stages) == 3
-    for stage in stages:
-        args = script.parse_args(["--device", "cuda", *shlex.split(stage)])
-        assert args.models and all(parse_implementation(i) for i in args.implementations or [])
-
-
 def test_plot_has_one_panel_per_group_with_a_siglip_reference(tmp_path):
     """Figure height is the closed form of its panels (0.8 in + 0.28 in per bar, at 110 dpi): one panel per (model,
     mode, batch) that has SigLIP sdpa, one bar per implementation; nothing without a reference."""

@@ -16,7 +16,7 @@ from transformers import SiglipVisionConfig, SiglipVisionModel
 from sovit_hf import SoViTConfig, SoViTModel
 from sovit_hf.conversion.hf_siglip import siglip_to_sovit_state_dict, sovit_config_from_siglip
 
-from .matrix import QKV_FUSED, Impl, ModelSpec, Settings, qkv_available
+from .matrix import QKV_FUSED, Impl, ModelSpec, Settings
 
 
 @dataclass
@@ -92,8 +92,6 @@ def build_sovit(config: SoViTConfig, state: dict[str, torch.Tensor], impl: Impl,
     config.mlp_implementation = "triton" if impl.mlp else "eager"
     config.layer_norm_implementation = "triton" if impl.ln else "eager"
     if impl.qkv:
-        if not qkv_available():
-            raise ValueError("SoViTConfig has no qkv_implementation field.")
         config.qkv_implementation = QKV_FUSED
     model = _load_shared(lambda: SoViTModel(config), state, device)
     model.set_attn_implementation(impl.attn)

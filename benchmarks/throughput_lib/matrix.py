@@ -67,7 +67,7 @@ CPU_MODELS: dict[str, ModelSpec] = {
 ALL_MODELS = {**GPU_MODELS, **CPU_MODELS}
 
 
-QKV_FUSED = "fused"  # value of the (optional) runtime field SoViTConfig.qkv_implementation
+QKV_FUSED = "fused"  # value of the runtime field SoViTConfig.qkv_implementation
 SOVIT_ATTN = ("eager", "sdpa", "sovit_triton")
 MODIFIERS = ("mlp", "ln", "qkv", "compile", "graphs")
 # torch.compile modes: "+compile" the default mode, "+graphs" "reduce-overhead" (inductor + CUDA graphs: the launch
@@ -130,11 +130,6 @@ def default_implementations(device_type: str, with_qkv: bool) -> list[str]:
     compiled = [f"{n}+compile" for n in sovit] + ["siglip-sdpa+compile"]
     graphs = ["sovit_triton+mlp+ln+graphs", "siglip-sdpa+graphs"]  # CUDA graphs, for the small batches
     return [*sovit, *siglip, "timm", *compiled, *graphs]
-
-
-def qkv_available() -> bool:
-    """Whether SoViTConfig has the runtime field ``qkv_implementation`` (fused QKV projection)."""
-    return hasattr(SoViTConfig(), "qkv_implementation")
 
 
 def timm_version() -> str | None:
