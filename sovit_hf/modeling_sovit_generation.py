@@ -6,8 +6,8 @@ text, cross-attention to the projected image tokens, and an MLP. Attention goes 
 encoder (``ALL_ATTENTION_FUNCTIONS`` with ``config._attn_implementation``; ``eager`` is ``reference.attention_ref``),
 the MLP through ``SoViTMLP`` (``mlp_implementation``), so the Triton kernels apply to the decoder as well.
 
-Text layout (see ``processing_sovit.SoViTProcessor``): ``[BOS] prompt [SEP] target [EOS]`` for VQA (prompt = the
-question) and ``[BOS] target [EOS]`` for captioning. Labels are the token ids with ``-100`` on the prompt and the
+Text layout (see ``processing_sovit.SoViTProcessor``): ``[BOS] prompt [SEP] target [EOS]``, prompt = the question for
+VQA, empty for captioning. Labels are the token ids with ``-100`` on the prompt and the
 padding, so the loss covers only the target tokens (and the final EOS).
 
 KV cache: a transformers ``DynamicCache`` with ``2 * num_hidden_layers`` layers. Layers ``0..L-1`` hold the
@@ -385,7 +385,7 @@ class SoViTForConditionalGeneration(PreTrainedModel, GenerationMixin):
     def answer(self, images, questions, processor=None, **generate_kwargs) -> list[str]:
         """Answers to one question per image, generated after the question prompt."""
         processor = self._processor(processor)
-        batch = processor(images=images, questions=questions, return_tensors="pt").to(self.device)
+        batch = processor(images=images, text=questions, return_tensors="pt").to(self.device)
         return self._generate_text(processor, batch, generate_kwargs)
 
     def _generate_text(self, processor, batch, generate_kwargs) -> list[str]:

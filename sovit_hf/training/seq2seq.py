@@ -190,7 +190,7 @@ def build_processor_and_model(task, model_args: ModelArguments, train) -> tuple[
     corpus = [t for refs in train[task.text_column] for t in refs]
     if task.uses_question:
         corpus += list(train["question"]) if "question" in train.column_names else []
-    tokenizer = train_tokenizer(corpus)
+    tokenizer = train_tokenizer(corpus, model_max_length=model_args.max_length)
     if model_args.vision_model_name_or_path:
         from ..configuration_sovit import SoViTConfig
 

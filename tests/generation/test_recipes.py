@@ -32,7 +32,7 @@ def test_captioning_recipe_writes_metrics_and_the_constant_baseline(tmp_path):
     refs = evaluation["captions"]
     assert results["eval_cider_baseline"] == pytest.approx(tm.cider([constant] * 4, refs), abs=1e-12)
     assert results["eval_bleu_baseline"] == pytest.approx(tm.bleu([constant] * 4, refs), abs=1e-9)
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "preprocessor_config.json", "README.md",
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "processor_config.json", "README.md",
                  "run_record.json", "modeling_sovit_generation.py"):  # fmt: skip
         assert (out / name).is_file(), name
 
