@@ -456,9 +456,8 @@ class SoViTForConditionalGeneration(SoViTImageToTextPreTrainedModel, GenerationM
         if shift_labels is None:
             if labels.shape != logits.shape[:2]:
                 raise ValueError(f"labels must have shape {tuple(logits.shape[:2])}, got {tuple(labels.shape)}.")
-            shift_labels = F.pad(labels, (0, 1), value=-100)[
-                :, 1:
-            ].contiguous()  # what the ForCausalLM loss does inside
+            # what the ForCausalLM loss does inside
+            shift_labels = F.pad(labels, (0, 1), value=-100)[:, 1:].contiguous()
         elif shift_labels.shape != logits.shape[:2]:
             raise ValueError(
                 f"shift_labels must have shape {tuple(logits.shape[:2])}, got {tuple(shift_labels.shape)}."
