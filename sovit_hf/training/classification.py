@@ -194,8 +194,11 @@ def collate(examples):
 
 
 def compute_accuracy(prediction) -> dict[str, float]:
+    """Trainer's ``compute_metrics``: top-1 accuracy through sovit_hf's ``evaluate`` module (``sovit_hf.metrics``)."""
+    from ..metrics import compute
+
     logits, labels = prediction.predictions, prediction.label_ids
-    return {"accuracy": float((np.asarray(logits).argmax(-1) == np.asarray(labels)).mean())}
+    return compute("accuracy", np.asarray(logits).argmax(-1).tolist(), np.asarray(labels).tolist())
 
 
 def prepare_data(data_args: DataArguments, seed: int):

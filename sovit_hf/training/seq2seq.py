@@ -107,11 +107,11 @@ class Task:
         return list(row)
 
     def score(self, predictions: list[str], references: list[list[str]]) -> dict[str, float]:
-        from . import text_metrics as tm
+        """The task's metrics through sovit_hf's ``evaluate`` modules (``sovit_hf.metrics``)."""
+        from ..metrics import compute
 
-        if self.name == "captioning":
-            return {"cider": tm.cider(predictions, references), "bleu": tm.bleu(predictions, references)}
-        return {"vqa_accuracy": tm.vqa_accuracy(predictions, references)}
+        names = ("cider", "bleu") if self.name == "captioning" else ("vqa_accuracy",)
+        return {k: v for name in names for k, v in compute(name, predictions, references).items()}
 
     def constant_prediction(self, train) -> str:
         """Best constant output: the most frequent training caption / (normalised) answer."""
