@@ -291,7 +291,7 @@ class GenerationEvalTrainer(Trainer):
 
 
 def run(task: Task, model_args: ModelArguments, data_args: DataArguments, args: Seq2SeqArguments) -> dict:
-    from ..model_card import write_model_card
+    from ..model_card import hub_id, write_model_card
     from .data import check_output_dir
 
     start = time.perf_counter()
@@ -335,12 +335,15 @@ def run(task: Task, model_args: ModelArguments, data_args: DataArguments, args: 
         numeric = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
         write_model_card(
             out,
-            model.config.vision_config,
+            model.config,
+            base_model=hub_id(model_args.vision_model_name_or_path or model_args.model_name_or_path),
             source=f"SoViT {task.name} model trained with sovit_hf on '{data_args.dataset_name}'",
             command=f"python -m sovit_hf.training.{task.name} " + " ".join(sys.argv[1:]),
+            command_label="training command",
             results=numeric,
             dataset=data_args.dataset_name,
         )
+        (out / "training_args.bin").unlink(missing_ok=True)  # Trainer's pickle: no place in a hub-ready folder
         record = {
             "task": task.name,
             "dataset": data_args.dataset_name,

@@ -7,6 +7,7 @@ import json
 from collections import Counter
 
 import pytest
+from huggingface_hub import ModelCard
 
 from sovit_hf import SoViTForConditionalGeneration
 from sovit_hf.cli import main as sovit
@@ -40,6 +41,15 @@ def test_captioning_recipe_writes_metrics_and_the_constant_baseline(tmp_path):
     refs = evaluation["captions"]
     assert results["eval_cider_baseline"] == pytest.approx(tm.cider([constant] * 4, refs), abs=1e-12)
     assert results["eval_bleu_baseline"] == pytest.approx(tm.bleu([constant] * 4, refs), abs=1e-9)
+    # The card: valid metadata whose model-index is eval_results.json's measured numbers; a hub-ready folder holds no
+    # pickle and no path of this machine.
+    card = ModelCard.load(out / "README.md")
+    assert card.data.pipeline_tag == "image-text-to-text"
+    index = {r.metric_name: r.metric_value for r in card.data.eval_results}
+    assert index == {k: results[k] for k in ("eval_loss", "eval_cider", "eval_bleu")}
+    assert not (out / "training_args.bin").exists()
+    for path in out.iterdir():
+        assert str(tmp_path) not in path.read_bytes().decode("utf-8", "replace"), path.name
     for name in ("config.json", "model.safetensors", "tokenizer.json", "processor_config.json", "README.md",
                  "run_record.json", "modeling_sovit_generation.py"):  # fmt: skip
         assert (out / name).is_file(), name
