@@ -416,6 +416,8 @@ class SoViTModel(SoViTPreTrainedModel):
     """
 
     _input_embed_layer = "patch_embedding"
+    # Loading the encoder out of a classification checkpoint drops its head without an UNEXPECTED-keys report.
+    _keys_to_ignore_on_load_unexpected = [r"^classifier\."]
 
     def __init__(self, config: SoViTConfig):
         super().__init__(config)
@@ -493,6 +495,16 @@ class SoViTForImageClassification(SoViTPreTrainedModel):
 
     def get_input_embeddings(self) -> nn.Module:
         return self.sovit.get_input_embeddings()
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """``PreTrainedModel.save_pretrained``; a remote-code folder's ``auto_map`` also names the encoder for
+        ``AutoModel`` (and so the ``image-feature-extraction`` pipeline)."""
+        if self._auto_class is not None:
+            self.config.auto_map = {
+                **(getattr(self.config, "auto_map", None) or {}),
+                "AutoModel": "modeling_sovit.SoViTModel",
+            }
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     def forward(
         self,

@@ -317,6 +317,7 @@ def run(task: Task, model_args: ModelArguments, data_args: DataArguments, args: 
         train_dataset=train_rows,
         eval_dataset=eval_rows,
         data_collator=make_collator(processor, task),
+        processing_class=processor,  # saved with the model by save_model and in every checkpoint
         task=task,
         sovit_processor=processor,
         raw_eval=evaluation,
