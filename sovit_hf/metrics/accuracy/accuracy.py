@@ -3,10 +3,7 @@
 Accuracy: the fraction of predicted class ids equal to the references.
 """
 
-import datasets
-import evaluate
-
-from sovit_hf.metrics.functions import accuracy
+from sovit_hf.metrics import base
 
 _DESCRIPTION = "Accuracy: the fraction of predicted class ids equal to the references."
 _CITATION = ""
@@ -16,15 +13,9 @@ _KWARGS_DESCRIPTION = (
 )
 
 
-@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class Accuracy(evaluate.Metric):
-    def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}),
-        )
-
-    def _compute(self, predictions, references):
-        return {"accuracy": accuracy(predictions, references)}
+class Accuracy(base.ShippedMetric):
+    key = "accuracy"
+    inputs = "class_ids"
+    description = _DESCRIPTION
+    citation = _CITATION
+    inputs_description = _KWARGS_DESCRIPTION

@@ -4,10 +4,7 @@ Corpus BLEU-4 (Papineni et al., ACL 2002) with sacrebleu (13a tokenisation), 0-1
 per prediction.
 """
 
-import datasets
-import evaluate
-
-from sovit_hf.metrics.functions import bleu
+from sovit_hf.metrics import base
 
 _DESCRIPTION = (
     "Corpus BLEU-4 (Papineni et al., ACL 2002) with sacrebleu (13a tokenisation), 0-100; a variable number of "
@@ -22,17 +19,9 @@ _KWARGS_DESCRIPTION = (
 )
 
 
-@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class Bleu(evaluate.Metric):
-    def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {"predictions": datasets.Value("string"), "references": datasets.Sequence(datasets.Value("string"))}
-            ),
-        )
-
-    def _compute(self, predictions, references):
-        return {"bleu": bleu(predictions, references)}
+class Bleu(base.ShippedMetric):
+    key = "bleu"
+    inputs = "texts"
+    description = _DESCRIPTION
+    citation = _CITATION
+    inputs_description = _KWARGS_DESCRIPTION

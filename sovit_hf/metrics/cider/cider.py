@@ -5,10 +5,7 @@ x100). Captions are tokenised in Python (lowercase, words of letters/digits, pun
 PTB tokenizer.
 """
 
-import datasets
-import evaluate
-
-from sovit_hf.metrics.functions import cider
+from sovit_hf.metrics import base
 
 _DESCRIPTION = (
     "CIDEr-D (Vedantam et al., CVPR 2015) with pycocoevalcap's scorer (n=4, sigma=6), raw value (COCO papers "
@@ -25,17 +22,9 @@ _KWARGS_DESCRIPTION = (
 )
 
 
-@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class Cider(evaluate.Metric):
-    def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {"predictions": datasets.Value("string"), "references": datasets.Sequence(datasets.Value("string"))}
-            ),
-        )
-
-    def _compute(self, predictions, references):
-        return {"cider": cider(predictions, references)}
+class Cider(base.ShippedMetric):
+    key = "cider"
+    inputs = "texts"
+    description = _DESCRIPTION
+    citation = _CITATION
+    inputs_description = _KWARGS_DESCRIPTION

@@ -5,10 +5,7 @@ articles, contractions); a prediction scores the mean over leave-one-out subsets
 / 3, 1). Predictions and answers are always normalised.
 """
 
-import datasets
-import evaluate
-
-from sovit_hf.metrics.functions import vqa_accuracy
+from sovit_hf.metrics import base
 
 _DESCRIPTION = (
     "VQA accuracy (Antol et al., ICCV 2015; the official vqaEval.py rules): answers normalised (punctuation, "
@@ -25,17 +22,9 @@ _KWARGS_DESCRIPTION = (
 )
 
 
-@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class VqaAccuracy(evaluate.Metric):
-    def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {"predictions": datasets.Value("string"), "references": datasets.Sequence(datasets.Value("string"))}
-            ),
-        )
-
-    def _compute(self, predictions, references):
-        return {"vqa_accuracy": vqa_accuracy(predictions, references)}
+class VqaAccuracy(base.ShippedMetric):
+    key = "vqa_accuracy"
+    inputs = "texts"
+    description = _DESCRIPTION
+    citation = _CITATION
+    inputs_description = _KWARGS_DESCRIPTION
