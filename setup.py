@@ -36,8 +36,9 @@ setup(
         # Trainer recipes: datasets for data, accelerate for Trainer, scikit-learn ships the embedded digits data,
         # matplotlib draws training curves and scaling-law plots. `import sovit_hf` needs none of them.
         "train": ["datasets>=3", "accelerate>=1.1", "scikit-learn>=1.3", "matplotlib>=3.7"],
-        # Captioning / VQA metrics: CIDEr (pycocoevalcap's scorer) and BLEU (sacrebleu).
-        "text": ["pycocoevalcap>=1.2", "sacrebleu>=2.4"],
+        # Captioning / VQA metrics: CIDEr (pycocoevalcap's scorer) and BLEU (sacrebleu); evaluate for the metric
+        # modules in sovit_hf/metrics (without it the recipes call the same functions directly).
+        "text": ["pycocoevalcap>=1.2", "sacrebleu>=2.4", "evaluate>=0.4.6"],
         "triton": ["triton>=3.6"],
         "plot": ["matplotlib>=3.7"],
         "dev": [
@@ -49,9 +50,11 @@ setup(
             "matplotlib>=3.7",
             "pycocoevalcap>=1.2",
             "sacrebleu>=2.4",
+            "evaluate>=0.4.6",
             "triton==3.6.0; platform_system == 'Linux'",  # the version CI tests (and the GPU machine's)
         ],
     },
-    package_data={"sovit_hf.scaling": ["data/*.csv"]},
+    # evaluate metric scripts (sovit_hf/metrics/<name>/<name>.py) are data: evaluate.load copies and imports them.
+    package_data={"sovit_hf.scaling": ["data/*.csv"], "sovit_hf.metrics": ["*/*.py"]},
     entry_points={"console_scripts": ["sovit=sovit_hf.cli:main"]},
 )

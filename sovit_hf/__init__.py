@@ -34,7 +34,9 @@ AutoConfig.register(SoViTForConditionalGenerationConfig.model_type, SoViTForCond
 AutoModelForImageTextToText.register(SoViTForConditionalGenerationConfig, SoViTForConditionalGeneration, exist_ok=True)
 AutoProcessor.register(SoViTForConditionalGenerationConfig, SoViTProcessor, exist_ok=True)
 try:  # transformers < 5.18 makes AutoImageProcessor itself require torchvision, which this package never needs
-    AutoImageProcessor.register(SoViTConfig, image_processor_classes={"pil": SoViTImageProcessor}, exist_ok=True)
+    # Both configs: a pipeline on a captioning folder then finds the image processor in-process (no remote-code prompt).
+    for config_class in (SoViTConfig, SoViTForConditionalGenerationConfig):
+        AutoImageProcessor.register(config_class, image_processor_classes={"pil": SoViTImageProcessor}, exist_ok=True)
 except ImportError:
     pass
 
@@ -45,6 +47,7 @@ SoViTForImageClassification.register_for_auto_class("AutoModelForImageClassifica
 SoViTImageProcessor.register_for_auto_class()
 SoViTForConditionalGenerationConfig.register_for_auto_class()
 SoViTForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
+SoViTProcessor.register_for_auto_class("AutoProcessor")
 
 __all__ = [
     "VARIANTS",

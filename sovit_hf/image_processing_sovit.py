@@ -19,13 +19,9 @@ from __future__ import annotations
 
 import numpy as np
 from PIL import Image
-from transformers.image_processing_backends import PilBackend
 from transformers.image_utils import PILImageResampling
+from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
 from transformers.utils import is_torch_tensor
-
-# big_vision's value_range(-1, 1) is x / 255 * 2 - 1, i.e. rescale 1/255 then normalize with mean = std = 0.5.
-SOVIT_MEAN = (0.5, 0.5, 0.5)
-SOVIT_STD = (0.5, 0.5, 0.5)
 
 
 def _scaled_to_uint8(values: np.ndarray, tops: tuple[float, ...], name: str, what: str) -> np.ndarray:
@@ -92,13 +88,14 @@ def as_image_list(images) -> list:
     return images
 
 
-class SoViTImageProcessor(PilBackend):
-    r"""Image processor for SoViT models.
+class SoViTImageProcessor(SiglipImageProcessorPil):
+    r"""Image processor for SoViT models: transformers' SigLIP processor (PIL backend) with bilinear resampling,
+    plus the input rules of this module's docstring (the one thing it adds; the pixel math is SigLIP's).
 
     Defaults: resize to 224x224 with bilinear resampling (big_vision's ``resize`` method; note that PIL antialiases
     when downscaling while big_vision's TF resize does not, so pixels can differ slightly from big_vision's),
-    rescale by 1/255, normalise with mean = std = 0.5 to [-1, 1], convert to RGB. High-bit-depth and float inputs
-    follow the rules in this module's docstring.
+    rescale by 1/255, normalise with mean = std = 0.5 to [-1, 1] (big_vision's ``value_range(-1, 1)``; SigLIP's
+    defaults), convert to RGB.
 
     Example:
 
@@ -111,16 +108,7 @@ class SoViTImageProcessor(PilBackend):
     ```
     """
 
-    model_input_names = ["pixel_values"]
-    resample = PILImageResampling.BILINEAR
-    image_mean = SOVIT_MEAN
-    image_std = SOVIT_STD
-    size = {"height": 224, "width": 224}
-    default_to_square = False
-    do_resize = True
-    do_rescale = True
-    do_normalize = True
-    do_convert_rgb = True
+    resample = PILImageResampling.BILINEAR  # SigLIP: bicubic
 
     def preprocess(self, images, *args, **kwargs):
         """transformers' pipeline after :func:`prepare_image` on every image: it would clip 16-bit images, rescale

@@ -1,18 +1,21 @@
 """Model cards for SoViT folders: architecture, compute, provenance, and the papers' own results clearly labelled.
 
 ``write_model_card(folder, config, ...)`` writes ``README.md`` as a ``huggingface_hub.ModelCard`` with valid metadata
-(``library_name``, ``pipeline_tag``, ``tags``, ``base_model``, ``license``). ``python -m sovit_hf.model_card OUT_DIR``
-writes the family cards kept in ``model_cards/``.
+(``library_name``, ``pipeline_tag`` and usage snippet per model class, ``tags``, ``base_model``, ``license``,
+``datasets``, ``metrics``, and a ``model-index`` of ``EvalResult`` entries holding the measured numbers only).
+Absolute paths (the training machine's) never reach a card: they are cut to their last component.
+``python -m sovit_hf.model_card OUT_DIR`` writes the family cards kept in ``model_cards/``.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .configuration_sovit import SoViTConfig
 
@@ -113,8 +116,78 @@ def _architecture_table(config: SoViTConfig) -> str:
     return "\n".join(["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)])
 
 
+# Keys of Trainer's metrics that are bookkeeping, not results: never listed as metrics.
+_NOT_METRICS = re.compile(r"(^|_)(runtime|samples_per_second|steps_per_second|epoch|samples)$")
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~-])/(?:[^\s/'\"`]+/)*([^\s/'\"`]+)")
+
+_USAGE = {
+    "image-text-to-text": [
+        "from transformers import AutoModelForImageTextToText, AutoProcessor, pipeline",
+        "model = AutoModelForImageTextToText.from_pretrained(PATH, trust_remote_code=True)",
+        "processor = AutoProcessor.from_pretrained(PATH, trust_remote_code=True)",
+        "model.caption([image], processor)  # or model.answer([image], [question], processor)",
+        'pipe = pipeline("image-text-to-text", model=PATH, trust_remote_code=True)',
+        'pipe(images=image, text="how many shapes are there?", max_new_tokens=16)  # text="" for a caption',
+    ],
+    "image-classification": [
+        "from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline",
+        "model = AutoModelForImageClassification.from_pretrained(PATH, trust_remote_code=True)",
+        "processor = AutoImageProcessor.from_pretrained(PATH, trust_remote_code=True)",
+        'pipeline("image-classification", model=PATH, trust_remote_code=True)(image)',
+    ],
+    "image-feature-extraction": [
+        "from transformers import AutoImageProcessor, AutoModel, pipeline",
+        "model = AutoModel.from_pretrained(PATH, trust_remote_code=True)",
+        "processor = AutoImageProcessor.from_pretrained(PATH, trust_remote_code=True)",
+        'pipeline("image-feature-extraction", model=PATH, trust_remote_code=True)(image)',
+    ],
+}
+
+
+def public(text: str | None) -> str | None:
+    """``text`` with every absolute path cut to its last component (``/tmp/run/out`` -> ``out``)."""
+    return None if text is None else _ABSOLUTE_PATH.sub(r"\1", text)
+
+
+def hub_id(name: str | None) -> str | None:
+    """``name`` if it reads as a Hub repository id (``owner/repo``) rather than a local folder, else ``None``: the
+    card's ``base_model`` must name something on the Hub."""
+    if not name or Path(name).exists() or Path(name).is_absolute() or name.count("/") != 1:
+        return None
+    return name
+
+
+def measured_metrics(results: dict | None) -> dict[str, float]:
+    """The model's measured numbers in Trainer's ``metrics``: numeric, not bookkeeping (runtime, throughput, epoch),
+    not a baseline's (``*_baseline``)."""
+    return {
+        k: float(v)
+        for k, v in (results or {}).items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and not _NOT_METRICS.search(k)
+        if not k.endswith("_baseline")
+    }
+
+
+def measured_metrics_with_baselines(results: dict | None) -> dict[str, float]:
+    """The baselines' numbers, for the card's table (never in the model-index)."""
+    return {
+        k: float(v)
+        for k, v in (results or {}).items()
+        if k.endswith("_baseline") and isinstance(v, int | float) and not isinstance(v, bool)
+    }
+
+
+def pipeline_tag_of(config) -> str:
+    """The pipeline a folder of this config serves: captioning/VQA, classification or features."""
+    if getattr(config, "model_type", None) == "sovit_decoder":
+        return "image-text-to-text"
+    if config.architectures and "ForImageClassification" in config.architectures[0]:
+        return "image-classification"
+    return "image-feature-extraction"
+
+
 def render_model_card(
-    config: SoViTConfig,
+    config,
     base_model: str | None = None,
     source: str | None = None,
     source_sha256: str | None = None,
@@ -124,18 +197,44 @@ def render_model_card(
     resampled_from: int | None = None,
     results: dict[str, float] | None = None,
     dataset: str | None = None,
+    command_label: str = "conversion command",
 ) -> ModelCard:
-    """A model card for a SoViT folder; the provenance fields record how the folder was made."""
-    family = family_of(config)
-    head = bool(config.architectures and "ForImageClassification" in config.architectures[0])
+    """A model card for a SoViT folder (``config``: a ``SoViTConfig`` or a captioning/VQA config); the provenance
+    fields record how the folder was made, ``results`` what the run that wrote it measured."""
+    pipeline_tag = pipeline_tag_of(config)
+    generation = pipeline_tag == "image-text-to-text"
+    vision = config.vision_config if generation else config
+    family = None if generation else family_of(config)
+    dataset = public(dataset)
+    measured = measured_metrics(results)
+    title = family.title if family else f"SoViT ({vision.hidden_size}/{vision.num_hidden_layers})"
+    if generation:
+        title += " + text decoder"
+    eval_results = [
+        EvalResult(
+            task_type=pipeline_tag,
+            dataset_type=dataset or "unknown",
+            dataset_name=dataset or "unknown",
+            metric_type=name.removeprefix("eval_"),
+            metric_name=name,
+            metric_value=value,
+        )
+        for name, value in measured.items()
+    ]
+    tags = ["sovit", "vision", "custom_code", "big_vision"]
+    tags += ["image-captioning", "visual-question-answering"] if generation else []
     data = ModelCardData(
         library_name="transformers",
-        pipeline_tag="image-classification" if head else "image-feature-extraction",
-        tags=["sovit", "vision", "custom_code", "big_vision"],
+        pipeline_tag=pipeline_tag,
+        tags=tags,
         license="apache-2.0",
         base_model=base_model,
+        datasets=[dataset] if hub_id(dataset) else None,  # Hub dataset ids only (not "scenes", not a folder)
+        metrics=sorted({r.metric_type for r in eval_results}) or None,
+        model_name=title if eval_results else None,
+        eval_results=eval_results or None,
     )
-    title = family.title if family else f"SoViT ({config.hidden_size}/{config.num_hidden_layers})"
+    config = vision
     lines = [
         f"# {title} at {config.image_size} px",
         "",
@@ -149,19 +248,18 @@ def render_model_card(
         "## Usage",
         "",
         "```python",
-        "from transformers import AutoImageProcessor, AutoModel" + (", AutoModelForImageClassification" * head),
-        f"model = {'AutoModelForImageClassification' if head else 'AutoModel'}.from_pretrained(PATH, "
-        "trust_remote_code=True)",
-        "processor = AutoImageProcessor.from_pretrained(PATH, trust_remote_code=True)",
+        *_USAGE[pipeline_tag],
         "```",
+        "",
+        "After `import sovit_hf` the Auto classes and pipelines find the classes in-process (no remote code).",
         "",
         "## Provenance",
         "",
     ]
     provenance = [
-        ("source checkpoint", source or (family.source_checkpoint if family else "not recorded")),
+        ("source checkpoint", public(source) or (family.source_checkpoint if family else "not recorded")),
         ("source sha256", source_sha256),
-        ("conversion command", f"`{command}`" if command else None),
+        (command_label, f"`{public(command)}`" if command else None),
         (
             "position embedding resampled from",
             f"{resampled_from} px (big_vision's bilinear, align_corners=True)" if resampled_from else None,
@@ -169,25 +267,29 @@ def render_model_card(
     ]
     lines += [f"- {k}: {v}" for k, v in provenance if v]
     if parity:
-        measured = ", ".join(f"`{k}` {v:.2e}" for k, v in parity.items())
-        lines.append(f"- measured agreement with {parity_reference} (max abs error / output scale): {measured}")
-    elif source:
+        agreement = ", ".join(f"`{k}` {v:.2e}" for k, v in parity.items())
+        lines.append(f"- measured agreement with {parity_reference} (max abs error / output scale): {agreement}")
+    elif source and command_label == "conversion command":
         lines.append("- agreement with big_vision: not measured for this folder (pass `--reference` to the converter)")
-    else:
+    elif not source:
         lines.append(
             "- convert with `python -m sovit_hf.conversion.big_vision SRC.npz:img OUT_DIR` (big_vision checkpoints) or "
             "`python -m sovit_hf.conversion.hf_siglip SRC_DIR OUT_DIR` (transformers SigLIP folders); the card the "
             "converter writes records the source hash, the command and the agreement it measured"
         )
-    if results:
+    shown = {**measured, **measured_metrics_with_baselines(results)}
+    if shown:
         lines += [
             "",
             f"## Evaluation (measured by the run that wrote this folder{f', on {dataset}' if dataset else ''})",
             "",
+            "The `model-index` in this card's metadata holds the model's numbers; `*_baseline` rows score the best "
+            "constant output the same way.",
+            "",
             "| metric | value |",
             "|---|---|",
         ]
-        lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in results.items()]
+        lines += [f"| {k} | {v:.4f} |" for k, v in shown.items()]
     if family:
         lines += ["", "## Results reported in the papers (not measured by sovit_hf)", ""]
         lines += [f"- {item}" for item in family.reported]

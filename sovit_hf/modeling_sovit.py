@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
+from transformers.cache_utils import Cache
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPooling, ImageClassifierOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
@@ -121,11 +122,16 @@ class SoViTAttention(nn.Module):
     """Multi-head dot-product attention (Flax `MultiHeadDotProductAttention`), dispatched by `attn_implementation`.
 
     With ``key_value_states`` it is cross-attention (the MAP head's probe attending to the tokens).
+
+    KV cache (the text decoder's; a transformers ``Cache``, layer ``cache_layer``): self-attention appends this step's
+    keys/values and attends to all of them; cross-attention (``is_cross_attention=True``) stores the projected
+    ``key_value_states`` when given (the prefill step) and reads them back from the cache when not.
     """
 
-    def __init__(self, config: SoViTConfig, dropout: float | None = None):
+    def __init__(self, config: SoViTConfig, dropout: float | None = None, is_cross_attention: bool = False):
         super().__init__()
         self.config = config
+        self.is_cross_attention = is_cross_attention
         self.num_heads = config.num_attention_heads
         self.head_dim = config.hidden_size // config.num_attention_heads
         self.scale = self.head_dim**-0.5  # 1/sqrt(true head_dim), also for awkward dims such as 72 and 55
@@ -145,10 +151,18 @@ class SoViTAttention(nn.Module):
         key_value_states: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         output_attentions: bool = False,
+        cache: Cache | None = None,
+        cache_layer: int | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch, q_len = hidden_states.shape[:2]
-        if key_value_states is None and getattr(self.config, "qkv_implementation", "separate") == "fused":
+        from_cache = self.is_cross_attention and key_value_states is None  # the source's keys/values, cached
+        if from_cache:
+            if cache is None or not cache.layers[cache_layer].is_initialized:
+                raise ValueError("Cross-attention needs key_value_states or a cache that holds them.")
+            q = self.q_proj(hidden_states).view(batch, q_len, self.num_heads, self.head_dim).transpose(1, 2)
+            k, v = cache.layers[cache_layer].keys, cache.layers[cache_layer].values  # (B, H, Lk, D)
+        elif key_value_states is None and getattr(self.config, "qkv_implementation", "separate") == "fused":
             q, k, v = fused_qkv(self, hidden_states)  # one (3W x W) GEMM, same values (ops_registry)
         else:
             kv = hidden_states if key_value_states is None else key_value_states
@@ -156,6 +170,8 @@ class SoViTAttention(nn.Module):
             k = self.k_proj(kv).view(batch, kv.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
             v = self.v_proj(kv).view(batch, kv.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
             # q: (B, H, Lq, D); k, v: (B, H, Lk, D)
+        if cache is not None and not from_cache:
+            k, v = cache.update(k, v, cache_layer)  # self-attention: all keys so far; cross-attention: stored
 
         implementation = "eager" if output_attentions else self.config._attn_implementation
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
@@ -353,6 +369,8 @@ class SoViTModel(SoViTPreTrainedModel):
     """
 
     _input_embed_layer = "patch_embedding"
+    # Loading the encoder out of a classification checkpoint drops its head without an UNEXPECTED-keys report.
+    _keys_to_ignore_on_load_unexpected = [r"^classifier\."]
 
     def __init__(self, config: SoViTConfig):
         super().__init__(config)
@@ -430,6 +448,16 @@ class SoViTForImageClassification(SoViTPreTrainedModel):
 
     def get_input_embeddings(self) -> nn.Module:
         return self.sovit.get_input_embeddings()
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """``PreTrainedModel.save_pretrained``; a remote-code folder's ``auto_map`` also names the encoder for
+        ``AutoModel`` (and so the ``image-feature-extraction`` pipeline)."""
+        if self._auto_class is not None:
+            self.config.auto_map = {
+                **(getattr(self.config, "auto_map", None) or {}),
+                "AutoModel": "modeling_sovit.SoViTModel",
+            }
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     def forward(
         self,

@@ -6,11 +6,12 @@ text, cross-attention to the projected image tokens, and an MLP. Attention goes 
 encoder (``ALL_ATTENTION_FUNCTIONS`` with ``config._attn_implementation``; ``eager`` is ``reference.attention_ref``),
 the MLP through ``SoViTMLP`` (``mlp_implementation``), so the Triton kernels apply to the decoder as well.
 
-Text layout (see ``processing_sovit.SoViTProcessor``): ``[BOS] prompt [SEP] target [EOS]`` for VQA (prompt = the
-question) and ``[BOS] target [EOS]`` for captioning. Labels are the token ids with ``-100`` on the prompt and the
+Text layout (see ``processing_sovit.SoViTProcessor``): ``[BOS] prompt [SEP] target [EOS]``, prompt = the question for
+VQA, empty for captioning. Labels are the token ids with ``-100`` on the prompt and the
 padding, so the loss covers only the target tokens (and the final EOS).
 
-KV cache: a transformers ``DynamicCache`` with ``2 * num_hidden_layers`` layers. Layers ``0..L-1`` hold the
+KV cache: a transformers ``DynamicCache`` (or ``StaticCache``, ``cache_implementation="static"``) with
+``2 * num_hidden_layers`` layers (the image's are dynamic layers appended to it). Layers ``0..L-1`` hold the
 self-attention keys/values; layers ``L..2L-1`` hold the cross-attention keys/values of the image tokens, written once
 on the prefill step (the only step that receives ``pixel_values`` in ``generate``), so the image is encoded once per
 generation. Beam search reorders all of them through ``Cache.reorder_cache``.
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -31,12 +32,15 @@ from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import CausalLMOutputWithPast
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPastAndCrossAttentions,
+    CausalLMOutputWithCrossAttentions,
+    CausalLMOutputWithPast,
+)
 from transformers.utils import logging
 
 from .configuration_sovit_generation import SoViTForConditionalGenerationConfig
-from .modeling_sovit import SoViTAttention, SoViTMLP, SoViTModel, apply_layer_norm, eager_attention_forward
+from .modeling_sovit import SoViTAttention, SoViTMLP, SoViTModel, apply_layer_norm
 
 logger = logging.get_logger(__name__)
 
@@ -61,49 +65,30 @@ def resolve_cache_argument(cache: Cache | None, past_key_values: Cache | None) -
     return past_key_values
 
 
-def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
-    batch, length, width = x.shape
-    return x.view(batch, length, heads, width // heads).transpose(1, 2)  # (B, H, L, D)
+def _cache_field(output_class) -> str:
+    return "cache" if "cache" in {f.name for f in dataclasses.fields(output_class)} else "past_key_values"
 
 
-def attend(
-    attention: SoViTAttention,
-    hidden_states: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    **kwargs,
-) -> torch.Tensor:
-    """Queries from ``hidden_states`` against precomputed `(B, H, Lk, D)` keys/values, with ``attention``'s
-    projections and the configured attention implementation; returns the output projection `(B, Lq, W)`."""
-    batch, q_len = hidden_states.shape[:2]
-    q = _split_heads(attention.q_proj(hidden_states), attention.num_heads)
-    interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
-        attention.config._attn_implementation, eager_attention_forward
-    )
-    out, _ = interface(
-        attention,
-        q,
-        key,
-        value,
-        attention_mask,
-        is_causal=False,
-        scaling=attention.scale,
-        dropout=attention.dropout if attention.training else 0.0,
-        **kwargs,
-    )
-    return attention.out_proj(out.reshape(batch, q_len, -1).contiguous())
+@dataclass
+class SoViTImageToTextModelOutput(BaseModelOutputWithPastAndCrossAttentions):
+    """The decoder's outputs plus ``image_hidden_states``: the encoder tokens projected to the decoder width,
+    `(B, N, hidden_size)`, on steps that encode the image (``None`` when the cache already holds it)."""
+
+    image_hidden_states: torch.FloatTensor | None = None
 
 
-def project_kv(attention: SoViTAttention, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return (
-        _split_heads(attention.k_proj(states), attention.num_heads),
-        _split_heads(attention.v_proj(states), attention.num_heads),
-    )
+@dataclass
+class SoViTCausalLMOutput(CausalLMOutputWithCrossAttentions):
+    """``CausalLMOutputWithCrossAttentions`` plus ``image_hidden_states`` (see ``SoViTImageToTextModelOutput``)."""
+
+    image_hidden_states: torch.FloatTensor | None = None
 
 
 class SoViTDecoderLayer(GradientCheckpointingLayer):
-    """Pre-LN decoder block: x + SelfAttn(LN(x)) (causal, cached), x + CrossAttn(LN(x), image), x + MLP(LN(x))."""
+    """Pre-LN decoder block: x + SelfAttn(LN(x)) (causal, cached), x + CrossAttn(LN(x), image), x + MLP(LN(x)).
+
+    Both attentions are the encoder's ``SoViTAttention`` (one attention module, one dispatch): cache layer
+    ``layer_idx`` holds the self-attention keys/values, ``num_hidden_layers + layer_idx`` the image's."""
 
     def __init__(self, config: SoViTForConditionalGenerationConfig, layer_idx: int):
         super().__init__()
@@ -113,7 +98,7 @@ class SoViTDecoderLayer(GradientCheckpointingLayer):
         self.self_attn_layer_norm = nn.LayerNorm(width, eps=eps)
         self.self_attn = SoViTAttention(config)
         self.cross_attn_layer_norm = nn.LayerNorm(width, eps=eps)
-        self.cross_attn = SoViTAttention(config)
+        self.cross_attn = SoViTAttention(config, is_cross_attention=True)
         self.mlp_layer_norm = nn.LayerNorm(width, eps=eps)
         self.mlp = SoViTMLP(config, dropout=config.hidden_dropout)
         self.dropout = nn.Dropout(config.hidden_dropout)
@@ -122,33 +107,35 @@ class SoViTDecoderLayer(GradientCheckpointingLayer):
         self,
         hidden_states: torch.Tensor,
         self_mask: torch.Tensor,
-        cross_key: torch.Tensor,
-        cross_value: torch.Tensor,
+        image_states: torch.Tensor | None = None,
         cache: Cache | None = None,
-    ) -> torch.Tensor:
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """``image_states`` `(B, N, W)` on steps that encode the image, ``None`` when the cache holds its keys/values.
+        Returns the new hidden states and, with ``output_attentions``, the self- and cross-attention probabilities."""
         normed = apply_layer_norm(self.config, self.self_attn_layer_norm, hidden_states)
-        key, value = project_kv(self.self_attn, normed)
-        if cache is not None:
-            key, value = cache.update(key, value, self.layer_idx)
-        hidden_states = hidden_states + self.dropout(attend(self.self_attn, normed, key, value, self_mask))
+        attn_out, self_weights = self.self_attn(
+            normed,
+            attention_mask=self_mask,
+            output_attentions=output_attentions,
+            cache=cache,
+            cache_layer=self.layer_idx,
+        )
+        hidden_states = hidden_states + self.dropout(attn_out)
         normed = apply_layer_norm(self.config, self.cross_attn_layer_norm, hidden_states)
-        hidden_states = hidden_states + self.dropout(attend(self.cross_attn, normed, cross_key, cross_value, None))
+        attn_out, cross_weights = self.cross_attn(
+            normed,
+            key_value_states=image_states,
+            output_attentions=output_attentions,
+            cache=cache,
+            cache_layer=self.config.num_hidden_layers + self.layer_idx,
+        )
+        hidden_states = hidden_states + self.dropout(attn_out)
         normed = apply_layer_norm(self.config, self.mlp_layer_norm, hidden_states)
-        return hidden_states + self.dropout(self.mlp(normed))
+        return hidden_states + self.dropout(self.mlp(normed)), self_weights, cross_weights
 
 
-class SoViTForConditionalGeneration(PreTrainedModel, GenerationMixin):
-    """SoViT encoder + causal text decoder with a language-modelling head; captioning and VQA via ``generate``.
-
-    Inputs: ``input_ids`` (prompt, or prompt + target for training; left-pad prompts for batched generation),
-    ``pixel_values`` (needed whenever the cache holds no image yet), ``attention_mask`` (1 = token, 0 = padding),
-    ``labels`` (``-100`` where no loss is wanted). ``labels[:, t]`` is predicted from tokens ``< t`` (the shift happens
-    inside). Loss: token cross-entropy with ``config.label_smoothing``, averaged over the target tokens.
-
-    Helpers: ``caption(images, processor)`` and ``answer(images, questions, processor)``; ``processor`` is a
-    ``SoViTProcessor`` or a folder holding one (default: the folder the model was loaded from).
-    """
-
+class SoViTImageToTextPreTrainedModel(PreTrainedModel):
     config_class = SoViTForConditionalGenerationConfig
     config: SoViTForConditionalGenerationConfig
     base_model_prefix = "model"
@@ -158,23 +145,7 @@ class SoViTForConditionalGeneration(PreTrainedModel, GenerationMixin):
     _no_split_modules = ["SoViTDecoderLayer", "SoViTEncoderLayer", "SoViTEmbeddings"]
     _supports_sdpa = True
     _supports_attention_backend = True
-    _tied_weights_keys = {"lm_head.weight": "embed_tokens.weight"}
-    # The loss is a mean over target tokens computed here; Trainer must not rescale it.
-    accepts_loss_kwargs = False
-
-    def __init__(self, config: SoViTForConditionalGenerationConfig):
-        super().__init__(config)
-        self.vision_model = SoViTModel(config.vision_config)
-        self.encoder_proj = nn.Linear(config.vision_config.hidden_size, config.hidden_size)
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.embed_positions = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.embed_dropout = nn.Dropout(config.hidden_dropout)
-        self.layers = nn.ModuleList([SoViTDecoderLayer(config, i) for i in range(config.num_hidden_layers)])
-        self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        self.post_init()
-        if config.freeze_vision:
-            self.vision_model.requires_grad_(False)
+    _can_compile_fullgraph = False  # the KV cache grows by Python list/cat operations (DynamicCache)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -198,11 +169,205 @@ class SoViTForConditionalGeneration(PreTrainedModel, GenerationMixin):
             if module.bias is not None:
                 init.zeros_(module.bias)
 
+
+class SoViTImageToTextModel(SoViTImageToTextPreTrainedModel):
+    """The base model: SoViT encoder, projection to the decoder width, token + position embeddings, decoder layers,
+    final LayerNorm. Returns the decoder's last hidden state (no LM head)."""
+
+    def __init__(self, config: SoViTForConditionalGenerationConfig):
+        super().__init__(config)
+        self.vision_model = SoViTModel(config.vision_config)
+        self.encoder_proj = nn.Linear(config.vision_config.hidden_size, config.hidden_size)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.embed_positions = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.embed_dropout = nn.Dropout(config.hidden_dropout)
+        self.layers = nn.ModuleList([SoViTDecoderLayer(config, i) for i in range(config.num_hidden_layers)])
+        self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.post_init()
+        if config.freeze_vision:
+            self.vision_model.requires_grad_(False)
+
     def get_input_embeddings(self) -> nn.Module:
         return self.embed_tokens
 
     def set_input_embeddings(self, value: nn.Module) -> None:
         self.embed_tokens = value
+
+    def encode_images(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
+        """All encoder tokens, projected to the decoder width: `(B, N, hidden_size)`."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_vision):
+            tokens = self.vision_model(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
+        return self.encoder_proj(tokens.last_hidden_state)
+
+    def _self_attention_mask(
+        self, attention_mask: torch.Tensor | None, batch: int, q_len: int, past: int, kv_len: int, dtype, device
+    ) -> torch.Tensor:
+        """Additive `(B, 1, q_len, kv_len)` mask: causal by cache index, plus padding from ``attention_mask``.
+        ``kv_len`` is ``past + q_len``, or a static cache's full length (its unwritten slots lie in the future)."""
+        query_index = torch.arange(q_len, device=device)[:, None] + past
+        allowed = torch.arange(kv_len, device=device)[None, :] <= query_index  # (q, kv)
+        allowed = allowed[None, None].expand(batch, 1, q_len, kv_len)
+        if attention_mask is not None:
+            mask = attention_mask[:, -(past + q_len) :].bool() if kv_len >= past + q_len else attention_mask.bool()
+            mask = F.pad(mask, (0, kv_len - mask.shape[-1]), value=True)  # future slots: causal already masks them
+            allowed = allowed & mask[:, None, None, :]
+        additive = torch.zeros(allowed.shape, dtype=dtype, device=device)
+        return additive.masked_fill(~allowed, torch.finfo(dtype).min)
+
+    def _check_inputs(self, input_ids, inputs_embeds, pixel_values, attention_mask, batch, q_len, past) -> None:
+        """Clear errors before any work. Shape checks only while tracing (``torch.export`` / ``torch.compile``):
+        the token-id range check reads the data, which a traced graph cannot branch on."""
+        if batch == 0:
+            raise ValueError("input_ids holds no rows (batch size 0).")
+        if q_len == 0:
+            raise ValueError("input_ids is empty: pass at least the BOS token.")
+        if input_ids is not None and not torch.compiler.is_compiling():
+            if input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size:
+                raise ValueError(f"input_ids must lie in [0, {self.config.vocab_size}) (vocab_size).")
+        if inputs_embeds is not None and inputs_embeds.shape[-1] != self.config.hidden_size:
+            raise ValueError(f"inputs_embeds must be (batch, length, {self.config.hidden_size}).")
+        if past + q_len > self.config.max_position_embeddings:
+            raise ValueError(
+                f"Sequence of {past + q_len} tokens exceeds max_position_embeddings "
+                f"({self.config.max_position_embeddings})."
+            )
+        if attention_mask is not None and (attention_mask.shape[0] != batch or attention_mask.shape[1] < past + q_len):
+            raise ValueError(
+                f"attention_mask must be (batch, past + length) = {(batch, past + q_len)}, "
+                f"got {tuple(attention_mask.shape)}."
+            )
+        if pixel_values is not None and pixel_values.shape[0] != batch:
+            raise ValueError(f"pixel_values has batch {pixel_values.shape[0]}, input_ids has {batch}.")
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        interpolate_pos_encoding: bool = False,
+        return_dict: bool | None = None,
+        past_key_values: Cache | None = None,
+        **kwargs,
+    ) -> SoViTImageToTextModelOutput | tuple:
+        """``cache`` (transformers >= 5.24's name) and ``past_key_values`` (5.17-5.23) are the same KV cache.
+        ``hidden_states[0]`` is the embedding output, ``hidden_states[i]`` the output of decoder layer i (before the
+        final LayerNorm); ``attentions`` / ``cross_attentions`` hold one `(B, H, q, kv)` / `(B, H, q, N)` tensor
+        per layer."""
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = (
+            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        )
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        cache = resolve_cache_argument(cache, past_key_values)
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids and inputs_embeds.")
+        if input_ids is not None and input_ids.dim() != 2:
+            raise ValueError("input_ids must be a (batch, length) tensor of token ids.")
+        if inputs_embeds is not None and inputs_embeds.dim() != 3:
+            raise ValueError("inputs_embeds must be a (batch, length, hidden_size) tensor.")
+        batch, q_len = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
+        if use_cache is None:  # a cache serves generation only: not in training
+            use_cache = self.config.use_cache and not self.training
+        if use_cache and cache is None:
+            cache = DynamicCache()
+        num_layers = self.config.num_hidden_layers
+        past = 0
+        if cache is not None:
+            past = cache.get_seq_length(0)
+            past = int(past) if torch.is_tensor(past) else past  # a static cache counts in a tensor
+        self._check_inputs(input_ids, inputs_embeds, pixel_values, attention_mask, batch, q_len, past)
+
+        # The image: encoded on the steps that receive pixel_values (the prefill step of generate), its keys/values
+        # then kept in cache layers L..2L-1 (fresh layers: a reused cache never mixes two images).
+        image = None
+        if pixel_values is not None:
+            image = self.encode_images(pixel_values, interpolate_pos_encoding)
+            if cache is not None:
+                while len(cache.layers) < 2 * num_layers:
+                    cache.layers.append(DynamicLayer())
+                for i in range(num_layers, 2 * num_layers):
+                    cache.layers[i] = DynamicLayer()
+        elif cache is None or len(cache.layers) < 2 * num_layers or not cache.layers[num_layers].is_initialized:
+            raise ValueError("pixel_values are required (no image in the cache yet).")
+
+        if position_ids is None:
+            if attention_mask is not None:  # left padding: positions count real tokens only
+                position_ids = (attention_mask[:, : past + q_len].long().cumsum(-1) - 1).clamp(min=0)[:, -q_len:]
+            else:
+                position_ids = torch.arange(past, past + q_len, device=self.embed_positions.weight.device)
+                position_ids = position_ids[None].expand(batch, -1)
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_tokens(input_ids)
+        hidden = self.embed_dropout(inputs_embeds + self.embed_positions(position_ids))
+        static_len = getattr(cache.layers[0], "max_cache_len", None) if cache is not None and cache.layers else None
+        kv_len = past + q_len if static_len is None else static_len  # a static cache attends over all its slots
+        mask = self._self_attention_mask(attention_mask, batch, q_len, past, kv_len, hidden.dtype, hidden.device)
+
+        all_hidden = (hidden,) if output_hidden_states else None
+        self_attentions = () if output_attentions else None
+        cross_attentions = () if output_attentions else None
+        for layer in self.layers:
+            # Tensors positional (gradient checkpointing replays them), the cache by keyword (dropped under it).
+            hidden, self_weights, cross_weights = layer(
+                hidden, mask, image, cache=cache, output_attentions=output_attentions
+            )
+            if output_hidden_states:
+                all_hidden += (hidden,)
+            if output_attentions:
+                self_attentions += (self_weights,)
+                cross_attentions += (cross_weights,)
+        hidden = apply_layer_norm(self.config, self.final_layer_norm, hidden)
+        out = SoViTImageToTextModelOutput(
+            last_hidden_state=hidden,
+            hidden_states=all_hidden,
+            attentions=self_attentions,
+            cross_attentions=cross_attentions,
+            image_hidden_states=image,
+            **{_cache_field(SoViTImageToTextModelOutput): cache if use_cache else None},
+        )
+        return out if return_dict else out.to_tuple()
+
+
+class SoViTForConditionalGeneration(SoViTImageToTextPreTrainedModel, GenerationMixin):
+    """SoViT encoder + causal text decoder (``model``, a ``SoViTImageToTextModel``) with a language-modelling head
+    (``lm_head``); captioning and VQA via ``generate``.
+
+    Inputs: ``input_ids`` (prompt, or prompt + target for training; left-pad prompts for batched generation) or
+    ``inputs_embeds``, ``pixel_values`` (needed whenever the cache holds no image yet), ``attention_mask``
+    (1 = token, 0 = padding), ``labels`` (``-100`` where no loss is wanted). ``labels[:, t]`` is predicted from tokens
+    ``< t`` (transformers' ``ForCausalLM`` loss shifts them; or pass ``shift_labels``). Loss: token cross-entropy
+    with ``config.label_smoothing``, averaged over the target tokens (over ``num_items_in_batch`` when Trainer
+    passes it, so gradient accumulation weights every token alike).
+
+    Helpers: ``caption(images, processor)`` and ``answer(images, questions, processor)``; ``processor`` is a
+    ``SoViTProcessor`` or a folder holding one (default: the folder the model was loaded from).
+    """
+
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+    accepts_loss_kwargs = True  # Trainer passes num_items_in_batch: tokens weigh alike across accumulation steps
+
+    def __init__(self, config: SoViTForConditionalGenerationConfig):
+        super().__init__(config)
+        self.model = SoViTImageToTextModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.loss_type = "ForCausalLM"  # transformers' loss_function; label smoothing is added in `loss`
+        self.post_init()
+
+    @property
+    def vision_model(self) -> SoViTModel:
+        return self.model.vision_model
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.model.embed_tokens = value
 
     def get_output_embeddings(self) -> nn.Module:
         return self.lm_head
@@ -211,127 +376,106 @@ class SoViTForConditionalGeneration(PreTrainedModel, GenerationMixin):
         self.lm_head = value
 
     def get_encoder(self, modality: str | None = None):
-        return self.vision_model
+        return self.model.vision_model
 
-    def encode_images(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
-        """All encoder tokens, projected to the decoder width: `(B, N, hidden_size)`."""
-        if self.config.freeze_vision:
-            with torch.no_grad():
-                tokens = self.vision_model(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
-        else:
-            tokens = self.vision_model(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
-        return self.encoder_proj(tokens.last_hidden_state)
-
-    def _self_attention_mask(
-        self, attention_mask: torch.Tensor | None, batch: int, q_len: int, past: int, dtype, device
-    ) -> torch.Tensor:
-        """Additive `(B, 1, q_len, past + q_len)` mask: causal by cache index, plus padding from ``attention_mask``."""
-        kv_len = past + q_len
-        query_index = torch.arange(past, kv_len, device=device)[:, None]
-        allowed = torch.arange(kv_len, device=device)[None, :] <= query_index  # (q, kv)
-        allowed = allowed[None, None].expand(batch, 1, q_len, kv_len)
-        if attention_mask is not None:
-            allowed = allowed & attention_mask[:, None, None, -kv_len:].bool()
-        mask = torch.zeros(allowed.shape, dtype=dtype, device=device)
-        return mask.masked_fill(~allowed, torch.finfo(dtype).min)
+    def create_masks_for_generate(self, attention_mask=None, **kwargs):
+        """What ``generate`` passes with a static cache: the 2-D padding mask as it is (transformers would build a
+        4-D causal mask from the config here); the decoder builds its mask from it, for every cache alike."""
+        return attention_mask
 
     def forward(
         self,
-        input_ids: torch.LongTensor,
+        input_ids: torch.LongTensor | None = None,
         pixel_values: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
         cache: Cache | None = None,
         labels: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
         interpolate_pos_encoding: bool = False,
         logits_to_keep: int = 0,
         return_dict: bool | None = None,
         past_key_values: Cache | None = None,
         **kwargs,
-    ) -> CausalLMOutputWithPast | tuple:
-        """``cache`` (transformers >= 5.24's name) and ``past_key_values`` (5.17-5.23) are the same KV cache."""
+    ) -> SoViTCausalLMOutput | tuple:
+        """``cache`` (transformers >= 5.24's name) and ``past_key_values`` (5.17-5.23) are the same KV cache.
+        Loss keyword arguments, as in transformers' models: ``shift_labels`` (labels already aligned with the
+        logits, instead of ``labels``) and ``num_items_in_batch`` (Trainer's token count). They stay out of the
+        signature so that Trainer's label detection sees ``labels`` only."""
+        shift_labels, num_items_in_batch = kwargs.pop("shift_labels", None), kwargs.pop("num_items_in_batch", None)
         return_dict = self.config.return_dict if return_dict is None else return_dict
-        cache = resolve_cache_argument(cache, past_key_values)
-        if input_ids is None or input_ids.dim() != 2:
-            raise ValueError("input_ids must be a (batch, length) tensor of token ids.")
-        batch, q_len = input_ids.shape
-        if batch == 0:
-            raise ValueError("input_ids holds no rows (batch size 0).")
-        if q_len == 0:
-            raise ValueError("input_ids is empty: pass at least the BOS token.")
-        if input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size:
-            raise ValueError(f"input_ids must lie in [0, {self.config.vocab_size}) (vocab_size).")
+        has_labels = labels is not None or shift_labels is not None
         if use_cache is None:  # a cache serves generation only: not in training, not when computing a loss
-            use_cache = self.config.use_cache and not self.training and labels is None
-        if use_cache and cache is None:
-            cache = DynamicCache()
-        num_layers = self.config.num_hidden_layers
-        if cache is not None:  # self-attention layers 0..L-1, image cross-attention layers L..2L-1
-            while len(cache.layers) < 2 * num_layers:
-                cache.layers.append(DynamicLayer())
-        past = cache.get_seq_length(0) if cache is not None else 0
-        if past + q_len > self.config.max_position_embeddings:
-            raise ValueError(
-                f"Sequence of {past + q_len} tokens exceeds max_position_embeddings "
-                f"({self.config.max_position_embeddings})."
-            )
-        if attention_mask is not None and attention_mask.shape != (batch, past + q_len):
-            raise ValueError(
-                f"attention_mask must be (batch, past + length) = {(batch, past + q_len)}, "
-                f"got {tuple(attention_mask.shape)}."
-            )
-
-        # Image keys/values per layer: from the cache after the prefill, else from the encoder (once).
-        cached = cache is not None and cache.layers[num_layers].is_initialized
-        if cached:
-            cross_kv = [(layer.keys, layer.values) for layer in cache.layers[num_layers:]]
-        else:
-            if pixel_values is None:
-                raise ValueError("pixel_values are required (no image in the cache yet).")
-            if pixel_values.shape[0] != batch:
-                raise ValueError(f"pixel_values has batch {pixel_values.shape[0]}, input_ids has {batch}.")
-            image = self.encode_images(pixel_values, interpolate_pos_encoding)
-            cross_kv = [project_kv(layer.cross_attn, image) for layer in self.layers]
-            if cache is not None:
-                for i, (key, value) in enumerate(cross_kv):
-                    cache.update(key, value, num_layers + i)
-
-        if position_ids is None:
-            if attention_mask is not None:  # left padding: positions count real tokens only
-                position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -q_len:]
-            else:
-                position_ids = torch.arange(past, past + q_len, device=input_ids.device)[None].expand(batch, -1)
-        hidden = self.embed_tokens(input_ids) + self.embed_positions(position_ids)
-        hidden = self.embed_dropout(hidden)
-        mask = self._self_attention_mask(attention_mask, batch, q_len, past, hidden.dtype, hidden.device)
-        for layer, kv in zip(self.layers, cross_kv, strict=True):
-            # Tensors positional (gradient checkpointing replays them), the cache by keyword (dropped under it).
-            hidden = layer(hidden, mask, *kv, cache=cache)
-        hidden = apply_layer_norm(self.config, self.final_layer_norm, hidden)
+            use_cache = self.config.use_cache and not self.training and not has_labels
+        outputs = self.model(
+            input_ids=input_ids,
+            pixel_values=pixel_values,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=resolve_cache_argument(cache, past_key_values),
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            interpolate_pos_encoding=interpolate_pos_encoding,
+            return_dict=True,
+        )
+        hidden = outputs.last_hidden_state
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]
         logits = self.lm_head(hidden)
-
         loss = None
-        if labels is not None:
-            loss = self.loss(logits, labels)
-        out = CausalLMOutputWithPast(loss=loss, logits=logits, **{CACHE_FIELD: cache if use_cache else None})
+        if has_labels:
+            loss = self.loss(logits, labels, shift_labels=shift_labels, num_items_in_batch=num_items_in_batch)
+        field = _cache_field(SoViTImageToTextModelOutput)
+        out = SoViTCausalLMOutput(
+            loss=loss,
+            logits=logits,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            cross_attentions=outputs.cross_attentions,
+            image_hidden_states=outputs.image_hidden_states,
+            **{CACHE_FIELD: getattr(outputs, field)},
+        )
         return out if return_dict else out.to_tuple()
 
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Label-smoothed cross-entropy of ``logits[:, t-1]`` against ``labels[:, t]``, mean over non-``-100``."""
-        if labels.shape != logits.shape[:2]:
-            raise ValueError(f"labels must have shape {tuple(logits.shape[:2])}, got {tuple(labels.shape)}.")
-        targets = labels[:, 1:]
-        if not (targets != -100).any():
+    def loss(
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor | None,
+        shift_labels: torch.Tensor | None = None,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor:
+        """Label-smoothed cross-entropy of ``logits[:, t]`` against ``shift_labels[:, t]`` (default:
+        ``labels[:, t+1]``), mean over the non-``-100`` targets (or sum / ``num_items_in_batch``). transformers'
+        ``ForCausalLM`` loss gives the cross-entropy; smoothing ``e`` mixes in the mean over the vocabulary of
+        ``-log p`` as PyTorch's ``label_smoothing`` does: ``(1 - e) CE + e mean_v(-log p_v)``."""
+        if shift_labels is None:
+            if labels.shape != logits.shape[:2]:
+                raise ValueError(f"labels must have shape {tuple(logits.shape[:2])}, got {tuple(labels.shape)}.")
+            # what the ForCausalLM loss does inside
+            shift_labels = F.pad(labels, (0, 1), value=-100)[:, 1:].contiguous()
+        elif shift_labels.shape != logits.shape[:2]:
+            raise ValueError(
+                f"shift_labels must have shape {tuple(logits.shape[:2])}, got {tuple(shift_labels.shape)}."
+            )
+        shift_labels = shift_labels.contiguous()
+        keep = shift_labels != -100
+        if not torch.compiler.is_compiling() and not keep.any():
             raise ValueError("labels hold no target token (all -100 after the first position).")
-        return F.cross_entropy(
-            logits[:, :-1].float().reshape(-1, logits.shape[-1]),
-            targets.reshape(-1),
-            ignore_index=-100,
-            label_smoothing=self.config.label_smoothing,
+        vocab = self.config.vocab_size
+        loss = self.loss_function(
+            logits, None, vocab_size=vocab, shift_labels=shift_labels, num_items_in_batch=num_items_in_batch
         )
+        smoothing = self.config.label_smoothing
+        if smoothing:
+            uniform = -logits.float().log_softmax(-1).mean(-1)  # (B, L): cross-entropy against the uniform target
+            count = keep.sum() if num_items_in_batch is None else num_items_in_batch
+            loss = (1 - smoothing) * loss + smoothing * uniform.masked_fill(~keep, 0).sum() / count
+        return loss
 
     def generate(self, inputs=None, generation_config=None, **kwargs):
         """``GenerationMixin.generate`` with the decoder's context checked before any work: a prompt that leaves no
@@ -385,7 +529,7 @@ class SoViTForConditionalGeneration(PreTrainedModel, GenerationMixin):
     def answer(self, images, questions, processor=None, **generate_kwargs) -> list[str]:
         """Answers to one question per image, generated after the question prompt."""
         processor = self._processor(processor)
-        batch = processor(images=images, questions=questions, return_tensors="pt").to(self.device)
+        batch = processor(images=images, text=questions, return_tensors="pt").to(self.device)
         return self._generate_text(processor, batch, generate_kwargs)
 
     def _generate_text(self, processor, batch, generate_kwargs) -> list[str]:
@@ -394,4 +538,11 @@ class SoViTForConditionalGeneration(PreTrainedModel, GenerationMixin):
         return processor.batch_decode(out[:, batch["input_ids"].shape[1] :])
 
 
-__all__ = ["SoViTDecoderLayer", "SoViTForConditionalGeneration"]
+__all__ = [
+    "SoViTCausalLMOutput",
+    "SoViTDecoderLayer",
+    "SoViTForConditionalGeneration",
+    "SoViTImageToTextModel",
+    "SoViTImageToTextModelOutput",
+    "SoViTImageToTextPreTrainedModel",
+]

@@ -33,8 +33,7 @@ def _labelled_config(**overrides):
 def saved_classifier(tmp_path_factory):
     folder = tmp_path_factory.mktemp("hub") / "sovit-tiny"
     model = perturb_(SoViTForImageClassification(_labelled_config())).eval()
-    model.config.auto_map = {"AutoModel": "modeling_sovit.SoViTModel"}  # also expose the bare encoder
-    model.save_pretrained(folder)
+    model.save_pretrained(folder)  # its auto_map names the bare encoder for AutoModel too
     SoViTImageProcessor(size={"height": 36, "width": 36}).save_pretrained(folder)
     return model, folder
 
@@ -49,6 +48,8 @@ def test_auto_classes_in_process(saved_classifier):
     with torch.no_grad():
         torch.testing.assert_close(classifier(pixels).logits, model(pixels).logits, rtol=0, atol=0)
         torch.testing.assert_close(encoder(pixels).pooler_output, model.sovit(pixels).pooler_output, rtol=0, atol=0)
+    _, info = AutoModel.from_pretrained(folder, output_loading_info=True)
+    assert not info["unexpected_keys"] and not info["missing_keys"]  # the classifier is dropped without a report
 
 
 def test_folder_carries_code_and_auto_map(saved_classifier):
@@ -98,6 +99,14 @@ REMOTE_SCRIPT = textwrap.dedent(
     if check_processor:  # transformers < 5.18 without torchvision has no usable AutoImageProcessor at all
         proc = AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)
         assert type(proc).__name__ == "SoViTImageProcessor", type(proc)
+        from transformers import pipeline
+        extract = pipeline("image-feature-extraction", model=folder, trust_remote_code=True)
+        from PIL import Image
+        image = Image.fromarray((torch.rand(40, 50, 3) * 255).byte().numpy())
+        features = torch.tensor(extract(image, pool=True))
+        with torch.no_grad():
+            expected = enc(**proc(image, return_tensors="pt")).pooler_output
+        torch.testing.assert_close(features, expected, rtol=1e-5, atol=1e-5)
     print("REMOTE OK")
     """
 )

@@ -195,9 +195,9 @@ CASES = [
     Case("image", "recipe transform scales I;16", lambda p: transform_same_as_8bit(I16), None),
     Case("image", "recipe data check: F out of range", lambda p: check_split(FLOAT, FLOAT_X3), "'train', example 1"),
     # text
-    Case("text", "targets as one string", lambda p: text()([RGB], targets="yes"), "targets must be a list"),
-    Case("text", "questions as one string", lambda p: text()([RGB], questions="why"), "questions must be a list"),
-    Case("text", "no images", lambda p: text()([], targets=[]), "No images"),
+    Case("text", "targets as bytes", lambda p: text()([RGB], suffix=b"yes"), "suffix must be a string or a list"),
+    Case("text", "questions as a number", lambda p: text()([RGB], text=3), "text must be a string or a list"),
+    Case("text", "no images", lambda p: text()([], suffix=[]), "No images"),
     Case("text", "negative id in batch_decode", lambda p: text().batch_decode([[5, -100]]), "token id -100"),
     # training: one line on stderr, exit code 2, before any training
     Case("training", "corrupt image file", lambda p: classify_folder(p, lambda b: b"not a png"), "1.png): the image"),

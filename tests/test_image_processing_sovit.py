@@ -35,6 +35,17 @@ def test_agrees_with_siglip_processor_for_the_same_settings():
     assert ours.shape == (2, 3, 24, 24)
 
 
+def test_defaults_are_siglips_with_bilinear_resampling_bit_for_bit():
+    """The pixel math is transformers' SigLIP processor (PIL backend) with ``resample=BILINEAR``, for RGB, grey and
+    RGBA images alike (RGBA goes through the same ``convert_to_rgb``)."""
+    rgba = np.concatenate([np.asarray(_image(3)), np.full((47, 61, 1), 128, np.uint8)], axis=-1)
+    images = [_image(1), _image(2, size=(300, 200)).convert("L"), Image.fromarray(rgba, mode="RGBA")]
+    ours = SoViTImageProcessor()(images, return_tensors="pt")["pixel_values"]
+    ref = SiglipImageProcessorPil(resample=Image.BILINEAR)(images, return_tensors="pt")["pixel_values"]
+    assert ours.shape == (3, 3, 224, 224)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=0)
+
+
 @needs_auto_image_processor
 def test_registered_with_auto_image_processor(tmp_path):
     SoViTConfig(image_size=28, patch_size=14).save_pretrained(tmp_path)

@@ -52,3 +52,60 @@ def test_converter_card_records_provenance(tmp_path, capsys):
     assert "python -m sovit_hf.conversion.big_vision" in card.text and "sha256" in card.text
     assert "`logits`" in card.text and "Results reported in the papers" not in card.text
     assert "logits: max abs error / output scale vs reference" in capsys.readouterr().out
+
+
+def _python_block(text: str) -> str:
+    return text.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_card_per_model_class_has_its_pipeline_and_a_snippet_that_runs(tmp_path):
+    """The captioning/VQA card says image-text-to-text and its snippet runs on the folder it describes."""
+    import numpy as np
+    from PIL import Image
+
+    from sovit_hf import SoViTImageProcessor, SoViTProcessor
+    from tests.generation.helpers import tiny_model, tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    model = tiny_model(vocab_size=len(tokenizer))
+    model.save_pretrained(tmp_path)
+    SoViTProcessor(SoViTImageProcessor(size={"height": 36, "width": 36}), tokenizer).save_pretrained(tmp_path)
+    render_model_card(model.config).save(tmp_path / "README.md")
+    card = ModelCard.load(tmp_path / "README.md")
+    assert card.data.pipeline_tag == "image-text-to-text" and "visual-question-answering" in card.data.tags
+    scope = {"PATH": str(tmp_path), "image": Image.fromarray(np.zeros((36, 36, 3), np.uint8))}
+    exec(_python_block(card.text), scope)  # the card's own snippet
+    assert isinstance(scope["model"], type(model)) and isinstance(scope["processor"], SoViTProcessor)
+    classifier = render_model_card(SoViTConfig(architectures=["SoViTForImageClassification"]))
+    assert classifier.data.pipeline_tag == "image-classification"
+    assert 'pipeline("image-classification"' in _python_block(classifier.text)
+
+
+def test_model_index_holds_the_measured_metrics_only_and_no_absolute_path(tmp_path):
+    results = {
+        "eval_accuracy": 0.75,
+        "eval_loss": 0.5,
+        "eval_accuracy_baseline": 0.2,
+        "eval_runtime": 1.5,
+        "eval_samples_per_second": 100.0,
+        "eval_steps_per_second": 10.0,
+        "epoch": 3.0,
+        "eval_baseline_text": "yes",
+    }
+    card = render_model_card(
+        SoViTConfig(architectures=["SoViTForImageClassification"]),
+        source="trained with sovit_hf on '/home/me/data/digits'",
+        command="sovit train --output_dir /home/me/runs/digits --dataset_name /home/me/data/digits",
+        command_label="training command",
+        results=results,
+        dataset="/home/me/data/digits",
+    )
+    card.save(tmp_path / "README.md")
+    loaded = ModelCard.load(tmp_path / "README.md")
+    index = {r.metric_name: r.metric_value for r in loaded.data.eval_results}
+    assert index == {"eval_accuracy": 0.75, "eval_loss": 0.5}  # hand-picked: no runtime, epoch or baseline
+    assert {r.dataset_name for r in loaded.data.eval_results} == {"digits"}
+    assert loaded.data.metrics == ["accuracy", "loss"]
+    assert "/home/me" not in loaded.content and "`sovit train --output_dir digits --dataset_name digits`" in loaded.text
+    assert "- training command:" in loaded.text and "conversion command" not in loaded.text
+    assert "| eval_accuracy_baseline | 0.2000 |" in loaded.text  # shown in the table, not in the model-index

@@ -194,8 +194,11 @@ def collate(examples):
 
 
 def compute_accuracy(prediction) -> dict[str, float]:
+    """Trainer's ``compute_metrics``: top-1 accuracy through sovit_hf's ``evaluate`` module (``sovit_hf.metrics``)."""
+    from ..metrics import compute
+
     logits, labels = prediction.predictions, prediction.label_ids
-    return {"accuracy": float((np.asarray(logits).argmax(-1) == np.asarray(labels)).mean())}
+    return compute("accuracy", np.asarray(logits).argmax(-1).tolist(), np.asarray(labels).tolist())
 
 
 def prepare_data(data_args: DataArguments, seed: int):
@@ -260,7 +263,7 @@ def plot_training_curves(log_history: list[dict], path: Path) -> Path | None:
 
 def run(model_args: ModelArguments, data_args: DataArguments, args: SoViTTrainingArguments) -> dict:
     """Train, evaluate and write the hub-ready folder; returns the final evaluation metrics."""
-    from ..model_card import write_model_card
+    from ..model_card import hub_id, write_model_card
     from .data import check_output_dir, check_pretrained_path, config_overrides, label_names, validate_dataset
     from .fewshot import FewShotCallback
 
@@ -315,11 +318,14 @@ def run(model_args: ModelArguments, data_args: DataArguments, args: SoViTTrainin
         write_model_card(
             out,
             model.config,
+            base_model=hub_id(model_args.model_name_or_path),
             source=f"trained with sovit_hf on '{data_args.dataset_name}'",
             command="sovit train " + " ".join(sys.argv[1:]),
+            command_label="training command",
             results=metrics,
             dataset=data_args.dataset_name,
         )
+        (out / "training_args.bin").unlink(missing_ok=True)  # Trainer's pickle: no place in a hub-ready folder
         record = {
             "dataset": data_args.dataset_name,
             "train_examples": len(train),

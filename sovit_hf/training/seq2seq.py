@@ -107,11 +107,11 @@ class Task:
         return list(row)
 
     def score(self, predictions: list[str], references: list[list[str]]) -> dict[str, float]:
-        from . import text_metrics as tm
+        """The task's metrics through sovit_hf's ``evaluate`` modules (``sovit_hf.metrics``)."""
+        from ..metrics import compute
 
-        if self.name == "captioning":
-            return {"cider": tm.cider(predictions, references), "bleu": tm.bleu(predictions, references)}
-        return {"vqa_accuracy": tm.vqa_accuracy(predictions, references)}
+        names = ("cider", "bleu") if self.name == "captioning" else ("vqa_accuracy",)
+        return {k: v for name in names for k, v in compute(name, predictions, references).items()}
 
     def constant_prediction(self, train) -> str:
         """Best constant output: the most frequent training caption / (normalised) answer."""
@@ -190,7 +190,7 @@ def build_processor_and_model(task, model_args: ModelArguments, train) -> tuple[
     corpus = [t for refs in train[task.text_column] for t in refs]
     if task.uses_question:
         corpus += list(train["question"]) if "question" in train.column_names else []
-    tokenizer = train_tokenizer(corpus)
+    tokenizer = train_tokenizer(corpus, model_max_length=model_args.max_length)
     if model_args.vision_model_name_or_path:
         from ..configuration_sovit import SoViTConfig
 
@@ -291,7 +291,7 @@ class GenerationEvalTrainer(Trainer):
 
 
 def run(task: Task, model_args: ModelArguments, data_args: DataArguments, args: Seq2SeqArguments) -> dict:
-    from ..model_card import write_model_card
+    from ..model_card import hub_id, write_model_card
     from .data import check_output_dir
 
     start = time.perf_counter()
@@ -317,6 +317,7 @@ def run(task: Task, model_args: ModelArguments, data_args: DataArguments, args: 
         train_dataset=train_rows,
         eval_dataset=eval_rows,
         data_collator=make_collator(processor, task),
+        processing_class=processor,  # saved with the model by save_model and in every checkpoint
         task=task,
         sovit_processor=processor,
         raw_eval=evaluation,
@@ -335,12 +336,15 @@ def run(task: Task, model_args: ModelArguments, data_args: DataArguments, args: 
         numeric = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
         write_model_card(
             out,
-            model.config.vision_config,
+            model.config,
+            base_model=hub_id(model_args.vision_model_name_or_path or model_args.model_name_or_path),
             source=f"SoViT {task.name} model trained with sovit_hf on '{data_args.dataset_name}'",
             command=f"python -m sovit_hf.training.{task.name} " + " ".join(sys.argv[1:]),
+            command_label="training command",
             results=numeric,
             dataset=data_args.dataset_name,
         )
+        (out / "training_args.bin").unlink(missing_ok=True)  # Trainer's pickle: no place in a hub-ready folder
         record = {
             "task": task.name,
             "dataset": data_args.dataset_name,

@@ -28,7 +28,7 @@ REMOTE = textwrap.dedent(
 
     sys.meta_path.insert(0, Block())
     import torch
-    from transformers import AutoModelForImageTextToText, AutoTokenizer
+    from transformers import AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
 
     folder, ref = sys.argv[1], torch.load(sys.argv[2])
     model = AutoModelForImageTextToText.from_pretrained(folder, trust_remote_code=True, attn_implementation="eager")
@@ -42,6 +42,12 @@ REMOTE = textwrap.dedent(
         out = model.generate(input_ids=ref["ids"], attention_mask=ref["mask"], pixel_values=ref["pixels"],
                              max_new_tokens=6, do_sample=False)
     assert torch.equal(out, ref["generated"]), (out, ref["generated"])
+    processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+    assert type(processor).__name__ == "SoViTProcessor", type(processor)
+    assert "transformers_modules" in type(processor).__module__, type(processor).__module__
+    batch = processor(images=ref["images"], text=ref["questions"], suffix=ref["targets"])
+    for key, value in ref["batch"].items():
+        assert torch.equal(batch[key], value), key
     print("REMOTE OK")
     """
 )
@@ -51,7 +57,8 @@ def test_remote_code_round_trip_in_a_fresh_process(tmp_path):
     model, tokenizer = tiny_model(), tiny_tokenizer()
     folder = tmp_path / "sovit-caption"
     model.save_pretrained(folder)
-    SoViTProcessor(SoViTImageProcessor(size={"height": 36, "width": 36}), tokenizer).save_pretrained(folder)
+    processor = SoViTProcessor(SoViTImageProcessor(size={"height": 36, "width": 36}), tokenizer)
+    processor.save_pretrained(folder)
     auto_map = json.loads((folder / "config.json").read_text())["auto_map"]
     assert auto_map == {
         "AutoConfig": "configuration_sovit_generation.SoViTForConditionalGenerationConfig",
@@ -70,7 +77,11 @@ def test_remote_code_round_trip_in_a_fresh_process(tmp_path):
                 input_ids=ids, attention_mask=mask, pixel_values=pixels, max_new_tokens=6, do_sample=False
             ),
             "tokens": tokenizer("a red circle", add_special_tokens=False)["input_ids"],
+            "images": [pixels[0].permute(1, 2, 0).clamp(0, 1)] * 2,  # (H, W, C) float in [0, 1]
+            "questions": ["how many shapes are there?", ""],
+            "targets": ["a red circle", "yes"],
         }
+    ref["batch"] = dict(processor(images=ref["images"], text=ref["questions"], suffix=ref["targets"]))
     torch.save(ref, tmp_path / "ref.pt")
     (tmp_path / "remote.py").write_text(REMOTE)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -93,7 +104,7 @@ def test_caption_and_answer_helpers_equal_manual_generate(tmp_path):
     images = scenes_captioning(2, seed=0, size=36)["image"]
     batch = processor(images)
     out = model.generate(**batch, max_new_tokens=5, do_sample=False)
-    expected = processor.batch_decode(out[:, 1:])
+    expected = processor.batch_decode(out[:, 2:])  # after the captioning prompt [BOS] [SEP]
     assert model.caption(images, processor, max_new_tokens=5) == expected
     questions = ["how many shapes are there?", "yes"]
     batch = processor(images, questions)

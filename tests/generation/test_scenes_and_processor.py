@@ -56,4 +56,7 @@ def test_processor_training_batch_masks_prompt_and_padding():
     assert prompts["input_ids"][0].tolist() == [tok.bos_token_id, *q, tok.sep_token_id]
     pad = len(q) - 1  # "yes" is one word
     assert prompts["attention_mask"][1].tolist() == [0] * pad + [1] * 3  # left padding
+    captions = processor(scenes["image"], suffix=["a red circle", "yes"])  # captioning: empty prompt
+    assert captions["input_ids"][0].tolist() == [tok.bos_token_id, tok.sep_token_id, *t, tok.eos_token_id]
+    assert captions["labels"][0].tolist() == [-100, -100, *t, tok.eos_token_id]
     assert processor.batch_decode(torch.tensor([[*t, tok.eos_token_id, *t]])) == ["a red circle"]

@@ -21,16 +21,18 @@ def processor() -> SoViTProcessor:
 
 
 @pytest.mark.parametrize("bad", ["", "   ", "\n"])
-def test_empty_question_caption_or_answer_is_rejected_by_name(bad):
+def test_empty_caption_or_answer_is_rejected_by_name_and_an_empty_question_is_the_caption_prompt(bad):
     proc = processor()
-    with pytest.raises(ValueError, match="question 1 is empty"):
-        proc(IMAGES, ["how many shapes are there?", bad])
-    with pytest.raises(ValueError, match="target 0 is empty"):
-        proc(IMAGES, targets=[bad, "a red circle"])
+    with pytest.raises(ValueError, match="suffix 0 is empty"):
+        proc(IMAGES, suffix=[bad, "a red circle"])
+    tok = proc.tokenizer
+    prompts = proc(IMAGES, ["how many shapes are there?", bad])["input_ids"]
+    assert prompts[1, -2:].tolist() == [tok.bos_token_id, tok.sep_token_id]  # [BOS] [SEP], as for captioning
+    assert torch.equal(proc(IMAGES[1:], [bad])["input_ids"], proc(IMAGES[1:])["input_ids"])
 
 
 def test_non_string_question_is_rejected():
-    with pytest.raises(ValueError, match="question 0 must be a string, got NoneType: None"):
+    with pytest.raises(ValueError, match="text 0 must be a string, got NoneType: None"):
         processor()(IMAGES, [None, "yes"])
 
 
@@ -38,7 +40,8 @@ def test_unknown_characters_and_words_become_unk():
     tok = tiny_tokenizer()
     unk, red = tok.unk_token_id, tok.convert_tokens_to_ids("red")
     # Hand-worked: NFKC + lowercase, then words / punctuation runs; "🙂", "é", "purple" and "!" are not in CORPUS.
-    assert processor().target_ids("RED 🙂 é purple !") == [red, unk, unk, unk, unk, tok.eos_token_id]
+    batch = processor()(IMAGES[:1], suffix="RED 🙂 é purple !")
+    assert batch["input_ids"][0].tolist() == [1, 4, red, unk, unk, unk, unk, tok.eos_token_id]
 
 
 def test_prompt_that_fills_the_context_fails_before_any_forward_pass():
