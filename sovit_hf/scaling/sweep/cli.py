@@ -20,6 +20,7 @@ from ..fit import FitError
 from .spec import PRESETS, SweepSpec, preset
 
 PLOTS = "plots"
+NOT_IDENTIFIED = 3  # exit code of `fit` when the star sweep does not identify Eq. 2
 
 
 def _spec(args: argparse.Namespace) -> SweepSpec:
@@ -78,6 +79,11 @@ def _fit(args: argparse.Namespace) -> int:
 
     report = fit_sweep(args.folder, bootstrap=args.bootstrap)
     print(fit_summary(report))
+    if report["status"] != "fitted":
+        if not args.no_plot:
+            _fit_plots(args.folder, report)
+        print("no law file written: the star sweep does not identify Eq. 2 (see fit.json)", file=sys.stderr)
+        return NOT_IDENTIFIED
     print(
         f"wrote {report['law_path']} (use: sovit shape --law {report['law_path']} --gflops T --heads "
         f"{_spec_of(args.folder).heads} --patch-size {_spec_of(args.folder).patch_size})"
@@ -103,7 +109,8 @@ def _fit_plots(folder, report: dict) -> None:
     rows = finished_rows(folder)
     try:
         plots.plot_arms(report["fits"], rows, spec, out / "arms.png")
-        plots.plot_fit_panels(report["fits"], report["data"], report["law_path"], out / "fit_frontier.png")
+        if report["fits"] is not None:
+            plots.plot_fit_panels(report["fits"], report["data"], report["law_path"], out / "fit_frontier.png")
         if report["anchor"] is not None:
             grid = [
                 {"curve": [(r["gflops_per_image"] * ex, f) for ex, f in r["curve"]]}
@@ -113,12 +120,13 @@ def _fit_plots(folder, report: dict) -> None:
             plots.plot_anchor(report["anchor"], grid, out / "grid_anchor.png")
         largest = max(r["compute_gflops"] for r in rows)
         budget = spec.validate_factor * largest
-        plots.plot_predicted_shape(
-            report["law_path"],
-            budget,
-            out / "predicted_shape.png",
-            (min(r["compute_gflops"] for r in rows), 10 * budget),
-        )
+        if report["law_path"] is not None:
+            plots.plot_predicted_shape(
+                report["law_path"],
+                budget,
+                out / "predicted_shape.png",
+                (min(r["compute_gflops"] for r in rows), 10 * budget),
+            )
     except ImportError as err:
         print(f"no plots: {err}", file=sys.stderr)
         return
@@ -132,7 +140,7 @@ def _validate(args: argparse.Namespace) -> int:
     folder = Path(args.folder)
     target = folder / VALIDATE_DIR
     if not (target / "plan.json").is_file():
-        plan_validation(folder)
+        plan_validation(folder, fallback=args.fallback)
     if not args.summary_only:
         outcome = run_sweep(target, jobs=args.jobs, threads=args.threads, progress=not args.no_progress)
         print(_outcome_line(target, outcome))
@@ -157,6 +165,8 @@ def _all(args: argparse.Namespace) -> int:
         began = time.perf_counter()
         code = step(args)
         stamps[name] = time.perf_counter() - began
+        if code == NOT_IDENTIFIED and name == "fit" and args.fallback:
+            continue
         if code and name != "validate":
             print(f"sovit sweep all: stopped after `{name}` (exit {code})", file=sys.stderr)
             return code
@@ -183,6 +193,11 @@ def _add_common(parser: argparse.ArgumentParser, *names: str) -> None:
         parser.add_argument("--no-plot", action="store_true")
     if "validate" in names:
         parser.add_argument("--summary-only", action="store_true", help="summarise finished rows, run none")
+        parser.add_argument(
+            "--fallback",
+            action="store_true",
+            help="without a fitted law, validate the paper's exponents (Sec. 4.1) on this sweep's grid anchor",
+        )
 
 
 def add_sweep_command(subparsers: argparse._SubParsersAction) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..files import save_shape_fits
-from ..fit import fit_shape_laws
+from ..fit import FitError, fit_shape_law, fit_shape_laws
 from ..laws import DIMENSIONS
 from .anchor import find_anchor
 from .plan import load_plan, write_json_atomic
@@ -45,11 +45,44 @@ def star_data(rows: list[dict]) -> dict[str, tuple[np.ndarray, np.ndarray, np.nd
     return data
 
 
+def arm_trends(rows: list[dict]) -> dict[str, dict[int, str]]:
+    """Per star arm and training length: where the best value lies (``smallest``, ``largest`` or ``inside``).
+
+    Eq. 2 is U-shaped in x_k at fixed compute (Sec. 3 III); an arm whose best value is the smallest one at every
+    length has all its values above the compute-optimal x_k, and one best at the largest all below it.
+    """
+    out = {}
+    for dim in DIMENSIONS:
+        arm = [r for r in rows if r["sweep"] == "star" and r["dim"] == dim]
+        trends = {}
+        for steps in sorted({r["steps"] for r in arm}):
+            mine = sorted((r[dim], r["f"]) for r in arm if r["steps"] == steps)
+            best = min(range(len(mine)), key=lambda i: mine[i][1])
+            trends[str(steps)] = "smallest" if best == 0 else "largest" if best == len(mine) - 1 else "inside"
+        out[dim] = trends
+    return out
+
+
+def _single_arms(data: dict) -> dict[str, str]:
+    """Each arm fitted alone (its own c): which arms Eq. 2 can describe at all."""
+    out = {}
+    for dim, (x, t, f) in data.items():
+        try:
+            fit = fit_shape_law(x, t, f, bootstrap=0)
+            out[dim] = f"fits alone: s = {fit.exponent:.3f}, c = {fit.law.c:.3f}"
+        except FitError as err:
+            out[dim] = f"not identified alone: {err}"
+    return out
+
+
 def fit_sweep(folder: str | Path, bootstrap: int | None = None, seed: int = 0) -> dict:
     """Fit the sweep in ``folder`` and write ``law.json`` and ``fit.json``; returns the report.
 
     Raises:
-        ValueError: rows are missing for a fit (names them), or the star arms cannot identify Eq. 2.
+        ValueError: rows are missing for a fit (names them).
+
+    When the star arms cannot identify Eq. 2 the report has ``status = "not_identified"``, the error, each arm's
+    trend and single-arm fit, and no law file is written.
     """
     folder = Path(folder)
     plan = load_plan(folder)
@@ -64,22 +97,6 @@ def fit_sweep(folder: str | Path, bootstrap: int | None = None, seed: int = 0) -
             f"No finished star rows for {absent} ({missing} of {len(plan['rows'])} rows unfinished: "
             "run `sovit sweep run` first)."
         )
-    fits = fit_shape_laws(
-        data,
-        shared_c=True,
-        bootstrap=spec.fit_bootstrap if bootstrap is None else bootstrap,
-        confidence=spec.confidence,
-        seed=seed,
-    )
-    center = [r for r in rows if r["dim"] == "center"]
-    held_out = [
-        {
-            "t": r["compute_gflops"],
-            "f": r["f"],
-            "predicted": {d: float(fits[d].law.predict(spec.center[d], r["compute_gflops"])) for d in DIMENSIONS},
-        }
-        for r in center
-    ]
     grid_rows = [r for r in rows if r["sweep"] == "grid"]
     models = [
         {
@@ -89,7 +106,39 @@ def fit_sweep(folder: str | Path, bootstrap: int | None = None, seed: int = 0) -
         for r in grid_rows
     ]
     anchor = find_anchor(models, spec.grid) if ("grid", "grid") in planned else None
+    base = {
+        "metric": METRIC,
+        "confidence": spec.confidence,
+        "anchor": None if anchor is None else anchor.to_dict(),
+        "rows_finished": len(rows),
+        "rows_planned": len(plan["rows"]),
+        "f_range": [min(r["f"] for r in rows), max(r["f"] for r in rows)],
+        "test_error_range": [min(r["test_error"] for r in rows), max(r["test_error"] for r in rows)],
+        "arms": arm_trends(rows),
+    }
     law_path = folder / LAW_FILE
+    try:
+        fits = fit_shape_laws(
+            data,
+            shared_c=True,
+            bootstrap=spec.fit_bootstrap if bootstrap is None else bootstrap,
+            confidence=spec.confidence,
+            seed=seed,
+        )
+    except FitError as err:
+        law_path.unlink(missing_ok=True)  # a law of an earlier fit no longer matches these results
+        report = {**base, "status": "not_identified", "error": str(err), "single_arm_fits": _single_arms(data)}
+        write_json_atomic(folder / FIT_REPORT, report)
+        return {**report, "fits": None, "data": data, "law_path": None}
+    center = [r for r in rows if r["dim"] == "center"]
+    held_out = [
+        {
+            "t": r["compute_gflops"],
+            "f": r["f"],
+            "predicted": {d: float(fits[d].law.predict(spec.center[d], r["compute_gflops"])) for d in DIMENSIONS},
+        }
+        for r in center
+    ]
     anchor_values = None if anchor is None else {**anchor.shape, "t0": anchor.t0}
     save_shape_fits(law_path, fits, shared_c=True, metric=METRIC, anchor=anchor_values)
     document = json.loads(law_path.read_text())
@@ -108,8 +157,8 @@ def fit_sweep(folder: str | Path, bootstrap: int | None = None, seed: int = 0) -
     }
     write_json_atomic(law_path, document)
     report = {
-        "metric": METRIC,
-        "confidence": spec.confidence,
+        **base,
+        "status": "fitted",
         "exponents": {
             d: {
                 "s": fits[d].exponent,
@@ -123,11 +172,6 @@ def fit_sweep(folder: str | Path, bootstrap: int | None = None, seed: int = 0) -
             for d in DIMENSIONS
         },
         "held_out_center": held_out,
-        "anchor": None if anchor is None else anchor.to_dict(),
-        "rows_finished": len(rows),
-        "rows_planned": len(plan["rows"]),
-        "f_range": [min(r["f"] for r in rows), max(r["f"] for r in rows)],
-        "test_error_range": [min(r["test_error"] for r in rows), max(r["test_error"] for r in rows)],
     }
     write_json_atomic(folder / FIT_REPORT, report)
     return {**report, "fits": fits, "data": data, "law_path": law_path}
@@ -140,14 +184,18 @@ def fit_summary(report: dict) -> str:
         f"Eq. 2 per star arm, shared c, f = {report['metric']} ({report['rows_finished']} of "
         f"{report['rows_planned']} rows finished; f spans {report['f_range'][0]:.3f}-{report['f_range'][1]:.3f})"
     ]
-    for dim, entry in report["exponents"].items():
+    if report["status"] != "fitted":
+        lines.append(f"  NOT IDENTIFIED: {report['error']}")
+        for dim, trend in report["arms"].items():
+            lines.append(f"  {dim} arm, best value per length: {trend}; {report['single_arm_fits'][dim]}")
+    for dim, entry in report.get("exponents", {}).items():
         low, high = entry["interval"]
         interval = "no interval" if low is None else f"[{low:.3f}, {high:.3f}] ({level}% bootstrap)"
         lines.append(
             f"  s_{dim:<8} = {entry['s']:.3f}  {interval}  c = {entry['c']:.3f}, "
             f"relative RMSE {100 * entry['relative_rmse']:.1f}%"
         )
-    for point in report["held_out_center"]:
+    for point in report.get("held_out_center", []):
         errors = ", ".join(f"{d} {100 * (p / point['f'] - 1):+.1f}%" for d, p in point["predicted"].items())
         lines.append(f"  held-out center at t = {point['t']:.3g}: f = {point['f']:.3f}; arm laws predict {errors}")
     anchor = report["anchor"]

@@ -14,13 +14,16 @@ from ..plot import _colors, _figure, plot_shape_fits
 
 
 def plot_arms(fits, rows: list[dict], spec, path: Path) -> Path:
-    """f against x_k at each training length of every star arm, with the fitted Eq. 2 curves (one panel per arm).
+    """f against x_k at each training length of every star arm, with the fitted Eq. 2 curves (one panel per arm;
+    ``fits=None``: the measurements only, joined per length).
 
     Along one length the compute t of a shape is its GFLOPs per image x the examples, so each curve is
     f_k(x, t(x)) with t(x) from the continuous FLOPs formula.
     """
-    figure, axes = _figure(1, len(fits), (5 * len(fits), 4))
-    for ax, (dim, fit) in zip(axes[0], fits.items(), strict=True):
+    dims = list(fits) if fits is not None else list(DIMENSIONS)
+    figure, axes = _figure(1, len(dims), (5 * len(dims), 4))
+    for ax, dim in zip(axes[0], dims, strict=True):
+        fit = None if fits is None else fits[dim]
         arm = [r for r in rows if r["sweep"] == "star" and r["dim"] == dim]
         steps = sorted({r["steps"] for r in arm})
         values = np.array([r[dim] for r in arm], dtype=float)
@@ -38,8 +41,12 @@ def plot_arms(fits, rows: list[dict], spec, path: Path) -> Path:
                     shape["width"], shape["depth"], shape["mlp_dim"], spec.patch_size, spec.image_size
                 )
                 t.append(per_image * mine[0]["examples"])
-            ax.plot(grid, fit.law.predict(grid, np.array(t)), color=color, lw=1)
-        ax.set(xscale="log", xlabel=dim, ylabel="f (few-shot error)", title=f"{dim} arm: s = {fit.exponent:.3f}")
+            if fit is not None:
+                ax.plot(grid, fit.law.predict(grid, np.array(t)), color=color, lw=1)
+            else:
+                ax.plot([r[dim] for r in mine], [r["f"] for r in mine], color=color, lw=0.8, ls=":")
+        title = f"{dim} arm: s = {fit.exponent:.3f}" if fit is not None else f"{dim} arm (Eq. 2 not identified)"
+        ax.set(xscale="log", xlabel=dim, ylabel="f (few-shot error)", title=title)
         ax.legend(fontsize=7)
     figure.savefig(path, dpi=110)
     return path

@@ -48,6 +48,11 @@ def train_synthetic(row: dict, spec: SweepSpec, workdir: Path) -> dict:
         handle.write(f"{row['index']}\n")
     if row["index"] in options.get("fail_rows", ()):
         raise RuntimeError(f"synthetic failure of row {row['index']}")
+    if row["index"] in options.get("die_rows", ()):  # as the kernel's OOM killer would
+        import os
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
     time.sleep(float(options.get("sleep_s", 0.0)))
     rng = np.random.default_rng([int(options.get("noise_seed", 0)), int(row["index"]), int(row["seed"])])
     noise = float(options.get("noise", 0.0))

@@ -21,9 +21,9 @@ import numpy as np
 
 from ...configuration_sovit import SoViTConfig
 from ..flops import count_flops, count_params
-from ..optimal import compute_optimal_shape
+from ..optimal import PAPER_EXPONENTS, ScalingRule, compute_optimal_shape
 from ..sweeps import SweepRun
-from .fitting import LAW_FILE, finished_rows
+from .fitting import FIT_REPORT, LAW_FILE, finished_rows
 from .plan import load_plan, write_json_atomic, write_plan
 
 VALIDATE_DIR = "validate"
@@ -68,14 +68,42 @@ def validation_shapes(spec, predicted: dict[str, int]) -> dict[str, dict[str, in
     }
 
 
-def plan_validation(folder: str | Path) -> Path:
-    """Write ``FOLDER/validate/plan.json`` from the sweep's results and law; returns the validation folder."""
+def fallback_rule(folder: Path) -> ScalingRule:
+    """The paper's classification exponents (Sec. 4.1) on this sweep's own grid anchor: what is left to test when
+    the star sweep did not identify Eq. 2 (``fit.json`` status ``not_identified``)."""
+    report_path = folder / FIT_REPORT
+    if not report_path.is_file():
+        raise ValueError(f"{report_path}: no fit yet (run `sovit sweep fit {folder}` first).")
+    report = json.loads(report_path.read_text())
+    if report.get("anchor") is None:
+        raise ValueError(f"{report_path} has no grid anchor: the fallback rule needs the grid sweep.")
+    anchor = report["anchor"]
+    return ScalingRule(
+        exponents=PAPER_EXPONENTS["classification"],
+        anchor={k: float(v) for k, v in anchor["shape"].items()},
+        t0=float(anchor["t0"]),
+        source="SoViT Sec. 4.1 exponents on this sweep's grid anchor (the star sweep did not identify Eq. 2)",
+    )
+
+
+def plan_validation(folder: str | Path, fallback: bool = False) -> Path:
+    """Write ``FOLDER/validate/plan.json`` from the sweep's results and law; returns the validation folder.
+
+    Args:
+        folder: the sweep folder.
+        fallback: without a fitted ``law.json``, validate :func:`fallback_rule` instead of failing.
+    """
     folder = Path(folder)
     plan = load_plan(folder)
     spec = plan["spec"]
     law = folder / LAW_FILE
     if not law.is_file():
-        raise ValueError(f"{law}: no law yet (run `sovit sweep fit {folder}` first).")
+        if not fallback:
+            raise ValueError(
+                f"{law}: no fitted law (run `sovit sweep fit {folder}`; if the star sweep did not identify Eq. 2, "
+                "`--fallback` validates the paper's exponents on this sweep's anchor)."
+            )
+        law = fallback_rule(folder)
     rows = finished_rows(folder)
     largest = max(r["compute_gflops"] for r in rows)
     budget = spec.validate_factor * largest
@@ -132,7 +160,7 @@ def plan_validation(folder: str | Path) -> Path:
     extra = {
         "budget_gflops": budget,
         "largest_sweep_gflops": largest,
-        "law": str(law),
+        "law": str(law) if isinstance(law, Path) else law.source,
         "predicted_unrounded": optimal.exact,
     }
     write_plan(target, spec, out, stage="validate", extra=extra)
@@ -192,6 +220,7 @@ def summarise_validation(folder: str | Path) -> dict:
         "budget_gflops": plan["budget_gflops"],
         "largest_sweep_gflops": plan["largest_sweep_gflops"],
         "factor": plan["budget_gflops"] / plan["largest_sweep_gflops"],
+        "law": plan["law"],
         "shapes": table,
         "ranking_by_mean_f": ranking,
         "outcome": outcome,
@@ -205,6 +234,7 @@ def validation_markdown(document: dict) -> str:
     lines = [
         f"Held-out budget {document['budget_gflops']:.4g} GFLOPs = {document['factor']:.1f} x the largest sweep "
         "run; f = 10-shot linear-probe error; mean ± std over seeds.",
+        f"Predicted shape from: {document['law']}.",
         "",
         "| shape | width | depth | MLP | params | steps | seeds | f (few-shot error) | test error |",
         "|---|---|---|---|---|---|---|---|---|",
