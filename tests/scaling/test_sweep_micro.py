@@ -43,10 +43,10 @@ def test_real_rows_record_the_probe_error_and_resume(tmp_path):
     spec = preset("micro")
     spec = preset("micro", trainer={**spec.trainer, "keep_model": True})
     rows = plan_rows(spec)
-    picked = [rows[0], next(r for r in rows if r["sweep"] == "grid")]
+    picked = [next(r for r in rows if r["sweep"] == "grid")]  # one row: the recipe's fixed cost is ~10 s
     write_plan(tmp_path, spec, rows=[{**r, "index": i} for i, r in enumerate(picked)])
     outcome = run_sweep(tmp_path, jobs=0, progress=False)
-    assert sorted(outcome["ok"]) == [0, 1], row_states(tmp_path)
+    assert outcome["ok"] == [0], row_states(tmp_path)
     for index, row in enumerate(picked):
         record = row_states(tmp_path)[index]["ok"]
         train = tmp_path / "rows" / f"row_{index:04d}" / "train"
@@ -61,4 +61,4 @@ def test_real_rows_record_the_probe_error_and_resume(tmp_path):
         accuracy = json.loads((train / "eval_results.json").read_text())["eval_accuracy"]
         assert record["test_error"] == pytest.approx(1 - accuracy)
         assert record["curve"] and record["curve"][-1][0] == row["examples"]
-    assert run_sweep(tmp_path, jobs=0, progress=False)["done"] == [0, 1]  # nothing trains twice
+    assert run_sweep(tmp_path, jobs=0, progress=False)["done"] == [0]  # nothing trains twice
