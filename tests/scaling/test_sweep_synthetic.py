@@ -4,6 +4,8 @@ star arm, one shared c) plus noise: the loop must recover the true s_k = c / (a_
 import numpy as np
 import pytest
 
+from sovit_hf.cli import main
+from sovit_hf.scaling import ScalingRule, compute_optimal_shape
 from sovit_hf.scaling.sweep import (
     find_anchor,
     fit_sweep,
@@ -60,6 +62,13 @@ def test_fit_recovers_exponents_within_intervals(tmp_path, noise_seed):
     truth = synthetic_exponents(LAW)
     covered = [d for d, e in report["exponents"].items() if e["interval"][0] <= truth[d] <= e["interval"][1]]
     assert len(covered) >= 2, (report["exponents"], truth)
+    # the law file is what `sovit shape --law` and compute_optimal_config(law=...) read: x_k = x0_k (t/t0)^(s_k/3)
+    shape = compute_optimal_shape(1e4, law=report["law_path"], heads=4, multiple_of=8, patch_size=4, image_size=16)
+    rule = ScalingRule.paper()  # no grid rows here: the paper's anchor and t0, with the fitted exponents
+    for dim, entry in report["exponents"].items():
+        expected = rule.anchor[dim] * (1e4 / rule.t0) ** (entry["s"] / 3)
+        assert shape.exact[dim] == pytest.approx(expected, rel=1e-9)
+    assert main(["shape", "--law", str(report["law_path"]), "--gflops", "1e4", "--heads", "4"]) == 0
     for dim, entry in report["exponents"].items():  # and the intervals are not vacuous
         low, high = entry["interval"]
         assert 0 < low < high and high - low < 2 * truth[dim], (dim, entry)
