@@ -165,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     from .scaling.cli import add_scaling_commands  # sovit shape / sovit fit
 
     add_scaling_commands(sub)
+    from .scaling.sweep.cli import add_sweep_command  # sovit sweep plan|run|fit|validate
+
+    add_sweep_command(sub)
     for name, (_, help_text) in _PASSTHROUGH.items():
         sub.add_parser(name, help=f"{help_text}; see `sovit {name} --help`", add_help=False)
     args = parser.parse_args(argv)

@@ -1,0 +1,253 @@
+"""``sovit sweep validate``: test the fitted law at a held-out budget (SoViT's central claim, on the user's data).
+
+At a budget ``validate_factor`` (>= 4) times the largest compute of any sweep row, train the law's predicted shape and
+three alternatives of the same compute, each on the examples that compute pays for, with ``validate_seeds`` seeds:
+
+* ``vit_proportioned``: ViT-B's proportions (MLP = 4 x width, depth : width = 12 : 768) at the predicted shape's
+  parameter count, as the paper's B-150m (Fig. 6 left);
+* ``wider_shallower``: width x 1.5, depth / 2, same MLP;
+* ``narrower_deeper``: width / 1.5, depth x 2, same MLP.
+
+The rows form a plan of their own in ``FOLDER/validate`` (run with the same runner; ``--row`` works there too).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ...configuration_sovit import SoViTConfig
+from ..flops import count_flops, count_params
+from ..optimal import PAPER_EXPONENTS, ScalingRule, compute_optimal_shape
+from ..sweeps import SweepRun
+from .fitting import FIT_REPORT, LAW_FILE, finished_rows
+from .plan import load_plan, write_json_atomic, write_plan
+
+VALIDATE_DIR = "validate"
+VALIDATION_FILE = "validation.json"
+SHAPES = ("predicted", "vit_proportioned", "wider_shallower", "narrower_deeper")
+VIT_B = {"width": 768, "depth": 12, "mlp_ratio": 4}  # Scaling ViT Table 2 / ViT-B
+
+
+def _round(value: float, step: int) -> int:
+    return max(step, step * round(value / step))
+
+
+def _params(spec, width: int, depth: int, mlp: int) -> int:
+    return count_params(
+        SoViTConfig(
+            hidden_size=width,
+            num_hidden_layers=depth,
+            intermediate_size=mlp,
+            num_attention_heads=spec.heads,
+            patch_size=spec.patch_size,
+            image_size=spec.image_size,
+        )
+    )
+
+
+def validation_shapes(spec, predicted: dict[str, int]) -> dict[str, dict[str, int]]:
+    """The predicted shape and the three alternatives (widths rounded to lcm(heads, width_multiple))."""
+    step = math.lcm(spec.heads, spec.width_multiple)
+    w, d, m = predicted["width"], predicted["depth"], predicted["mlp_dim"]
+    target = _params(spec, w, d, m)
+    candidates = []
+    for width in range(step, 64 * max(w, step), step):
+        depth = max(1, round(width * VIT_B["depth"] / VIT_B["width"]))
+        mlp = VIT_B["mlp_ratio"] * width
+        candidates.append((abs(math.log(_params(spec, width, depth, mlp) / target)), width, depth, mlp))
+    _, vw, vd, vm = min(candidates)
+    return {
+        "predicted": {"width": w, "depth": d, "mlp_dim": m},
+        "vit_proportioned": {"width": vw, "depth": vd, "mlp_dim": vm},
+        "wider_shallower": {"width": _round(1.5 * w, step), "depth": max(1, round(d / 2)), "mlp_dim": m},
+        "narrower_deeper": {"width": _round(w / 1.5, step), "depth": 2 * d, "mlp_dim": m},
+    }
+
+
+def fallback_rule(folder: Path) -> ScalingRule:
+    """The paper's classification exponents (Sec. 4.1) on this sweep's own grid anchor: what is left to test when
+    the star sweep did not identify Eq. 2 (``fit.json`` status ``not_identified``)."""
+    report_path = folder / FIT_REPORT
+    if not report_path.is_file():
+        raise ValueError(f"{report_path}: no fit yet (run `sovit sweep fit {folder}` first).")
+    report = json.loads(report_path.read_text())
+    if report.get("anchor") is None:
+        raise ValueError(f"{report_path} has no grid anchor: the fallback rule needs the grid sweep.")
+    anchor = report["anchor"]
+    return ScalingRule(
+        exponents=PAPER_EXPONENTS["classification"],
+        anchor={k: float(v) for k, v in anchor["shape"].items()},
+        t0=float(anchor["t0"]),
+        source="SoViT Sec. 4.1 exponents on this sweep's grid anchor (the star sweep did not identify Eq. 2)",
+    )
+
+
+def plan_validation(folder: str | Path, fallback: bool = False) -> Path:
+    """Write ``FOLDER/validate/plan.json`` from the sweep's results and law; returns the validation folder.
+
+    Args:
+        folder: the sweep folder.
+        fallback: without a fitted ``law.json``, validate :func:`fallback_rule` instead of failing.
+    """
+    folder = Path(folder)
+    plan = load_plan(folder)
+    spec = plan["spec"]
+    law = folder / LAW_FILE
+    if not law.is_file():
+        if not fallback:
+            raise ValueError(
+                f"{law}: no fitted law (run `sovit sweep fit {folder}`; if the star sweep did not identify Eq. 2, "
+                "`--fallback` validates the paper's exponents on this sweep's anchor)."
+            )
+        law = fallback_rule(folder)
+    rows = finished_rows(folder)
+    largest = max(r["compute_gflops"] for r in rows)
+    budget = spec.validate_factor * largest
+    optimal = compute_optimal_shape(
+        budget,
+        law=law,
+        heads=spec.heads,
+        multiple_of=spec.width_multiple,
+        patch_size=spec.patch_size,
+        image_size=spec.image_size,
+    )
+    c = optimal.config
+    predicted = {"width": c.hidden_size, "depth": c.num_hidden_layers, "mlp_dim": c.intermediate_size}
+    out, index = [], 0
+    for name, shape in validation_shapes(spec, predicted).items():
+        config = SoViTConfig(
+            hidden_size=shape["width"],
+            num_hidden_layers=shape["depth"],
+            intermediate_size=shape["mlp_dim"],
+            num_attention_heads=spec.heads,
+            patch_size=spec.patch_size,
+            image_size=spec.image_size,
+        )
+        per_image = count_flops(config)
+        steps = max(1, round(budget / (per_image * spec.batch_size)))
+        examples = steps * spec.batch_size
+        for seed in spec.validate_seeds:
+            run = SweepRun(
+                "validate",
+                name,
+                shape["width"],
+                shape["depth"],
+                shape["mlp_dim"],
+                spec.heads,
+                spec.patch_size,
+                spec.image_size,
+                steps,
+                spec.batch_size,
+                examples,
+                per_image,
+                per_image * examples,
+            )
+            row = {
+                "index": index,
+                "stage": "validate",
+                **run.to_dict(),
+                "seed": seed,
+                "name": f"validate-{name}-w{shape['width']}-d{shape['depth']}-m{shape['mlp_dim']}-seed{seed}",
+                "params": count_params(config),
+            }
+            out.append(row)
+            index += 1
+    target = folder / VALIDATE_DIR
+    extra = {
+        "budget_gflops": budget,
+        "largest_sweep_gflops": largest,
+        "law": str(law) if isinstance(law, Path) else law.source,
+        "predicted_unrounded": optimal.exact,
+    }
+    write_plan(target, spec, out, stage="validate", extra=extra)
+    return target
+
+
+def summarise_validation(folder: str | Path) -> dict:
+    """Mean, spread (sample std, min, max) of f and test error per shape; writes ``FOLDER/validation.json``."""
+    folder = Path(folder)
+    target = folder / VALIDATE_DIR
+    plan = json.loads((target / "plan.json").read_text())
+    rows = finished_rows(target)
+    table = {}
+    for name in SHAPES:
+        mine = [r for r in rows if r["dim"] == name]
+        planned = [r for r in plan["rows"] if r["dim"] == name]
+        f = np.array([r["f"] for r in mine])
+        test = np.array([r["test_error"] for r in mine])
+        first = planned[0]
+        table[name] = {
+            "width": first["width"],
+            "depth": first["depth"],
+            "mlp_dim": first["mlp_dim"],
+            "params": first["params"],
+            "steps": first["steps"],
+            "compute_gflops": first["compute_gflops"],
+            "seeds": len(mine),
+            "f": [float(v) for v in f],
+            "test_error": [float(v) for v in test],
+            "f_mean": float(f.mean()) if len(f) else None,
+            "f_std": float(f.std(ddof=1)) if len(f) > 1 else None,
+            "test_error_mean": float(test.mean()) if len(test) else None,
+            "test_error_std": float(test.std(ddof=1)) if len(test) > 1 else None,
+        }
+    done = {k: v for k, v in table.items() if v["f_mean"] is not None}
+    ranking = sorted(done, key=lambda k: done[k]["f_mean"])
+    outcome = "incomplete"
+    if "predicted" in done and len(done) == len(SHAPES):
+        p = done["predicted"]
+        beaten_by = [k for k in ranking if done[k]["f_mean"] < p["f_mean"]]
+        clear = [
+            k
+            for k in done
+            if k != "predicted"
+            and done[k]["f_std"] is not None
+            and p["f_std"] is not None
+            and done[k]["f_mean"] - p["f_mean"] > done[k]["f_std"] + p["f_std"]
+        ]
+        if not beaten_by:
+            outcome = (
+                "the predicted shape has the lowest mean f; it beats "
+                f"{len(clear)} of 3 alternatives by more than the two spreads combined"
+            )
+        else:
+            outcome = f"the predicted shape ranks {ranking.index('predicted') + 1} of 4 (beaten by {beaten_by})"
+    document = {
+        "budget_gflops": plan["budget_gflops"],
+        "largest_sweep_gflops": plan["largest_sweep_gflops"],
+        "factor": plan["budget_gflops"] / plan["largest_sweep_gflops"],
+        "law": plan["law"],
+        "shapes": table,
+        "ranking_by_mean_f": ranking,
+        "outcome": outcome,
+    }
+    write_json_atomic(folder / VALIDATION_FILE, document)
+    return document
+
+
+def validation_markdown(document: dict) -> str:
+    """The validation table as markdown (mean ± sample std over seeds)."""
+    lines = [
+        f"Held-out budget {document['budget_gflops']:.4g} GFLOPs = {document['factor']:.1f} x the largest sweep "
+        "run; f = 10-shot linear-probe error; mean ± std over seeds.",
+        f"Predicted shape from: {document['law']}.",
+        "",
+        "| shape | width | depth | MLP | params | steps | seeds | f (few-shot error) | test error |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, row in document["shapes"].items():
+
+        def cell(mean, std):
+            return "-" if mean is None else f"{mean:.4f} ± {std:.4f}" if std is not None else f"{mean:.4f}"
+
+        lines.append(
+            f"| {name} | {row['width']} | {row['depth']} | {row['mlp_dim']} | {row['params']:,} | "
+            f"{row['steps']} | {row['seeds']} | {cell(row['f_mean'], row['f_std'])} | "
+            f"{cell(row['test_error_mean'], row['test_error_std'])} |"
+        )
+    lines += ["", f"Outcome: {document['outcome']}."]
+    return "\n".join(lines)

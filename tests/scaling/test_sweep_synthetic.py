@@ -1,0 +1,105 @@
+"""``plan -> run -> fit`` with a synthetic trainer whose f follows a known SoViT Eq. 3 law (hence Eq. 2 along every
+star arm, one shared c) plus noise: the loop must recover the true s_k = c / (a_k + b_k) inside its own intervals."""
+
+import numpy as np
+import pytest
+
+from sovit_hf.cli import main
+from sovit_hf.scaling import ScalingRule, compute_optimal_shape
+from sovit_hf.scaling.sweep import (
+    find_anchor,
+    fit_sweep,
+    plan_rows,
+    preset,
+    row_states,
+    run_sweep,
+    synthetic_exponents,
+    synthetic_loss,
+    write_plan,
+)
+
+# s = (1/3, 0.3125, 0.4545); f spans about 0.9-1.9 over the cpu preset's star arms.
+LAW = {
+    "alpha": {"width": 4.0, "depth": 0.3, "mlp_dim": 1.5},
+    "a": {"width": 0.5, "depth": 1.0, "mlp_dim": 0.6},
+    "beta": {"width": 0.02, "depth": 0.15, "mlp_dim": 0.03},
+    "b": {"width": 1.0, "depth": 0.6, "mlp_dim": 0.5},
+    "xi": 0.5,
+    "c": 0.5,
+    "epsilon": 0.05,
+}
+
+
+# The paper's star design (App. B.2): 6 values per arm, well below the center; 4 lengths here (the paper has 3).
+STAR = dict(
+    center={"width": 128, "depth": 12, "mlp_dim": 1024},
+    star_grids={"width": (16, 24, 32, 48, 64, 96), "depth": (1, 2, 3, 4, 6, 8), "mlp_dim": (24, 48, 96, 192, 384, 768)},
+    star_steps=(50, 100, 200, 400),
+)
+
+
+def synthetic_spec(noise_seed: int, **trainer):
+    options = {"name": "synthetic", "law": LAW, "noise": 0.01, "noise_seed": noise_seed, **trainer}
+    return preset("cpu", trainer=options, fit_bootstrap=100, **STAR)
+
+
+def test_synthetic_loss_is_eq3_by_hand():
+    # width 10, depth 2, mlp 20, t 100: 4*10^-0.5 + 0.3*2^-1 + 1.5*20^-0.6
+    #   + (0.02*10 + 0.15*2^0.6 + 0.03*20^0.5 + 0.5) * 100^-0.5 + 0.05
+    size = 4.0 / np.sqrt(10) + 0.3 / 2 + 1.5 * 20**-0.6
+    compute = (0.2 + 0.15 * 2**0.6 + 0.03 * np.sqrt(20) + 0.5) / 10
+    assert synthetic_loss(LAW, 10, 2, 20, 100.0) == pytest.approx(size + compute + 0.05, rel=1e-12)
+
+
+@pytest.mark.parametrize("noise_seed", [0, 1, 2])
+def test_fit_recovers_exponents_within_intervals(tmp_path, noise_seed):
+    spec = synthetic_spec(noise_seed)
+    star = [r for r in plan_rows(spec) if r["sweep"] == "star"]  # the grid is not needed for s_k
+    write_plan(tmp_path, spec, rows=star)
+    outcome = run_sweep(tmp_path, jobs=0, progress=False)
+    assert len(outcome["ok"]) == len(star) and not outcome["failed"]
+    report = fit_sweep(tmp_path)
+    truth = synthetic_exponents(LAW)
+    covered = [d for d, e in report["exponents"].items() if e["interval"][0] <= truth[d] <= e["interval"][1]]
+    assert len(covered) >= 2, (report["exponents"], truth)
+    # the law file is what `sovit shape --law` and compute_optimal_config(law=...) read: x_k = x0_k (t/t0)^(s_k/3)
+    shape = compute_optimal_shape(1e4, law=report["law_path"], heads=4, multiple_of=8, patch_size=4, image_size=16)
+    rule = ScalingRule.paper()  # no grid rows here: the paper's anchor and t0, with the fitted exponents
+    for dim, entry in report["exponents"].items():
+        expected = rule.anchor[dim] * (1e4 / rule.t0) ** (entry["s"] / 3)
+        assert shape.exact[dim] == pytest.approx(expected, rel=1e-9)
+    assert main(["shape", "--law", str(report["law_path"]), "--gflops", "1e4", "--heads", "4"]) == 0
+    for dim, entry in report["exponents"].items():  # and the intervals are not vacuous
+        low, high = entry["interval"]
+        assert 0 < low < high and high - low < 2 * truth[dim], (dim, entry)
+
+
+def test_failed_row_is_recorded_then_retried_a_bounded_number_of_times(tmp_path):
+    spec = synthetic_spec(0, fail_rows=[1])
+    write_plan(tmp_path, spec, rows=plan_rows(spec)[:3])
+    first = run_sweep(tmp_path, jobs=0, progress=False)
+    assert first["failed"] == [1] and sorted(first["ok"]) == [0, 2]
+    second = run_sweep(tmp_path, jobs=0, progress=False)  # one retry (max_attempts = 2) ...
+    assert second["failed"] == [1] and sorted(second["done"]) == [0, 2]
+    third = run_sweep(tmp_path, jobs=0, progress=False)  # ... then no more
+    assert third["exhausted"] == [1] and not third["failed"]
+    failures = row_states(tmp_path)[1]["failures"]
+    assert [f["attempt"] for f in failures] == [1, 2]
+    assert "synthetic failure of row 1" in failures[0]["error"]
+
+
+def test_anchor_rules_on_a_known_frontier():
+    grid = {"width": (1, 2, 3), "depth": (1, 2, 3), "mlp_dim": (1, 2, 3)}
+    t = np.geomspace(1, 100, 10)
+
+    def model(w, d, m, f):
+        return {"width": w, "depth": d, "mlp_dim": m, "curve": list(zip(t, f, strict=True))}
+
+    # (2, 2, 2) is best everywhere; (3, 3, 3) second: rule 1 and 2 hold, t0 = the smallest common level
+    inside = find_anchor([model(2, 2, 2, 1 / t), model(3, 3, 3, 1.1 / t), model(1, 1, 1, 2 / t)], grid)
+    assert inside.shape == {"width": 2, "depth": 2, "mlp_dim": 2} and inside.rule1_ok and inside.rule2_ok
+    assert inside.t0 == pytest.approx(1.0) and not inside.messages
+    # the best model is on the high edge of depth: rule 1 fails, and the message says to extend depth upward
+    edge = find_anchor([model(2, 3, 2, 1 / t), model(2, 2, 2, 1.1 / t)], grid)
+    assert not edge.rule1_ok and edge.boundary == {"depth": "high"}
+    assert any("extend it upward" in m and "depth" in m for m in edge.messages)
