@@ -29,8 +29,9 @@ from transformers import HfArgumentParser, Trainer, TrainerCallback, TrainingArg
 from ..configuration_sovit import SoViTConfig
 from ..image_processing_sovit import SoViTImageProcessor, to_8bit
 from ..modeling_sovit import SoViTForImageClassification
+from .finish import finish_run
+from .fsdp import wants_cpu_fsdp
 from .resume import check_resume_checkpoint
-from .run_record import write_run_record
 from .tasks import task_usage
 from .transforms import flip_lr, inception_crop
 
@@ -260,7 +261,6 @@ def plot_training_curves(log_history: list[dict], path: Path) -> Path | None:
 
 def run(model_args: ModelArguments, data_args: DataArguments, args: SoViTTrainingArguments) -> dict:
     """Train, evaluate and write the hub-ready folder; returns the final evaluation metrics."""
-    from ..model_card import write_model_card
     from .data import check_output_dir, check_pretrained_path, config_overrides, label_names, validate_dataset
     from .fewshot import FewShotCallback
 
@@ -293,6 +293,26 @@ def run(model_args: ModelArguments, data_args: DataArguments, args: SoViTTrainin
         callbacks.append(FewShotCallback(tr["pixel_values"], tr["labels"], ev["pixel_values"], ev["labels"], shots))
     steps_per_epoch = -(-len(train_ds) // (args.per_device_train_batch_size * max(args.world_size, 1)))
     total = args.max_steps if args.max_steps > 0 else int(steps_per_epoch * args.num_train_epochs)
+    model_fields = ("hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads", "patch_size")
+    report = dict(
+        start=start,
+        card_config=model.config,
+        source=f"trained with sovit_hf on '{data_args.dataset_name}'",
+        command="sovit train " + " ".join(sys.argv[1:]),
+        dataset=data_args.dataset_name,
+        record={
+            "dataset": data_args.dataset_name,
+            "train_examples": len(train),
+            "eval_examples": len(evaluation),
+            "model": {k: getattr(model.config, k) for k in (*model_fields, "image_size")},
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "epochs": args.num_train_epochs,
+        },
+        record_metrics=lambda metrics: {"eval_accuracy": metrics.get("eval_accuracy")},
+        plot=plot_training_curves,
+    )
+    if wants_cpu_fsdp(args):  # accelerate shards only on GPUs: FSDP2 on CPU/gloo without the Trainer
+        return run_cpu_fsdp(model, train_ds, eval_ds, processor, args, epoch, report)
     trainer = Trainer(
         model=model,
         args=args,
@@ -305,45 +325,37 @@ def run(model_args: ModelArguments, data_args: DataArguments, args: SoViTTrainin
         optimizers=build_optimizers(model, args, total),
     )
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
-    trainer.save_model()  # before anything else can fail (every rank calls it: Trainer decides who writes)
-    metrics = trainer.evaluate()
-    if trainer.is_world_process_zero():
-        trainer.save_metrics("eval", metrics)
-        trainer.save_state()
+    return finish_run(trainer, **report)
+
+
+def run_cpu_fsdp(model, train_ds, eval_ds, processor, args, epoch: AugmentationEpoch, report: dict) -> dict:
+    """The recipe under FSDP2 on CPU (:func:`sovit_hf.training.fsdp.train_cpu`): same outputs as the Trainer path
+    (model, processor, ``eval_results.json``, ``trainer_state.json``'s log history, card, plot, run record)."""
+    import json
+
+    import torch.distributed as dist
+
+    from .finish import write_report
+    from .fsdp import train_cpu
+
+    def set_epoch(value: int) -> None:
+        epoch.epoch = value
+
+    metrics, history, steps = train_cpu(
+        model,
+        train_ds,
+        eval_ds,
+        collate,
+        args,
+        lambda sharded, total: build_optimizers(sharded, args, total),
+        processor=processor,
+        set_epoch=set_epoch,
+    )
+    if dist.get_rank() == 0:
         out = Path(args.output_dir)
-        plot_training_curves(trainer.state.log_history, out / "training_curves.png")
-        write_model_card(
-            out,
-            model.config,
-            source=f"trained with sovit_hf on '{data_args.dataset_name}'",
-            command="sovit train " + " ".join(sys.argv[1:]),
-            results=metrics,
-            dataset=data_args.dataset_name,
-        )
-        record = {
-            "dataset": data_args.dataset_name,
-            "train_examples": len(train),
-            "eval_examples": len(evaluation),
-            "model": {
-                k: getattr(model.config, k)
-                for k in (
-                    "hidden_size",
-                    "num_hidden_layers",
-                    "intermediate_size",
-                    "num_attention_heads",
-                    "patch_size",
-                    "image_size",
-                )
-            },
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "epochs": args.num_train_epochs,
-            "steps": trainer.state.global_step,
-            "wall_s": time.perf_counter() - start,
-            "eval_accuracy": metrics.get("eval_accuracy"),
-            "processes": args.world_size,
-            "seed": args.seed,
-        }
-        write_run_record(out, record)
+        (out / "eval_results.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        (out / "trainer_state.json").write_text(json.dumps({"global_step": steps, "log_history": history}, indent=2))
+        write_report(out, metrics, history, steps=steps, processes=dist.get_world_size(), seed=args.seed, **report)
     return metrics
 
 

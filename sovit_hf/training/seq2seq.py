@@ -13,7 +13,6 @@ import json
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import transformers
@@ -31,8 +30,8 @@ from .data import (
     subsample,
     train_eval_splits,
 )
+from .finish import finish_run
 from .resume import check_resume_checkpoint
-from .run_record import write_run_record
 from .tasks import task_usage
 
 
@@ -291,7 +290,6 @@ class GenerationEvalTrainer(Trainer):
 
 
 def run(task: Task, model_args: ModelArguments, data_args: DataArguments, args: Seq2SeqArguments) -> dict:
-    from ..model_card import write_model_card
     from .data import check_output_dir
 
     start = time.perf_counter()
@@ -324,36 +322,23 @@ def run(task: Task, model_args: ModelArguments, data_args: DataArguments, args: 
         baseline_text=task.constant_prediction(train),
     )
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
-    trainer.save_model()  # before anything else can fail (every rank calls it: Trainer decides who writes)
-    if trainer.is_world_process_zero():
-        processor.save_pretrained(args.output_dir)
-    metrics = trainer.evaluate()
-    if trainer.is_world_process_zero():
-        trainer.save_metrics("eval", metrics)
-        trainer.save_state()
-        out = Path(args.output_dir)
-        numeric = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
-        write_model_card(
-            out,
-            model.config.vision_config,
-            source=f"SoViT {task.name} model trained with sovit_hf on '{data_args.dataset_name}'",
-            command=f"python -m sovit_hf.training.{task.name} " + " ".join(sys.argv[1:]),
-            results=numeric,
-            dataset=data_args.dataset_name,
-        )
-        record = {
+    return finish_run(
+        trainer,
+        start=start,
+        card_config=model.config.vision_config,
+        source=f"SoViT {task.name} model trained with sovit_hf on '{data_args.dataset_name}'",
+        command=f"python -m sovit_hf.training.{task.name} " + " ".join(sys.argv[1:]),
+        dataset=data_args.dataset_name,
+        record={
             "task": task.name,
             "dataset": data_args.dataset_name,
             "train_examples": len(train),
             "eval_examples": len(evaluation),
             "parameters": sum(p.numel() for p in model.parameters()),
-            "steps": trainer.state.global_step,
-            "wall_s": time.perf_counter() - start,
-            "seed": args.seed,
-            "metrics": numeric,
-        }
-        write_run_record(out, record)
-    return metrics
+        },
+        record_metrics=lambda metrics: {"metrics": {k: v for k, v in metrics.items() if isinstance(v, int | float)}},
+        processor=processor,
+    )
 
 
 def main(task: Task, argv: list[str] | None = None) -> int:
