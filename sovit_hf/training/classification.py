@@ -184,6 +184,23 @@ class AugmentationEpoch(TrainerCallback):
         self.epoch = int(state.epoch or 0)
 
 
+class SizedStream(torch.utils.data.IterableDataset):
+    """A ``datasets.IterableDataset`` of known length ``n``: the Trainer then counts an epoch as one pass over it
+    (without a length it takes ``max_steps`` for an epoch). ``set_epoch`` reshuffles, as the stream's own."""
+
+    def __init__(self, stream, n: int):
+        self.stream, self.n = stream, n
+
+    def __len__(self):
+        return self.n
+
+    def __iter__(self):
+        return iter(self.stream)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.stream.set_epoch(epoch)
+
+
 def _with_index(batch, indices):
     return {**batch, INDEX_COLUMN: indices}
 
@@ -346,6 +363,8 @@ def run(model_args: ModelArguments, data_args: DataArguments, args: SoViTTrainin
     if is_stream(train):  # shuffled per epoch (Trainer calls set_epoch); the index is the position in the epoch
         train_ds = train.shuffle(seed=args.seed, buffer_size=data_args.shuffle_buffer)
         train_ds = train_ds.map(_with_index, batched=True, with_indices=True).map(train_transform, batched=True)
+        if n_train:  # a known length: the Trainer counts epochs in passes over it, not in max_steps
+            train_ds = SizedStream(train_ds, n_train)
         eval_ds = evaluation.map(plain, batched=True)
     else:
         train_ds = train.add_column(INDEX_COLUMN, list(range(len(train)))).with_transform(train_transform)
