@@ -36,6 +36,20 @@ from .resume import FSDP_STATE_NAME as STATE_NAME
 
 # Each is sharded on its own (one all-gather per block), then the root takes the rest (embeddings, norms, head).
 WRAP_CLASSES = ("SoViTEncoderLayer", "SoViTDecoderLayer", "SoViTMAPHead")
+# Parts of a block that stay in the root's unit (gathered for the whole forward): the captioning / VQA model projects
+# the image into every decoder layer's cross-attention keys and values once per call, before the layers run
+# (modeling_sovit_generation.py), so a whole-layer unit would still be sharded then; the rest of the layer is one
+# unit of its leaf modules, which gathers when the first of them is called, so the layer's norms (read through
+# apply_layer_norm, not called) stay in the root too (a few hundred values each).
+USED_OUTSIDE_FORWARD = {
+    "SoViTDecoderLayer": (
+        "cross_attn.k_proj",
+        "cross_attn.v_proj",
+        "self_attn_layer_norm",
+        "cross_attn_layer_norm",
+        "mlp_layer_norm",
+    )
+}
 
 
 def wants_cpu_fsdp(args) -> bool:
@@ -64,9 +78,23 @@ def shard_model(
     policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
     kwargs = dict(mesh=mesh, mp_policy=policy, reshard_after_forward=reshard_after_forward)
     for module in [m for m in model.modules() if type(m).__name__ in WRAP_CLASSES]:
-        fully_shard(module, **kwargs)
+        outside = USED_OUTSIDE_FORWARD.get(type(module).__name__, ())
+        fully_shard(_units(module, outside) if outside else module, **kwargs)
     fully_shard(model, **kwargs)
     return model
+
+
+def _units(module: torch.nn.Module, outside: tuple[str, ...]) -> list[torch.nn.Module]:
+    """The leaf modules of ``module`` (those holding parameters) except the paths in ``outside``: one FSDP unit,
+    gathered when the first of them is called (the layer calls its projections directly, not their parents)."""
+    return [
+        child
+        for name, child in module.named_modules()
+        if name
+        and not any(name == o or name.startswith(o + ".") for o in outside)
+        and not list(child.children())
+        and any(True for _ in child.parameters(recurse=False))
+    ]
 
 
 def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
