@@ -31,6 +31,7 @@ from .data import (
     train_eval_splits,
 )
 from .finish import finish_run
+from .fsdp import wants_cpu_fsdp
 from .resume import check_resume_checkpoint
 from .tasks import task_usage
 
@@ -296,6 +297,11 @@ def run(task: Task, model_args: ModelArguments, data_args: DataArguments, args: 
     args.remove_unused_columns = False
     check_output_dir(args.output_dir)
     check_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
+    if wants_cpu_fsdp(args):  # accelerate would silently run plain DDP on CPU
+        raise ValueError(
+            "--fsdp on CPU is the classification recipe's (sovit_hf.training.fsdp); captioning / VQA shard on GPUs "
+            "through accelerate (configs/accelerate_fsdp_seq2seq.yaml)."
+        )
     if data_args.text_column:
         task = Task(task.name, task.metric, data_args.text_column, task.uses_question)
     check_pretrained_path(model_args.model_name_or_path, "--model_name_or_path")
