@@ -7,10 +7,11 @@ and after (a bounded sample checked, pools read in batches, ``--streaming``).
 Generates one imagefolder per size (16x16 PNGs, 10 classes, ``train/CLASS/N.png``) under ``--data`` (not
 committed), with a private ``datasets`` cache there. Each measurement is a fresh process (``--child``): the recipe's
 ``run()`` with a tiny SoViT, stopped after its first optimizer step; "time to first step" runs from ``run()``'s
-call to the end of that step (Python imports excluded), "peak RSS" is the process's ``ru_maxrss``. The imagefolder's
-Arrow cache is built once per size before the timed runs (its build time is reported as ``cache_build_s``); the
-old code is the ``--old-ref`` commit's ``sovit_hf`` (``git archive``). The few-shot probe: one probe of the recipe's
-pools (1,5-shot) in a fresh process, old and new, peak RSS. Writes ``benchmarks/results/data_scale.json``.
+call to the end of that step (Python imports excluded), "peak RSS" is the process's ``ru_maxrss``. The old code
+(the ``--old-ref`` commit's ``sovit_hf``, via ``git archive``) loads the folder with datasets' imagefolder builder,
+whose first run at a size also writes its Arrow cache (included in that run's time: one run per size). The few-shot
+probe: one probe of the recipe's pools (1,5-shot) in a fresh process, peak RSS (the old probe at the smallest size
+only). Writes ``benchmarks/results/data_scale.json``.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def generate(folder: Path, n: int, classes: int = 10) -> None:
     import numpy as np
     from PIL import Image
 
-    if (folder / "done").is_file():
+    if (folder / ".done").is_file():
         return
     rng = np.random.default_rng(0)
     for c in range(classes):
@@ -46,7 +47,7 @@ def generate(folder: Path, n: int, classes: int = 10) -> None:
         c = i % classes
         pixels = np.clip(rng.normal(25 * c, 40, (16, 16, 3)), 0, 255).astype(np.uint8)
         Image.fromarray(pixels).save(folder / "train" / str(c) / f"{i}.png")
-    (folder / "done").write_text(str(n))
+    (folder / ".done").write_text(str(n))
 
 
 def recipe_args(data: Path, out: Path, *extra: str) -> list[str]:
@@ -158,17 +159,16 @@ def main() -> None:
         generate(folder, n)
         print(f"{n} images in {folder} ({time.perf_counter() - start:.0f} s)", flush=True)
         out = args.data / "out"
-        start = time.perf_counter()
-        run_child(ROOT, "train", recipe_args(folder, out), env)  # builds the Arrow cache (timed, not a result)
-        row = {"images": n, "cache_build_and_first_run_s": round(time.perf_counter() - start, 1)}
+        row = {"images": n}
         for name, code, extra in (
-            ("old", old, []),
+            ("old", old, []),  # its first run at this size also builds datasets' Arrow cache of the folder
             ("new", ROOT, []),
             ("new_streaming", ROOT, ["--streaming", "True", "--max_eval_samples", "64"]),
         ):
             row[name] = run_child(code, "train", recipe_args(folder, out, *extra), env)
             print(n, name, row[name], flush=True)
-        for name, code in (("probe_old", old), ("probe_new", ROOT)):
+        probes = (("probe_old", old), ("probe_new", ROOT)) if n == min(args.sizes) else (("probe_new", ROOT),)
+        for name, code in probes:  # the old probe only at the smallest size: it decodes every image into memory
             row[name] = run_child(code, "probe", recipe_args(folder, out), env)
             print(n, name, row[name], flush=True)
         rows.append(row)

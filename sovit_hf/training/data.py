@@ -6,6 +6,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -70,10 +71,60 @@ def load_classification_dataset(
             raise ValueError("dataset 'imagefolder' needs --data_dir.")
         if not Path(data_dir).is_dir():
             raise ValueError(f"--data_dir {data_dir}: no such folder.")
-        return load_dataset_or_fail("imagefolder", data_dir=data_dir, streaming=streaming)
+        listed = image_folder(data_dir)
+        if listed is None:  # another layout (metadata files, nested folders): datasets' own imagefolder builder
+            return load_dataset_or_fail("imagefolder", data_dir=data_dir, streaming=streaming)
+        return _as_stream(listed) if streaming else listed
     if streaming and Path(name).is_dir():
         return _as_stream(load_dataset_or_fail(name))
     return load_dataset_or_fail(name, config, **({"streaming": True} if streaming else {}))
+
+
+SPLIT_FOLDERS = ("train", "validation", "test")
+
+
+def image_folder(data_dir: str):
+    """``DIR/CLASS/IMAGE`` or ``DIR/{train,validation,test}/CLASS/IMAGE`` as a ``DatasetDict`` of image paths
+    (decoded when read) and ``ClassLabel`` labels named by the sorted class folders, as datasets' ``imagefolder``
+    names them; ``None`` for any other layout (a file other than an image, deeper folders, a metadata file).
+
+    One directory walk: datasets' builder resolves its data-file patterns by walking the folder once per pattern and
+    then writes an Arrow copy, seconds per thousand images before the first step (benchmarks/bench_data_scale.py).
+    """
+    import datasets
+
+    root = Path(data_dir)
+    extensions = {ext.lower() for ext in Image.registered_extensions()}
+    tops = sorted((e for e in os.scandir(root) if not e.name.startswith(".")), key=lambda e: e.name)
+    if any(not e.is_dir() for e in tops):
+        return None
+    split_dirs = {e.name: Path(e.path) for e in tops if e.name in SPLIT_FOLDERS}
+    if split_dirs and len(split_dirs) != len(tops):
+        return None
+    splits = split_dirs or {"train": root}
+    listing, names = {}, set()
+    for split, folder in splits.items():
+        rows = []
+        for cls in sorted((e for e in os.scandir(folder) if not e.name.startswith(".")), key=lambda e: e.name):
+            if not cls.is_dir():
+                return None
+            for entry in os.scandir(cls.path):
+                if not entry.is_file() or Path(entry.name).suffix.lower() not in extensions:
+                    return None
+                rows.append((entry.path, cls.name))
+            names.add(cls.name)
+        listing[split] = sorted(rows)
+    classes = sorted(names)
+    index = {name: i for i, name in enumerate(classes)}
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=classes)})
+    return datasets.DatasetDict(
+        {
+            split: datasets.Dataset.from_dict(
+                {"image": [path for path, _ in rows], "label": [index[c] for _, c in rows]}, features=features
+            )
+            for split, rows in listing.items()
+        }
+    )
 
 
 def _as_stream(dataset_dict):
@@ -332,6 +383,7 @@ __all__ = [
     "check_pretrained_path",
     "config_overrides",
     "digits_dataset",
+    "image_folder",
     "is_stream",
     "label_names",
     "load_classification_dataset",

@@ -137,3 +137,29 @@ def test_streaming_counts_epochs_and_resumes_exactly(tmp_path):
     a, b = load_file(tmp_path / "straight" / "model.safetensors"), load_file(tmp_path / "resumed" / "model.safetensors")
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+@needs("datasets")
+def test_image_folder_lists_what_datasets_imagefolder_loads(tmp_path):
+    import datasets
+
+    from sovit_hf.training.data import image_folder
+
+    for split, classes in (("train", ("cat", "dog", "eel")), ("test", ("cat", "dog", "eel"))):
+        for c, name in enumerate(classes):
+            (tmp_path / split / name).mkdir(parents=True)
+            for i in range(2 + c):
+                Image.new("RGB", (4, 4), (c * 40, i, 0)).save(tmp_path / split / name / f"{i}.png")
+    ours = image_folder(str(tmp_path))
+    theirs = datasets.load_dataset("imagefolder", data_dir=str(tmp_path), cache_dir=str(tmp_path / ".cache"))
+
+    def rows(split):
+        raw = split.cast_column("image", datasets.Image(decode=False))
+        return sorted(zip([r["path"] for r in raw["image"]], raw["label"], strict=True))
+
+    assert sorted(ours) == sorted(theirs) == ["test", "train"]
+    for name in ours:
+        assert ours[name].features == theirs[name].features
+        assert rows(ours[name]) == rows(theirs[name])
+    (tmp_path / "train" / "cat" / "metadata.csv").write_text("file_name,text\n")
+    assert image_folder(str(tmp_path)) is None  # another layout: left to datasets' builder
