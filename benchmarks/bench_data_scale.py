@@ -138,6 +138,33 @@ def old_code(ref: str, where: Path) -> Path:
     return target
 
 
+def render_markdown(record: dict) -> str:
+    """The README's table of ``record``."""
+    lines = [
+        "| images | first step: old | new | new `--streaming` | peak RSS at first step: old | new "
+        "| few-shot probe peak RSS: old | new |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in record["runs"]:
+        old_probe = f"{row['probe_old']['peak_rss_mib']:.0f} MiB" if "probe_old" in row else "not run"
+        new_probe = f"{row['probe_new']['peak_rss_mib']:.0f} MiB"
+        lines.append(
+            f"| {row['images']:,} | {row['old']['first_step_s']:.1f} s | {row['new']['first_step_s']:.1f} s "
+            f"| {row['new_streaming']['first_step_s']:.1f} s | {row['old']['rss_at_first_step_mib']:.0f} MiB "
+            f"| {row['new']['rss_at_first_step_mib']:.0f} MiB | {old_probe} | {new_probe} |"
+        )
+    small, large = record["runs"][0], record["runs"][-1]
+    ratio = large["new"]["first_step_s"] / small["new"]["first_step_s"]
+    growth = large["probe_new"]["peak_rss_mib"] / small["probe_new"]["peak_rss_mib"] - 1
+    lines.append("")
+    lines.append(
+        f"From {small['images']:,} to {large['images']:,} images the new first step takes {ratio:.2f}x as long and "
+        f"the probe's peak RSS grows {100 * growth:+.1f}%; {record['machine']}; old = commit {record['old_ref']}, "
+        "whose first run per size includes datasets' Arrow cache build; `benchmarks/results/data_scale.json`."
+    )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
@@ -187,6 +214,7 @@ def main() -> None:
             "transformers": transformers.__version__,
             "datasets": datasets.__version__,
         },
+        "old_ref": args.old_ref,
         "runs": rows,
     }
     RESULTS.write_text(json.dumps(record, indent=2) + "\n")

@@ -51,6 +51,22 @@ def _losses(folder: Path) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in history if "loss" in r}
 
 
+def render_markdown(record: dict) -> str:
+    """The README's table of ``record``."""
+    lines = [
+        "| command | processes | wall time | max loss difference | max weight difference |",
+        "|---|---|---|---|---|",
+    ]
+    for run in record["runs"].values():
+        diffs = [v for k, v in run.items() if k.startswith("max_abs_loss_diff_vs_")]
+        weights = [v for k, v in run.items() if k.startswith("max_abs_weight_diff_vs_")]
+        against = next((k.split("_vs_")[1] for k in run if k.startswith("max_abs_loss_diff_vs_")), None)
+        loss = f"{diffs[0]:.1e} (vs {against})" if diffs else "reference"
+        weight = f"{weights[0]:.1e}" if weights else ""
+        lines.append(f"| `{run['command']}` | {run['processes']} | {run['wall_s']:.0f} s | {loss} | {weight} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PATH": f"{bin_dir}:{os.environ['PATH']}"}

@@ -10,6 +10,7 @@ accelerate turns FSDP on only for GPU device types (on CPU the Trainer would sil
 recipe hands over to :func:`train_cpu`: the same model, data, optimizer and schedule under ``fully_shard`` on a
 gloo ``init_device_mesh("cpu", ...)``, with sharded checkpoints (``torch.distributed.checkpoint``) that resume
 exactly, and a final save that gathers the full state on every rank into a ``from_pretrained``-loadable folder.
+It evaluates once, at the end (no Trainer callbacks: ``--fewshot_shots`` and ``--streaming`` are refused).
 """
 
 from __future__ import annotations
