@@ -335,7 +335,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, args: SoViTTrainin
     if data_args.streaming and (data_args.fewshot_shots or wants_cpu_fsdp(args)):
         raise ValueError("--streaming works with the Trainer path without --fewshot_shots (they need random access).")
     if wants_cpu_fsdp(args) and data_args.fewshot_shots:
-        raise ValueError("--fewshot_shots is a Trainer callback: not with --fsdp on CPU (it evaluates once, at the end).")
+        raise ValueError("--fewshot_shots is a Trainer callback: not with --fsdp on CPU (it evaluates at the end).")
     train, evaluation = prepare_data(data_args, args.seed)
     labels = label_names(train, data_args.label_column)
     sample = None if data_args.full_data_check else IMAGE_CHECK_SAMPLE
