@@ -184,6 +184,26 @@ class AugmentationEpoch(TrainerCallback):
         self.epoch = int(state.epoch or 0)
 
 
+class IndexedSplit(torch.utils.data.Dataset):
+    """A map-style split whose rows go through ``transform`` with their row index in ``INDEX_COLUMN`` (the
+    augmentation's seed), read a batch at a time (``__getitems__``). ``Dataset.add_column`` would first rewrite the
+    whole split (seconds per 10k rows of a subsampled split)."""
+
+    def __init__(self, split, transform):
+        self.split, self.transform = split, transform
+
+    def __len__(self):
+        return len(self.split)
+
+    def __getitems__(self, indices: list[int]) -> list[dict]:
+        batch = self.split[list(indices)]
+        out = self.transform({**batch, INDEX_COLUMN: list(indices)})
+        return [{key: value[i] for key, value in out.items()} for i in range(len(indices))]
+
+    def __getitem__(self, index: int) -> dict:
+        return self.__getitems__([int(index)])[0]
+
+
 class SizedStream(torch.utils.data.IterableDataset):
     """A ``datasets.IterableDataset`` of known length ``n``: the Trainer then counts an epoch as one pass over it
     (without a length it takes ``max_steps`` for an epoch). ``set_epoch`` reshuffles, as the stream's own."""
@@ -369,7 +389,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, args: SoViTTrainin
             train_ds = SizedStream(train_ds, n_train)
         eval_ds = evaluation.map(plain, batched=True)
     else:
-        train_ds = train.add_column(INDEX_COLUMN, list(range(len(train)))).with_transform(train_transform)
+        train_ds = IndexedSplit(train, train_transform)  # no per-row index column to write: O(1) setup
         eval_ds = evaluation.with_transform(plain)
     callbacks = [epoch]
     if data_args.fewshot_shots:  # pools read in batches: memory independent of the splits' sizes

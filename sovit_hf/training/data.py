@@ -102,29 +102,25 @@ def image_folder(data_dir: str):
     if split_dirs and len(split_dirs) != len(tops):
         return None
     splits = split_dirs or {"train": root}
-    listing, names = {}, set()
+    folders = {}
     for split, folder in splits.items():
-        rows = []
-        for cls in sorted((e for e in os.scandir(folder) if not e.name.startswith(".")), key=lambda e: e.name):
-            if not cls.is_dir():
-                return None
-            for entry in os.scandir(cls.path):
-                if not entry.is_file() or Path(entry.name).suffix.lower() not in extensions:
-                    return None
-                rows.append((entry.path, cls.name))
-            names.add(cls.name)
-        listing[split] = sorted(rows)
-    classes = sorted(names)
+        folders[split] = sorted((e for e in os.scandir(folder) if not e.name.startswith(".")), key=lambda e: e.name)
+        if any(not c.is_dir() for c in folders[split]):
+            return None
+    classes = sorted({c.name for entries in folders.values() for c in entries})
     index = {name: i for i, name in enumerate(classes)}
     features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=classes)})
-    return datasets.DatasetDict(
-        {
-            split: datasets.Dataset.from_dict(
-                {"image": [path for path, _ in rows], "label": [index[c] for _, c in rows]}, features=features
-            )
-            for split, rows in listing.items()
-        }
-    )
+    result = {}
+    for split, entries in folders.items():
+        paths, labels = [], []
+        for cls in entries:  # sorted by class, then file: the order of the sorted paths
+            files = sorted(e.path for e in os.scandir(cls.path) if not e.name.startswith("."))
+            if any(Path(f).suffix.lower() not in extensions or not os.path.isfile(f) for f in files):
+                return None
+            paths += files
+            labels += [index[cls.name]] * len(files)
+        result[split] = datasets.Dataset.from_dict({"image": paths, "label": labels}, features=features)
+    return datasets.DatasetDict(result)
 
 
 def _as_stream(dataset_dict):
