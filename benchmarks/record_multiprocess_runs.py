@@ -3,7 +3,7 @@ largest loss and weight differences from the one-process run at the same global 
 
     python benchmarks/record_multiprocess_runs.py      # writes benchmarks/results/multiprocess_cpu.json
 
-A tiny SoViT on 128 digits, 4 steps of SGD momentum (``--optimizer sgd_finetune``), no augmentation.
+A tiny SoViT on 128 digits, 4 steps of SGD momentum (``--optimizer sgd_finetune``, lr 0.1, no warmup), no augmentation.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ RESULTS = ROOT / "benchmarks" / "results" / "multiprocess_cpu.json"
 TINY = '{"hidden_size": 32, "num_hidden_layers": 1, "intermediate_size": 48, "num_attention_heads": 2, "patch_size": 8}'
 COMMON = (
     f"--model_overrides '{TINY}' --image_size 16 --max_train_samples 128 --max_eval_samples 64 --seed 0 "
-    "--max_steps 4 --logging_steps 1 --eval_strategy no --augment False --use_cpu True --optimizer sgd_finetune"
+    "--max_steps 4 --logging_steps 1 --eval_strategy no --augment False --use_cpu True --optimizer sgd_finetune "
+    "--warmup_steps 0 --learning_rate 0.1"
 )
 RECIPE = "-m sovit_hf.training.classification"
 COMMANDS = {
@@ -63,7 +64,9 @@ def render_markdown(record: dict) -> str:
         against = next((k.split("_vs_")[1] for k in run if k.startswith("max_abs_loss_diff_vs_")), None)
         loss = f"{diffs[0]:.1e} (vs {against})" if diffs else "reference"
         weight = f"{weights[0]:.1e}" if weights else ""
-        lines.append(f"| `{run['command']}` | {run['processes']} | {run['wall_s']:.0f} s | {loss} | {weight} |")
+        command = run["command"].replace(COMMON, "$COMMON")
+        lines.append(f"| `{command}` | {run['processes']} | {run['wall_s']:.0f} s | {loss} | {weight} |")
+    lines += ["", f"`$COMMON` = `{COMMON}`"]
     return "\n".join(lines)
 
 

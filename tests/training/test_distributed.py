@@ -36,6 +36,7 @@ ACCELERATE = [
 def _train(launcher: list[str], out: Path, per_device_batch: int, *extra: str) -> dict[int, float]:
     args = [*TINY, "--per_device_train_batch_size", str(per_device_batch), "--max_steps", "4", "--logging_steps", "1"]
     args += ["--eval_strategy", "no", "--augment", "False", "--use_cpu", "True", "--optimizer", "sgd_finetune"]
+    args += ["--warmup_steps", "0", "--learning_rate", "0.1"]  # steps large enough that a missed sync would show
     cmd = [*launcher, *RECIPE, "--output_dir", str(out), *args, *extra]
     result = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
