@@ -319,9 +319,11 @@ def check_images(dataset, image_column: str, split: str, sample: int | None = IM
 
 def _image_file(dataset, image_column: str, row: int) -> str:
     """`` (file PATH)`` for a row of an ``Image`` column that records its file, else an empty string."""
+    features = getattr(dataset, "features", None)
+    if not features:  # not a datasets split (nothing records a file)
+        return ""
     import datasets
 
-    features = getattr(dataset, "features", None) or {}
     if not isinstance(features.get(image_column), datasets.Image):
         return ""
     raw = dataset.cast_column(image_column, datasets.Image(decode=False))[row][image_column]
