@@ -9,7 +9,7 @@ VERSIONS := -c "import importlib.metadata as m; print('versions:', ', '.join(f'{
 	('torch', 'transformers', 'huggingface_hub', 'accelerate', 'triton', 'numpy', 'scipy', 'safetensors')))"
 
 .PHONY: install run demo test test-latest test-compat test-gpu test-kernels lint lock format bench bench-kernels \
-	bench-throughput clean
+	bench-throughput gpu-check gpu-check-dry clean
 
 $(VENV)/.installed: setup.py $(LOCK)
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -68,12 +68,21 @@ $(COMPAT_VENV)/.installed: setup.py
 
 test-compat: $(COMPAT_VENV)/.installed
 	@$(COMPAT_PY) $(VERSIONS)
-	$(COMPAT_PY) -c "import sys, sovit_hf, conversion.hf_siglip; extra = {'datasets', 'evaluate'} & set(sys.modules); \
+	$(COMPAT_PY) -c "import sys, sovit_hf, sovit_hf.conversion.hf_siglip; extra = {'datasets', 'evaluate'} & set(sys.modules); \
 		sys.exit(f'import sovit_hf imported {extra}') if extra else print('import sovit_hf: no datasets/evaluate')"
 	$(COMPAT_PY) -m pytest -q -m "not gpu" -p no:cacheprovider
 
 test-gpu: install
 	$(PY) -m pytest -q -m gpu
+
+# The whole GPU check in at most 8 minutes (benchmarks/gpu_check.sh): on the GPU machine, which has no package
+# registry, run `bash benchmarks/gpu_check.sh "$$OUT"` directly (no venv); here it uses this repository's venv.
+OUT ?= /tmp/sovit_hf_gpu_check  # the device machine sets OUT itself
+gpu-check: install
+	PYTHON=$(PY) bash benchmarks/gpu_check.sh $(OUT)
+
+gpu-check-dry: install
+	PYTHON=$(PY) bash benchmarks/gpu_check.sh --dry $(OUT)
 
 lint: install
 	$(VENV)/bin/ruff check .

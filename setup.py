@@ -14,7 +14,10 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["sovit_hf", "sovit_hf.*", "conversion", "conversion.*"]),
+    # The repository's top-level conversion/ folder installs as sovit_hf.conversion (no generic top-level package
+    # in site-packages); run from a checkout without installing, sovit_hf/_source_checkout.py finds the same name.
+    packages=[*find_packages(include=["sovit_hf", "sovit_hf.*"]), "sovit_hf.conversion"],
+    package_dir={"sovit_hf.conversion": "conversion"},
     install_requires=[
         "torch>=2.6",
         "transformers>=5.17,<6",

@@ -2,8 +2,8 @@
 
     python benchmarks/bench_conversion.py [--layouts unrolled scanned] [--keep]
 
-For each layout, runs ``python -m conversion.big_vision`` in a fresh process and records wall time and peak resident
-memory (``VmHWM``) next to the checkpoint size, and the memory of a process that only imports the converter
+For each layout, runs ``python -m sovit_hf.conversion.big_vision`` in a fresh process and records wall time and peak
+resident memory (``VmHWM``) next to the checkpoint size, and the memory of a process that only imports the converter
 (the baseline that does not scale with the checkpoint). Writes ``benchmarks/results/conversion_so400m.json``.
 """
 
@@ -40,7 +40,7 @@ MEASURE = (
 import sys, time
 open("/proc/self/clear_refs", "w").write("5")
 start = time.perf_counter()
-from conversion.big_vision import main
+from sovit_hf.conversion.big_vision import main
 code = main(sys.argv[1:])
 print("WALL", time.perf_counter() - start)
 print("MAXRSS_KB", _peak_kb())
@@ -51,7 +51,7 @@ BASELINE = (
     PEAK
     + """
 open("/proc/self/clear_refs", "w").write("5")
-import conversion.big_vision
+import sovit_hf.conversion.big_vision
 print("MAXRSS_KB", _peak_kb())
 """
 )
@@ -87,9 +87,9 @@ def update_readme(payload: dict, readme: Path = README) -> None:
 
 def make_checkpoint(path: Path, scanned: bool) -> int:
     """Random So400m/14 weights in big_vision's layout (via the exporter's key rules); returns the file size."""
-    from conversion.big_vision_keys import expected_shapes
-    from conversion.to_big_vision import stack_blocks
     from sovit_hf import SoViTConfig
+    from sovit_hf.conversion.big_vision_keys import expected_shapes
+    from sovit_hf.conversion.to_big_vision import stack_blocks
 
     config = SoViTConfig.from_variant("So400m/14", image_size=224)
     rng = np.random.default_rng(0)

@@ -9,7 +9,7 @@ Timing (median of ``--repeats``, after one warm-up):
 * the same 18-point fit with 200 bootstrap replicates and the held-out check (the CLI's default);
 * the saturating law on 300 points.
 
-Study (``--seeds`` noise seeds; the true laws are ``tests/scaling/helpers.TRUE_LAWS``, s = 0.22 / 0.45 / 0.6,
+Study (``--seeds`` noise seeds; the true laws are ``sovit_hf.scaling.synthetic.PAPER_LIKE_LAWS``, s = 0.22 / 0.45 / 0.6,
 c = 0.65, on the paper's star-arm design, 6 values x 3 lengths):
 * 2% multiplicative noise: how often the 90% bootstrap interval of s_k contains the truth, for separate and
   shared-c fits, and how often the fit raises FitError instead;
@@ -35,7 +35,9 @@ import scipy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sovit_hf.scaling import FitError, SaturatingLaw, fit_saturating_law, fit_shape_law, fit_shape_laws
-from tests.scaling.helpers import STAR_GRIDS, TRUE_LAWS, noisy, star_arm, wide_arm
+from sovit_hf.scaling.paper import PAPER_STAR_GRIDS as STAR_GRIDS
+from sovit_hf.scaling.synthetic import PAPER_LIKE_LAWS as TRUE_LAWS
+from sovit_hf.scaling.synthetic import noisy, star_arm, wide_arm
 
 RESULTS = Path(__file__).resolve().parent / "results" / "scaling_fit.json"
 

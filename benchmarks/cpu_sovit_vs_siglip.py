@@ -25,7 +25,7 @@ import transformers
 from transformers import SiglipVisionConfig, SiglipVisionModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conversion.hf_siglip import load_siglip_as_sovit
+from sovit_hf.conversion.hf_siglip import load_siglip_as_sovit
 
 RESULTS = Path(__file__).resolve().parent / "results" / "cpu_sovit_vs_siglip.json"
 README = Path(__file__).resolve().parents[1] / "README.md"

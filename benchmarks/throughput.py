@@ -8,13 +8,14 @@ SiglipVisionModel with the same weights, and timm's so400m where timm is importa
 GPU mode (``--device cuda``, the default when a GPU is visible): So400m/14 at 224 and 384, So150m/14 at 224 and g/14
 at 224, all with a MAP head (SiglipVisionModel's head). Random weights, seeded: a SiglipVisionModel is built from the
 equivalent SiglipVisionConfig (g/14 included: width 1408, depth 40, MLP 6144, 16 heads is an ordinary SigLIP config)
-and its state dict goes through the project's converter (``conversion.hf_siglip.siglip_to_sovit_state_dict``, what
-``load_siglip_as_sovit`` does, in memory instead of through a folder) into SoViT. Implementations:
+and its state dict goes through the project's converter
+(``sovit_hf.conversion.hf_siglip.siglip_to_sovit_state_dict``, what ``load_siglip_as_sovit`` does, in memory
+instead of through a folder) into SoViT. Implementations:
 
 * SoViT: ``sdpa``; ``sovit_triton`` (Triton attention); ``sovit_triton+mlp`` (+ fused fc1/bias/GELU);
   ``sovit_triton+mlp+ln`` (+ fused residual-add/LayerNorm); each also ``+compile`` (``torch.compile(model)``, default
-  mode). ``+qkv`` combinations (``sdpa+qkv``, ``sovit_triton+mlp+ln+qkv``) are added when ``SoViTConfig`` has the
-  runtime field ``qkv_implementation`` (set to ``"fused"``), and skipped silently otherwise.
+  mode). ``+qkv`` combinations (``sdpa+qkv``, ``sovit_triton+mlp+ln+qkv``) set the runtime field
+  ``qkv_implementation="fused"`` (one GEMM for q, k and v).
   ``sovit_triton+mlp+ln+graphs``: ``torch.compile(model, mode="reduce-overhead")`` (CUDA graphs: what small batches
   lose to kernel-launch overhead); ``+graphs`` is accepted wherever ``+compile`` is.
 * ``siglip-sdpa``, ``siglip-eager``, ``siglip-sdpa+compile``, ``siglip-sdpa+graphs``: transformers'
@@ -35,7 +36,7 @@ compiled if ``+compile``) or input gradient (training, at batch 8, uncompiled) i
 reference, SoViT ``sdpa`` in fp32 on the same weights (for inference rounded to bf16 first, as the timed models hold
 them): relative error ``|out - ref| / |ref|`` must not exceed ``max(2 x that of SoViT sdpa, 2e-2)``
 (FlashAttention's test rule "at most twice the error of the same-precision PyTorch reference"; 2e-2 is twice the top
-of the 1e-3..1e-2 band of bf16 operands, /work/.library/device/METHOD.md). ``max_abs_diff_vs_sdpa`` is recorded. A
+of the 1e-3..1e-2 relative error that bf16 operands typically give). ``max_abs_diff_vs_sdpa`` is recorded. A
 combination that fails to build, run or pass gets ``images_per_s: null`` and ``error``; the run goes on.
 
 Timing: every step is timed on its own (GPU: CUDA events after a synchronize; CPU: ``time.perf_counter``), ``--warmup``
@@ -96,25 +97,31 @@ from pathlib import Path
 
 import torch
 
-# The repository root, so that `benchmarks.throughput_lib`, `sovit_hf` and `conversion` import from any folder.
+# The repository root, so that `benchmarks.throughput_lib` and `sovit_hf` import from any folder.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.throughput_lib.environment import environment
-from benchmarks.throughput_lib.implementations import (
+from benchmarks.throughput_lib.matrix import (
+    ALL_MODELS,
+    CPU_MODELS,
+    GPU_MODELS,
+    Settings,
     default_implementations,
+    default_settings,
     parse_implementation,
-    qkv_available,
     timm_version,
 )
-from benchmarks.throughput_lib.inference import run_inference_unit
-from benchmarks.throughput_lib.models import ALL_MODELS, CPU_MODELS, GPU_MODELS
-from benchmarks.throughput_lib.plot import plot_payload
-from benchmarks.throughput_lib.readme_table import update_readme
-from benchmarks.throughput_lib.records import CONVENTIONS, merge_records, record_key
-from benchmarks.throughput_lib.settings import Settings, default_settings
-from benchmarks.throughput_lib.storage import default_output, load_payload, result_files, write_json
-from benchmarks.throughput_lib.timing import measure_peak_tflops
-from benchmarks.throughput_lib.training import run_training_unit
-from benchmarks.throughput_lib.units import Unit, plan_units
+from benchmarks.throughput_lib.results import (
+    CONVENTIONS,
+    default_output,
+    environment,
+    load_payload,
+    merge_records,
+    plot_payload,
+    record_key,
+    result_files,
+    update_readme,
+    write_json,
+)
+from benchmarks.throughput_lib.run import Unit, measure_peak_tflops, plan_units, run_inference_unit, run_training_unit
 
 
 def _csv(text: str) -> list[str]:
@@ -158,13 +165,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def selected_implementations(args: argparse.Namespace, device_type: str) -> list[str]:
-    with_qkv = qkv_available()
-    names = args.implementations or default_implementations(device_type, with_qkv)
+    names = args.implementations or default_implementations(device_type, with_qkv=True)
     keep = []
     for name in names:
         impl = parse_implementation(name)  # ValueError on a typo, before any work
-        if impl.qkv and not with_qkv:
-            continue
         if impl.family == "timm" and timm_version() is None:
             continue
         keep.append(name)

@@ -1,7 +1,8 @@
 """Declarative map between big_vision ViT parameter paths and SoViT state-dict names.
 
 Each rule is ``(big_vision path, SoViT name, transform)``; ``{i}`` stands for the block index and ``{mha}`` for an
-attention prefix. Transforms turn Flax layouts into torch layouts (big_vision.md sec. 1.2-1.3):
+attention prefix. Transforms turn Flax layouts (big_vision ``models/vit.py`` @0127fb6, flax ``nn.Dense`` / ``nn.Conv`` /
+``nn.DenseGeneral`` kernels) into torch layouts:
 
 * ``dense``: Dense kernel ``(in, out)`` -> Linear weight ``(out, in)``;
 * ``heads_in``: q/k/v kernel ``(W, H, D)`` -> ``(H*D, W)``;  ``heads_out``: out kernel ``(H, D, W)`` -> ``(W, H*D)``;
@@ -16,6 +17,8 @@ import re
 from collections.abc import Callable
 
 import numpy as np
+
+from sovit_hf.configuration_sovit import pool_type_spec
 
 from .npz import CheckpointError
 
@@ -82,12 +85,12 @@ def model_rules(config) -> list[tuple[str, str, str]]:
     ]
     if config.posemb == "learn":
         rules.append(("pos_embedding", "embeddings.position_embedding", "copy"))
-    if config.pool_type == "tok":
+    if pool_type_spec(config.pool_type).class_token:
         rules.append(("cls", "embeddings.cls_token", "copy"))
     for i in range(config.num_hidden_layers):
         rules += block_rules(i)
     rules += _layer_norm("Transformer/encoder_norm", "post_layernorm")
-    if config.pool_type == "map":
+    if pool_type_spec(config.pool_type).map_head:
         rules.append(("MAPHead_0/probe", "head.probe", "copy"))
         rules += _expand(_MHA, "MAPHead_0/MultiHeadDotProductAttention_0", "head.attention")
         rules += _layer_norm("MAPHead_0/LayerNorm_0", "head.layernorm")
@@ -155,7 +158,8 @@ def _require(shapes: dict[str, tuple[int, ...]], key: str, ndim: int) -> tuple[i
 
 
 def expected_shapes(config, with_head: bool) -> dict[str, tuple[int, ...]]:
-    """big_vision shape of every tensor of the model a config describes (big_vision.md 1.3)."""
+    """big_vision shape of every tensor of the model a config describes (the parameter tree of big_vision
+    ``models/vit.py`` @0127fb6)."""
     w, h, m, p = config.hidden_size, config.num_attention_heads, config.intermediate_size, config.patch_size
     d, r = w // h, config.representation_size
     per_suffix = {

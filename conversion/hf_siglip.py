@@ -1,7 +1,7 @@
 """Turn a transformers SigLIP folder (``SiglipVisionModel``, or ``SiglipModel`` whose vision tower is taken) into a
 SoViT folder. The public so400m SigLIP checkpoints on the Hub use this layout.
 
-    python -m conversion.hf_siglip SRC_DIR OUT_DIR [--pool-type none|gap|0] [--no-verify] [--overwrite]
+    python -m sovit_hf.conversion.hf_siglip SRC_DIR OUT_DIR [--pool-type none|gap|0] [--no-verify] [--overwrite]
 
 SigLIP's vision tower is a SoViT with a MAP head, so the map is a rename except for the MAP head, whose
 ``nn.MultiheadAttention`` packs q/k/v into one ``in_proj`` that is split here. With verification on (the default)
@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file
 
 from sovit_hf import SoViTConfig, SoViTImageProcessor, SoViTModel
+from sovit_hf.configuration_sovit import POOL_TYPE_SPECS, pool_type_spec
 from sovit_hf.model_card import write_model_card
 
 from .output_folder import check_output_folder, portable, write_folder
@@ -47,7 +48,7 @@ def sovit_config_from_siglip(vision: dict, pool_type: str | None = None) -> SoVi
     use_head = vision.get("vision_use_head", True)
     if pool_type is None:
         pool_type = "map" if use_head else "none"
-    elif use_head and pool_type != "map":
+    elif use_head and not pool_type_spec(pool_type).map_head:
         raise ValueError(f"The SigLIP tower has a MAP head; pool_type={pool_type!r} would drop it.")
     return SoViTConfig(
         hidden_size=vision.get("hidden_size", 768),
@@ -109,7 +110,7 @@ def load_siglip_as_sovit(src: str | Path, pool_type: str | None = None) -> tuple
     src = Path(src)
     config = sovit_config_from_siglip(read_siglip_vision_config(src), pool_type)
     state, skipped = siglip_to_sovit_state_dict(read_safetensors(src), config.hidden_size)
-    if pool_type not in (None, "map"):  # tower without a MAP head: nothing under head.* may remain
+    if pool_type is not None and not pool_type_spec(pool_type).map_head:  # no MAP head: nothing under head.* may remain
         state = {k: v for k, v in state.items() if not k.startswith("head.")}
     model = SoViTModel(config)
     expected = model.state_dict()
@@ -186,7 +187,7 @@ def convert(
             parity_reference="transformers' SiglipVisionModel on random input",
         )
 
-    write_folder(out_dir, fill, tool="conversion.hf_siglip")
+    write_folder(out_dir, fill, tool="sovit_hf.conversion.hf_siglip")
     if skipped:
         print(
             f"skipped {len(skipped)} tensors outside the vision tower: "
@@ -201,14 +202,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out_dir")
     parser.add_argument(
         "--pool-type",
-        choices=["map", "gap", "0", "none"],
+        choices=[name for name, spec in POOL_TYPE_SPECS.items() if not spec.class_token],  # SigLIP has no cls
         default=None,
         help="pooling for towers without a MAP head (default: none)",
     )
     parser.add_argument("--no-verify", action="store_true", help="skip the comparison with SiglipVisionModel")
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
-    command = portable("python -m conversion.hf_siglip " + " ".join(sys.argv[1:] if argv is None else argv))
+    command = portable("python -m sovit_hf.conversion.hf_siglip " + " ".join(sys.argv[1:] if argv is None else argv))
     try:
         out = convert(args.src_dir, args.out_dir, args.pool_type, not args.no_verify, args.overwrite, command)
     except (FileExistsError, FileNotFoundError, KeyError, ValueError, RuntimeError, OSError) as err:

@@ -1,6 +1,6 @@
-"""Export a SoViT folder back to a big_vision ``.npz`` (the inverse of ``conversion.big_vision``).
+"""Export a SoViT folder back to a big_vision ``.npz`` (the inverse of ``sovit_hf.conversion.big_vision``).
 
-    python -m conversion.to_big_vision HF_DIR OUT.npz [--scan] [--prefix params/] [--dtype float32|bfloat16]
+    python -m sovit_hf.conversion.to_big_vision HF_DIR OUT.npz [--scan] [--prefix params/] [--dtype float32|bfloat16]
 
 Writes big_vision's canonical layout: linen names, ``pos_embedding`` at the root, the MAP head under ``MAPHead_0``,
 blocks unrolled (``Transformer/encoderblock_{i}``) or, with ``--scan``, stacked under ``Transformer/encoderblock``
@@ -95,7 +95,9 @@ def export(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m conversion.to_big_vision", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m sovit_hf.conversion.to_big_vision", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("folder", help="SoViT folder written by save_pretrained")
     parser.add_argument("out", help="output .npz")
     parser.add_argument("--scan", action="store_true", help="stack blocks under Transformer/encoderblock")

@@ -6,16 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .configuration_sovit import VARIANTS, SoViTConfig, parse_variant
 from .modeling_sovit import SoViTModel
 from .training.tasks import TASK_MODULES
 
-DEFAULT_FIXTURE = Path("tests/fixtures/big_vision/vit_map_unrolled.npz")
-# Agreement a faithful float32 port reaches on big_vision's own outputs (tests/fixtures/big_vision/README.md).
-PARITY_TOLERANCE = 1e-4
+# A big_vision fixture of the repository (next to this package in a checkout; a wheel does not carry tests/).
+DEFAULT_FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "big_vision" / "vit_map_unrolled.npz"
 # Patch sizes the papers use with each name (SoViT paper Sec. 4.1, Scaling ViT Table 2, SigLIP checkpoints).
 _PAPER_PATCH = {"So150m": 14, "So400m": 14, "H": 14, "g": 14, "G": 14, "e": 14}
 
@@ -47,22 +45,10 @@ def describe_variant(variant: str, image_size: int, pool_type: str = "map") -> d
 
 def fixture_agreement(fixture: Path) -> dict[str, tuple[float, float]]:
     """Run a big_vision fixture through SoViT; ``{output: (max abs error, error / max |reference|)}``."""
-    from conversion.big_vision import load_big_vision
+    from .conversion.big_vision import load_big_vision, parity_errors
 
     model, _ = load_big_vision(fixture)
-    ref = np.load(fixture.with_name(fixture.name.replace(".npz", ".ref.npz")))
-    pixels = torch.from_numpy(ref["image_nhwc"]).permute(0, 3, 1, 2)  # NHWC -> NCHW
-    with torch.no_grad():
-        base = model.sovit if hasattr(model, "sovit") else model
-        out = base(pixels)
-        ours = {"encoded": out.last_hidden_state, "pre_logits": out.pooler_output}
-        if hasattr(model, "classifier"):
-            ours["logits"] = model.classifier(out.pooler_output)
-    result = {}
-    for name, value in ours.items():
-        err = float(np.abs(value.numpy() - ref[name]).max())
-        result[name] = (err, err / float(np.abs(ref[name]).max()))
-    return result
+    return parity_errors(model, fixture.with_name(fixture.name.replace(".npz", ".ref.npz")))
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -79,9 +65,11 @@ def _demo(args: argparse.Namespace) -> int:
     )
     fixture = Path(args.fixture)
     if not fixture.is_file():
-        print(f"big_vision fixture {fixture} not found (run from the repository root or pass --fixture).")
+        print(f"big_vision fixture {fixture} not found (it ships with the repository, not the wheel: pass --fixture).")
         return 2
     print(f"big_vision fixture {fixture}: SoViT vs big_vision's own outputs (float32)")
+    from .conversion.big_vision import PARITY_TOLERANCE
+
     ok = True
     for name, (err, rel) in fixture_agreement(fixture).items():
         passed = rel <= PARITY_TOLERANCE
@@ -121,9 +109,12 @@ def _info(args: argparse.Namespace) -> int:
 
 # Subcommands that hand their arguments to a converter's own command line.
 _PASSTHROUGH = {
-    "convert": ("conversion.big_vision", "big_vision .npz -> SoViT folder (python -m conversion.big_vision)"),
-    "convert-siglip": ("conversion.hf_siglip", "transformers SigLIP folder -> SoViT folder"),
-    "export": ("conversion.to_big_vision", "SoViT folder -> big_vision .npz"),
+    "convert": (
+        "sovit_hf.conversion.big_vision",
+        "big_vision .npz -> SoViT folder (python -m sovit_hf.conversion.big_vision)",
+    ),
+    "convert-siglip": ("sovit_hf.conversion.hf_siglip", "transformers SigLIP folder -> SoViT folder"),
+    "export": ("sovit_hf.conversion.to_big_vision", "SoViT folder -> big_vision .npz"),
     "train": (
         "sovit_hf.training.classification",
         "train / fine-tune with the Trainer (default: the digits demo; --task captioning|vqa)",

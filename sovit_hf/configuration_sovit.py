@@ -13,7 +13,48 @@ from dataclasses import dataclass
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
-POOL_TYPES = ("map", "gap", "tok", "0", "none")
+
+@dataclass(frozen=True)
+class PoolType:
+    """What one ``pool_type`` of big_vision's ViT (``models/vit.py``, ``_Model``) does; every part of the package
+    (model, converters, FLOP and parameter counts) asks this table rather than comparing names.
+
+    Args:
+        pooling: ``"map"`` (the MAP attention-pooling head, ``MAPHead_0``), ``"mean"`` (mean over tokens), ``"first"``
+            (token 0) or ``"all"`` (no pooling: every token, so a classifier on top gives per-token logits).
+        class_token: a learned class token goes in front of the patch tokens (after the position embedding).
+    """
+
+    pooling: str
+    class_token: bool = False
+
+    @property
+    def map_head(self) -> bool:
+        return self.pooling == "map"
+
+    @property
+    def keeps_all_tokens(self) -> bool:
+        return self.pooling == "all"
+
+
+# The pool types (big_vision's names). Adding one is a row here; a new ``pooling`` also needs SoViTModel.pool.
+POOL_TYPE_SPECS: dict[str, PoolType] = {
+    "map": PoolType("map"),
+    "gap": PoolType("mean"),
+    "tok": PoolType("first", class_token=True),
+    "0": PoolType("first"),
+    "none": PoolType("all"),
+}
+POOL_TYPES = tuple(POOL_TYPE_SPECS)
+
+
+def pool_type_spec(pool_type: str) -> PoolType:
+    """The :class:`PoolType` of a ``pool_type`` name; ``ValueError`` naming the choices for an unknown one."""
+    if pool_type not in POOL_TYPE_SPECS:
+        raise ValueError(f"Unknown pool_type {pool_type!r}; expected one of {POOL_TYPES}.")
+    return POOL_TYPE_SPECS[pool_type]
+
+
 POSEMB_TYPES = ("learn", "sincos2d")
 POSEMB_INTERPOLATIONS = ("bilinear", "bicubic")
 CLASSIFICATION_LOSSES = ("softmax", "sigmoid")  # big_vision's; None = transformers' loss for problem_type
@@ -217,16 +258,6 @@ class SoViTConfig(PreTrainedConfig):
         )
         fields.update(overrides)
         return cls(**fields)
-
-    @classmethod
-    def compute_optimal(cls, gflops: float, **kwargs) -> SoViTConfig:
-        """Shortcut for ``sovit_hf.scaling.compute_optimal_config(gflops, **kwargs)``: a compute-optimal SoViT shape
-        for a training budget in GFLOPs (see docs/scaling.md)."""
-        try:  # guarded: hub folders carry this file without the sovit_hf package
-            from sovit_hf.scaling import compute_optimal_config
-        except ImportError as err:
-            raise ImportError("SoViTConfig.compute_optimal needs the sovit_hf package (pip install sovit_hf).") from err
-        return compute_optimal_config(gflops, **kwargs)
 
 
 def _check_choice(name: str, value, choices: tuple[str, ...]) -> None:

@@ -175,8 +175,8 @@ def render_model_card(
         lines.append("- agreement with big_vision: not measured for this folder (pass `--reference` to the converter)")
     else:
         lines.append(
-            "- convert with `python -m conversion.big_vision SRC.npz:img OUT_DIR` (big_vision checkpoints) or "
-            "`python -m conversion.hf_siglip SRC_DIR OUT_DIR` (transformers SigLIP folders); the card the "
+            "- convert with `python -m sovit_hf.conversion.big_vision SRC.npz:img OUT_DIR` (big_vision checkpoints) or "
+            "`python -m sovit_hf.conversion.hf_siglip SRC_DIR OUT_DIR` (transformers SigLIP folders); the card the "
             "converter writes records the source hash, the command and the agreement it measured"
         )
     if results:

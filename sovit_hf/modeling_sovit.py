@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
@@ -21,11 +20,10 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPooling, ImageClassifierOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from .configuration_sovit import SoViTConfig
+from .configuration_sovit import SoViTConfig, pool_type_spec
 from .losses import image_classification_loss
-from .ops_registry import get_layer_norm, get_mlp
+from .ops_registry import eager_attention_forward, fused_qkv, get_layer_norm, get_mlp
 from .position_embeddings import posemb_sincos_2d, resample_pos_embedding
-from .reference import attention_ref
 
 _GELU_APPROXIMATION = {"gelu_pytorch_tanh": "tanh", "gelu": "none"}  # config.hidden_act -> F.gelu(approximate=)
 
@@ -72,7 +70,8 @@ class SoViTEmbeddings(nn.Module):
         else:  # sincos2d: fixed, not part of the checkpoint.
             self.position_embedding = None
             self.register_buffer("sincos_position_embedding", self._sincos(*self.grid), persistent=False)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size)) if config.pool_type == "tok" else None
+        class_token = pool_type_spec(config.pool_type).class_token  # big_vision "tok"
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size)) if class_token else None
         self.dropout = nn.Dropout(config.hidden_dropout)
 
     def _sincos(self, grid_h: int, grid_w: int) -> torch.Tensor:
@@ -118,23 +117,6 @@ class SoViTEmbeddings(nn.Module):
         return self.dropout(x)
 
 
-def eager_attention_forward(
-    module: nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    scaling: float,
-    dropout: float = 0.0,
-    **kwargs,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``eager`` attention implementation: the reference math. Returns `(B, Lq, H, D)` and the probabilities."""
-    out, probs = attention_ref(
-        query, key, value, attention_mask, scale=scaling, dropout=dropout, training=module.training
-    )
-    return out.transpose(1, 2).contiguous(), probs  # (B, Lq, H, D)
-
-
 class SoViTAttention(nn.Module):
     """Multi-head dot-product attention (Flax `MultiHeadDotProductAttention`), dispatched by `attn_implementation`.
 
@@ -167,7 +149,7 @@ class SoViTAttention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch, q_len = hidden_states.shape[:2]
         if key_value_states is None and getattr(self.config, "qkv_implementation", "separate") == "fused":
-            q, k, v = self._fused_qkv(hidden_states)
+            q, k, v = fused_qkv(self, hidden_states)  # one (3W x W) GEMM, same values (ops_registry)
         else:
             kv = hidden_states if key_value_states is None else key_value_states
             q = self.q_proj(hidden_states).view(batch, q_len, self.num_heads, self.head_dim).transpose(1, 2)
@@ -190,35 +172,6 @@ class SoViTAttention(nn.Module):
         )
         out = out.reshape(batch, q_len, -1).contiguous()  # (B, Lq, H*D)
         return self.out_proj(out), (weights if output_attentions else None)
-
-    def _fused_qkv_weights(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``[Wq; Wk; Wv]`` `(3W, W)` and its bias, concatenated at call time (the checkpoint keeps the three).
-        While gradients are off the concatenation is cached, keyed on the parameters' identity and version counters
-        (an optimizer step or ``load_state_dict`` invalidates it), so inference pays for it once, at the price of a
-        second copy of the q/k/v weights; with gradients on, or under ``torch.compile``, it is rebuilt every call."""
-        projections = (self.q_proj, self.k_proj, self.v_proj)
-        params = [p for proj in projections for p in (proj.weight, proj.bias) if p is not None]
-        cacheable = not torch.is_grad_enabled() and not torch.compiler.is_compiling()
-        if not cacheable:
-            self._fused_qkv_cache = None
-        else:
-            key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
-            cache = getattr(self, "_fused_qkv_cache", None)
-            if cache is not None and cache[0] == key:
-                return cache[1]
-        weight = torch.cat([proj.weight for proj in projections], dim=0)  # (3W, W)
-        bias = torch.cat([proj.bias for proj in projections]) if self.q_proj.bias is not None else None  # (3W,)
-        if cacheable:
-            self._fused_qkv_cache = (key, (weight, bias))
-        return weight, bias
-
-    def _fused_qkv(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """q, k, v `(B, H, L, D)` each, from one GEMM; strided views of one `(B, L, 3W)` tensor (last dim dense)."""
-        batch, length = hidden_states.shape[:2]
-        weight, bias = self._fused_qkv_weights()
-        qkv = F.linear(hidden_states, weight, bias)  # (B, L, 3W)
-        qkv = qkv.view(batch, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, H, L, D)
-        return qkv.unbind(0)
 
 
 class SoViTMLP(nn.Module):
@@ -406,7 +359,7 @@ class SoViTModel(SoViTPreTrainedModel):
         self.embeddings = SoViTEmbeddings(config)
         self.encoder = SoViTEncoder(config)
         self.post_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)  # Transformer/encoder_norm
-        self.head = SoViTMAPHead(config) if config.pool_type == "map" else None  # MAPHead_0
+        self.head = SoViTMAPHead(config) if pool_type_spec(config.pool_type).map_head else None  # MAPHead_0
         self.pre_logits = SoViTPreLogits(config) if config.representation_size else None
         self.post_init()
 
@@ -415,14 +368,14 @@ class SoViTModel(SoViTPreTrainedModel):
 
     def pool(self, encoded: torch.Tensor, output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """big_vision's pooling of the normed tokens `(B, L, W)` by ``pool_type``."""
-        pool_type = self.config.pool_type
-        if pool_type == "map":
+        pooling = pool_type_spec(self.config.pool_type).pooling
+        if pooling == "map":
             return self.head(encoded, output_attentions=output_attentions)
-        if pool_type == "gap":
+        if pooling == "mean":
             return encoded.mean(dim=1), None
-        if pool_type in ("tok", "0"):
+        if pooling == "first":
             return encoded[:, 0], None
-        return encoded, None  # "none"
+        return encoded, None  # "all"
 
     def forward(
         self,
@@ -499,7 +452,7 @@ class SoViTForImageClassification(SoViTPreTrainedModel):
         logits = self.classifier(outputs.pooler_output)
         loss = None
         if labels is not None:
-            if self.config.pool_type == "none":
+            if pool_type_spec(self.config.pool_type).keeps_all_tokens:
                 raise ValueError("pool_type='none' gives per-token logits; a classification loss needs a pooled model.")
             loss = image_classification_loss(logits, labels, self.config, self.loss_function)
         out = SoViTImageClassifierOutput(

@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from conversion.big_vision import load_big_vision
+from sovit_hf.conversion.big_vision import PARITY_TOLERANCE as TOLERANCE
+from sovit_hf.conversion.big_vision import load_big_vision
 from tests.conftest import BIG_VISION_FIXTURES
 
-# README of the fixtures: a faithful float32 port reaches max abs error <~ 1e-4 relative to the output scale.
-TOLERANCE = 1e-4
 FIXTURE_NAMES = ["vit_map_unrolled", "vit_gap_scan_bf16"]
 
 

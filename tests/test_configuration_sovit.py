@@ -6,7 +6,7 @@ import pytest
 
 from sovit_hf import VARIANTS, SoViTConfig
 
-# (width, depth, mlp_dim, heads) as printed in big_vision's decode_variant @0127fb6 (reference/big_vision.md 1.5),
+# (width, depth, mlp_dim, heads) as printed in big_vision's decode_variant (``models/vit.py`` @0127fb6),
 # the SoViT paper (So150m: 880/18/2320, Sec. 4.1) and Scaling ViT Table 2 (lower-case s).
 PUBLISHED = {
     "mu": (32, 1, 128, 2),

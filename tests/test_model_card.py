@@ -33,7 +33,7 @@ def test_card_metadata_and_parameter_count(tmp_path):
     assert "custom_code" in loaded.data.tags and loaded.data.license == "apache-2.0"
     with torch.device("meta"):
         params = sum(p.numel() for p in SoViTModel(config).parameters())
-    assert f"| {params:,} |" in loaded.text  # 428,225,600 at 384 px (big_vision.md 1.3)
+    assert f"| {params:,} |" in loaded.text  # 428,225,600 at 384 px (the 384 px position embedding)
     assert "88.9 / 90.3 / 80.7" in loaded.text  # the paper's Table 1, labelled as the paper's
 
 
@@ -49,6 +49,6 @@ def test_converter_card_records_provenance(tmp_path, capsys):
     assert main(["convert", str(src), str(tmp_path / "out"), "--reference", str(ref)]) == 0  # via the package CLI
     card = ModelCard.load(tmp_path / "out" / "README.md")
     assert card.data.pipeline_tag == "image-classification"
-    assert "python -m conversion.big_vision" in card.text and "sha256" in card.text
+    assert "python -m sovit_hf.conversion.big_vision" in card.text and "sha256" in card.text
     assert "`logits`" in card.text and "Results reported in the papers" not in card.text
     assert "logits: max abs error / output scale vs reference" in capsys.readouterr().out

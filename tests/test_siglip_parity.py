@@ -6,8 +6,8 @@ import pytest
 import torch
 from transformers import SiglipConfig, SiglipModel, SiglipVisionConfig, SiglipVisionModel
 
-from conversion.hf_siglip import convert, load_siglip_as_sovit
 from sovit_hf import SoViTConfig, SoViTModel
+from sovit_hf.conversion.hf_siglip import convert, load_siglip_as_sovit
 from tests.conftest import perturb_
 
 MAX_ABS = 1e-5  # issue #2 acceptance: <= 1e-5 max abs error in float32, layer by layer and pooled
@@ -95,7 +95,7 @@ def test_full_siglip_folder_converts_vision_tower(tmp_path):
 
 
 def test_so400m_parameter_count_matches_siglip():
-    # 427,680,704: SoViT-400m/14 at 224 px with the MAP head (big_vision.md 1.3, SoViT paper Table 1: "428M").
+    # 427,680,704: SoViT-400m/14 at 224 px with the MAP head (big_vision's parameter tree, SoViT paper Table 1: "428M").
     with torch.device("meta"):
         sovit = SoViTModel(SoViTConfig.from_variant("So400m/14", image_size=224))
         siglip = SiglipVisionModel(_siglip_config(num_hidden_layers=27, image_size=224))
@@ -104,7 +104,7 @@ def test_so400m_parameter_count_matches_siglip():
 
 
 def test_nan_weights_are_never_written_even_with_no_verify(tmp_path, capsys):
-    from conversion import hf_siglip
+    from sovit_hf.conversion import hf_siglip
 
     siglip = SiglipVisionModel(_siglip_config(num_hidden_layers=1, hidden_size=64, intermediate_size=80,
                                               num_attention_heads=4))  # fmt: skip

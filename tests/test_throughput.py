@@ -17,20 +17,40 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import SiglipVisionModel
 
-from benchmarks.throughput_lib import inference
-from benchmarks.throughput_lib.builds import build_model, make_weights, siglip_config_for, training_model
-from benchmarks.throughput_lib.environment import environment, slug
-from benchmarks.throughput_lib.implementations import default_implementations, parse_implementation
-from benchmarks.throughput_lib.inference import run_inference_unit
-from benchmarks.throughput_lib.models import ALL_MODELS, CPU_MODELS, GPU_MODELS, ModelSpec
-from benchmarks.throughput_lib.readme_table import MARKERS, readme_block, render_markdown
-from benchmarks.throughput_lib.records import REQUIRED_FIELDS, make_record, merge_records, model_flops_utilisation
-from benchmarks.throughput_lib.settings import default_settings
-from benchmarks.throughput_lib.storage import RESULTS_DIR, result_files, write_json
-from benchmarks.throughput_lib.timing import largest_fitting_batch
-from benchmarks.throughput_lib.training import make_train_step, run_training_unit
-from benchmarks.throughput_lib.units import Unit, plan_units
-from conversion.hf_siglip import siglip_to_sovit_state_dict
+from benchmarks.throughput_lib import run as runner
+from benchmarks.throughput_lib.build import build_model, make_weights, siglip_config_for, training_model
+from benchmarks.throughput_lib.matrix import (
+    ALL_MODELS,
+    CPU_MODELS,
+    GPU_MODELS,
+    ModelSpec,
+    default_implementations,
+    default_settings,
+    parse_implementation,
+)
+from benchmarks.throughput_lib.results import (
+    MARKERS,
+    REQUIRED_FIELDS,
+    RESULTS_DIR,
+    environment,
+    make_record,
+    merge_records,
+    model_flops_utilisation,
+    readme_block,
+    render_markdown,
+    result_files,
+    slug,
+    write_json,
+)
+from benchmarks.throughput_lib.run import (
+    Unit,
+    largest_fitting_batch,
+    make_train_step,
+    plan_units,
+    run_inference_unit,
+    run_training_unit,
+)
+from sovit_hf.conversion.hf_siglip import siglip_to_sovit_state_dict
 from sovit_hf.scaling import count_flops
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,14 +79,15 @@ def _env():
     return environment(torch.device("cpu"))
 
 
-# ----------------------------------------------------------------------------------------------- committed results
+# --------------------------------------------- committed results: consistency checks of the files, not evidence of
+# behaviour (the runner's behaviour is tested below, on CPU, by running it)
 
 
-def test_cpu_result_file_is_committed():
+def test_committed_cpu_result_file_exists():
     assert RESULTS_DIR / "throughput_cpu.json" in RESULT_FILES
 
 
-def test_readme_table_comes_from_the_result_files():
+def test_readme_throughput_table_comes_from_the_result_files():
     text = (ROOT / "README.md").read_text()
     block = text.split(MARKERS[0], 1)[1].split(MARKERS[1], 1)[0]
     assert block.strip() == readme_block(PAYLOADS).strip()
@@ -75,7 +96,7 @@ def test_readme_table_comes_from_the_result_files():
 
 
 @pytest.mark.parametrize("path", RESULT_FILES, ids=[p.name for p in RESULT_FILES])
-def test_every_record_has_the_required_fields(path):
+def test_committed_records_have_the_required_fields(path):
     payload = json.loads(path.read_text())
     header = payload["header"]
     for key in ("device", "device_type", "torch", "triton", "transformers", "timm", "peak_tflops", "date", "command"):
@@ -95,7 +116,7 @@ def test_every_record_has_the_required_fields(path):
 
 
 @pytest.mark.parametrize("record", [r for r in RECORDS if r["images_per_s"] is not None], ids=lambda r: "")
-def test_mfu_and_images_per_s_follow_from_the_record(record):
+def test_committed_mfu_and_images_per_s_follow_from_the_record(record):
     """images/s = batch / median step; MFU = images/s x count_flops x 1e9 (x3 training) / peak, with the FLOP count
     recomputed here from the model table (not read back from the record)."""
     spec = ALL_MODELS[record["model_key"]]
@@ -108,7 +129,9 @@ def test_mfu_and_images_per_s_follow_from_the_record(record):
     assert record["images_per_s"] == pytest.approx(record["batch"] / (record["ms_per_step"] / 1e3), rel=1e-12)
 
 
-def test_cpu_records_show_sovit_and_siglip_computing_the_same_function():
+def test_committed_cpu_records_show_sovit_and_siglip_computing_the_same_function():
+    """What the committed run recorded; the runner's check itself is tested by
+    test_inference_unit_checks_sovit_against_siglip_and_times_every_implementation."""
     cpu = [r for p in PAYLOADS if p["header"]["device_type"] == "cpu" for r in p["records"]]
     siglip = [r for r in cpu if r["family"] == "siglip" and r["mode"] == "inference"]
     assert siglip and all(r["max_abs_diff_vs_sdpa"] <= 1e-5 for r in siglip)
@@ -154,7 +177,7 @@ def test_a_failing_or_wrong_implementation_is_recorded_not_fatal(monkeypatch):
                 model.post_layernorm.bias.add_(0.05)
         return model
 
-    monkeypatch.setattr(inference, "build_model", build)  # where run_inference_unit looks it up
+    monkeypatch.setattr(runner, "build_model", build)  # where run_inference_unit looks it up
     unit = Unit(TINY, "inference", ("sdpa", "eager", "siglip-eager"), batch=2)
     by_impl = {r["implementation"]: r for r in run_inference_unit(unit, _settings(), GEMM, _env())}
     assert by_impl["sdpa"]["error"] is None and by_impl["sdpa"]["images_per_s"] > 0
@@ -331,11 +354,29 @@ def test_render_markdown_picks_the_fastest_sovit_and_divides_by_siglip_sdpa():
     assert "No GPU throughput" not in readme_block([payload])
 
 
-def test_json_is_written_atomically(tmp_path):
+def test_json_is_written_atomically(tmp_path, monkeypatch):
+    """The result file changes only through one rename of a complete temporary file: a crash before the rename (here
+    the rename itself fails) or a payload that cannot be serialised leaves the previous file exactly as it was, and
+    no temporary file behind."""
+    from benchmarks.throughput_lib import results
+
     path = tmp_path / "sub" / "out.json"
     write_json(path, {"a": [1.5, math.pi]})
     assert json.loads(path.read_text()) == {"a": [1.5, math.pi]}
     assert [p.name for p in path.parent.iterdir()] == ["out.json"]  # no temporary file left behind
+    before = path.read_bytes()
+
+    def crash(src, dst):
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(results.os, "replace", crash)
+    with pytest.raises(OSError, match="disk gone"):
+        write_json(path, {"a": list(range(1000))})
+    monkeypatch.undo()
+    with pytest.raises(TypeError):
+        write_json(path, {"a": list(range(1000)), "z": object()})
+    assert path.read_bytes() == before
+    assert [p.name for p in path.parent.iterdir()] == ["out.json"]
 
 
 def test_median_is_what_the_record_reports():
@@ -394,30 +435,13 @@ def test_the_script_itself_runs_from_another_folder(tmp_path):
     assert (ROOT / "README.md").read_text() == readme
 
 
-def test_gpu_session_stages_are_valid_commands():
-    """benchmarks/gpu_session.sh (the GPU runbook) only names models, modes and implementations this script knows."""
-    import importlib.util
-    import re
-    import shlex
-
-    spec = importlib.util.spec_from_file_location("throughput_script", ROOT / "benchmarks" / "throughput.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    text = (ROOT / "benchmarks" / "gpu_session.sh").read_text().replace("\\\n", " ")
-    stages = re.findall(r"^\s*\d\) throughput (.*?) ;;$", text, flags=re.M)
-    assert len(stages) == 3
-    for stage in stages:
-        args = script.parse_args(["--device", "cuda", *shlex.split(stage)])
-        assert args.models and all(parse_implementation(i) for i in args.implementations or [])
-
-
 def test_plot_has_one_panel_per_group_with_a_siglip_reference(tmp_path):
     """Figure height is the closed form of its panels (0.8 in + 0.28 in per bar, at 110 dpi): one panel per (model,
     mode, batch) that has SigLIP sdpa, one bar per implementation; nothing without a reference."""
     pytest.importorskip("matplotlib")
     from PIL import Image
 
-    from benchmarks.throughput_lib.plot import plot_payload
+    from benchmarks.throughput_lib.results import plot_payload
 
     payload = json.loads((RESULTS_DIR / "throughput_cpu.json").read_text())
     ok = [r for r in payload["records"] if r["images_per_s"]]

@@ -1,11 +1,7 @@
-"""The pieces of ``benchmarks/throughput.py`` (its docstring says what is measured and how), one purpose a module:
+"""The pieces of ``benchmarks/throughput.py`` (its docstring says what is measured and how):
 
-* ``models``: the benchmarked shapes (GPU sizes, CI-sized CPU stand-ins); ``implementations``: parsing names such
-  as ``sovit_triton+mlp+ln+compile`` and the default matrix; ``settings``: what a run measures, per device.
-* ``builds``: seeded random weights in the SigLIP and SoViT layouts, and the models of every implementation on them.
-* ``timing``: one timed call, the matmul peak, interleaved rounds, the largest-batch search, peak memory.
-* ``checks``: relative error against the higher-precision reference, its limit, the training (gradient) check.
-* ``units``: the plan of a run; ``inference`` and ``training``: running one unit of each mode.
-* ``records``: one result record, MFU, record keys and merging; ``environment``: device and library versions.
-* ``storage``: where result files live, reading and atomic writing; ``readme_table``: the README table.
+* ``matrix``: what is benchmarked (model shapes, implementation names and the default matrix, per-device settings);
+* ``build``: the models of every implementation on one set of seeded weights, the reference and the correctness checks;
+* ``run``: the plan of units, timing and memory, and running one inference or training unit;
+* ``results``: records, MFU, the result files, the README table and the plot.
 """

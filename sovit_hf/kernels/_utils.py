@@ -26,7 +26,15 @@ def interpret_tile() -> int:
     return tile
 
 
-def autotune(configs: Callable[[], list[triton.Config]], key: list[str], prune: Callable | None = None):
+_AUTOTUNED: dict[str, object] = {}  # kernel name -> its triton Autotuner (GPU only), for ``autotune_winners``
+
+
+def autotune(
+    configs: Callable[[], list[triton.Config]],
+    key: list[str],
+    prune: Callable | None = None,
+    reset_to_zero: list[str] | None = None,
+):
     """``triton.autotune`` on a GPU; the bare kernel under the interpreter, whose launcher then passes the tile sizes
     itself (see ``interpret_tile``), since the interpreter would time every config by running it."""
 
@@ -34,9 +42,31 @@ def autotune(configs: Callable[[], list[triton.Config]], key: list[str], prune: 
         if interpreting():
             return fn
         prune_by = {"early_config_prune": prune} if prune is not None else None
-        return triton.autotune(configs=configs(), key=key, prune_configs_by=prune_by)(fn)
+        tuned = triton.autotune(configs=configs(), key=key, prune_configs_by=prune_by, reset_to_zero=reset_to_zero)(fn)
+        inner = fn
+        while not hasattr(inner, "__name__"):  # e.g. triton.heuristics around the jit function
+            inner = inner.fn
+        _AUTOTUNED[inner.__name__] = tuned
+        return tuned
 
     return wrap
+
+
+def autotune_winners() -> list[dict]:
+    """Every config the autotuner picked in this process: kernel, the key it was tuned for (the key arguments' values,
+    then the tensors' dtypes, as Triton builds it), the config. For the benchmark records (``benchmarks/gpu_check``)."""
+    winners = []
+    for name, tuner in _AUTOTUNED.items():
+        for tuning_key, config in getattr(tuner, "cache", {}).items():
+            winners.append(
+                {
+                    "kernel": name,
+                    "key": dict(zip(tuner.keys, tuning_key, strict=False)),
+                    "key_dtypes": [str(k) for k in tuning_key[len(tuner.keys) :]],
+                    "config": {**config.kwargs, "num_warps": config.num_warps, "num_stages": config.num_stages},
+                }
+            )
+    return winners
 
 
 def autotuning() -> bool:

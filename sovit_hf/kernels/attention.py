@@ -20,17 +20,20 @@ and why:
 * fp32/fp16/bf16 inputs, fp32 accumulation, softmax in base 2 with the log-sum-exp kept for the backward pass.
 
 Backward: ``_attn_bwd_preprocess`` computes Delta = rowsum(dO * O); one kernel per key tile accumulates dK and dV over
-all query tiles, one kernel per query tile accumulates dQ over all key tiles (no atomics, deterministic).
+all query tiles, one kernel per query tile accumulates dQ over all key tiles (no atomics, deterministic; 7
+matmul-equivalents, since the dQ kernel recomputes S and dP). Switchable, off by default until a GPU measures them
+(``attention_options``): dQ accumulated in the dK/dV kernel with fp32 atomics (5, FlashAttention-2/3's backward), and
+K pre-scaled by scale * log2(e) once instead of scaling every scores tile (the Triton tutorial's backward).
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 import triton
 import triton.language as tl
 
-from .. import ops_registry
-from ..reference import attention_ref
 from ._utils import (
     autotune,
     cdiv,
@@ -90,30 +93,29 @@ def _check_chunks(head_dim: int, chunks: tuple[int, int, int]) -> tuple[int, int
 
 
 # ----------------------------------------------------------------------------------------------------- autotuning
-# Spill-free in bf16 at head dims 55 and 72 on sm_90 (offline ptxas check). fp32 uses IEEE dots on FMA units, where
-# only small tiles fit in registers; 16-bit dtypes skip 32 x 32 (tiles of 32 rows cannot use wgmma's 64-row MMAs).
+# Six configs per kernel, so that tuning a new shape costs six compiles and timings, not twenty (issue #17). All are
+# spill-free in bf16 at head dims 55 and 72 on sm_90 (offline ptxas check). 16-bit dtypes use the tiles of at least
+# 64 x 32 (32-row tiles cannot use wgmma's 64-row MMAs; Hopper's FlashAttention-2/3 tiles are 64-128 x 64-128); fp32
+# uses IEEE dots on FMA units, where only small tiles fit in registers, and keeps the two small ones.
 _FP32_MAX_TILE = 64 * 32
 
 
-def _configs(shapes, stages) -> list[triton.Config]:
-    return [
-        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s) for bm, bn, w in shapes for s in stages
-    ]
+def _configs(shapes) -> list[triton.Config]:
+    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s) for bm, bn, w, s in shapes]
 
 
-def _fwd_configs() -> list[triton.Config]:
-    shapes = ((64, 32, 4), (64, 64, 4), (64, 128, 8), (128, 32, 8), (128, 64, 8), (128, 128, 8))
-    return _configs(shapes, (2, 3, 4)) + _configs(((32, 32, 4),), (2,))
+def _fwd_configs() -> list[triton.Config]:  # (BLOCK_M, BLOCK_N, warps, stages)
+    return _configs(
+        ((128, 64, 8, 3), (128, 128, 8, 2), (64, 64, 4, 3), (128, 32, 8, 3), (64, 32, 4, 2), (32, 32, 4, 2))
+    )
 
 
 def _dkdv_configs() -> list[triton.Config]:  # BLOCK_N keys stay resident, BLOCK_M queries stream
-    shapes = ((64, 64, 4), (64, 64, 8), (32, 64, 4), (32, 64, 8), (64, 128, 8), (32, 128, 8))
-    return _configs(shapes, (2, 3)) + _configs(((32, 32, 4),), (2,))
+    return _configs(((64, 64, 8, 2), (64, 128, 8, 2), (32, 128, 8, 2), (64, 64, 4, 3), (32, 64, 4, 2), (32, 32, 4, 2)))
 
 
 def _dq_configs() -> list[triton.Config]:  # BLOCK_M queries stay resident, BLOCK_N keys stream
-    shapes = ((64, 64, 4), (64, 64, 8), (64, 128, 8), (128, 32, 8), (128, 64, 8))
-    return _configs(shapes, (2, 3)) + _configs(((32, 32, 4),), (2,))
+    return _configs(((64, 64, 8, 2), (128, 64, 8, 2), (64, 128, 8, 2), (128, 32, 8, 2), (64, 64, 4, 2), (32, 32, 4, 2)))
 
 
 def _prune(configs, named_args, **kwargs):
@@ -129,7 +131,9 @@ def _prune(configs, named_args, **kwargs):
     return kept or configs
 
 
-_KEY = ["seq_q", "seq_k", "HEAD_DIM", "D0", "D1", "D2"]
+# batch and heads are in the key: the grid is (tiles, batch * heads), and the best tile at batch 8 (few programs per SM)
+# is not the best at batch 256.
+_KEY = ["batch", "num_heads", "seq_q", "seq_k", "HEAD_DIM", "D0", "D1", "D2", "PRESCALED", "ATOMIC_DQ"]
 
 
 def _interpret_meta() -> dict[str, int]:
@@ -156,11 +160,12 @@ def _default_bwd_config(width: int, dtype: torch.dtype) -> triton.Config:
 # ----------------------------------------------------------------------------------------------------- kernels
 # Loads inside the loops. Every loop streams full tiles with plain loads and then its last tile (partial or not) with
 # row and column masks. A column mask that cuts a 16-wide chunk (72 = 64 + 8 of 16) keeps Triton from pipelining the
-# loop's loads (no cp.async; checked with ptxas for sm_90), so full tiles read the padding columns as they are in
-# memory: for a row that is not the last of its (batch, head) slab these are the next elements of the same dense
-# tensor (the launcher guarantees it, else it copies). The operand they meet is zero there: the tile loaded once per
-# program (Q in the forward and dQ kernels, K/V in the dK/dV kernel) always has its padding masked to 0, so every
-# contraction over the head dim stays exact; accumulators that pick up values in padding columns are never stored.
+# loop's loads (no cp.async; checked with ptxas for sm_90), so full tiles load the padding columns as they are in
+# memory (for a row that is not the last of its (batch, head) slab: the next head's columns, another projection's in a
+# fused-QKV layout, or whatever else the storage holds there; the launcher checks that these addresses lie inside the
+# tensor's storage, else it copies) and then zero them in registers with a select. The select keeps the load itself
+# unmasked, and it makes every contraction over the head dim exact whatever those columns hold: an Inf or NaN there
+# would otherwise meet the other operand's zero padding and poison S or dP (0 * Inf = NaN).
 
 
 @triton.jit
@@ -172,13 +177,15 @@ def _load_tile(
     D_OFF: tl.constexpr,  # first column of this head-dim chunk
     D_W: tl.constexpr,  # chunk width (power of two)
     HEAD_DIM: tl.constexpr,  # true head dim
-    MASK: tl.constexpr,  # True: rows by row_mask and columns >= HEAD_DIM read as 0; False: a plain load
+    MASK: tl.constexpr,  # True: rows by row_mask and columns >= HEAD_DIM read as 0; False: a plain load of full rows
 ):
-    """(R, D_W) tile of rows ``offs_rows`` and columns [D_OFF, D_OFF + D_W)."""
+    """(R, D_W) tile of rows ``offs_rows`` and columns [D_OFF, D_OFF + D_W); columns >= HEAD_DIM are 0 either way."""
     offs_d = D_OFF + tl.arange(0, D_W)
     ptrs = base + offs_rows[:, None] * stride_row + offs_d[None, :]
     if not MASK:
         tile = tl.load(ptrs)
+        if D_OFF + D_W > HEAD_DIM:  # padding columns hold whatever follows the row in memory: zero them
+            tile = tl.where(offs_d[None, :] < HEAD_DIM, tile, 0.0)
     elif D_OFF + D_W <= HEAD_DIM:
         tile = tl.load(ptrs, mask=row_mask[:, None], other=0.0)
     else:
@@ -206,9 +213,9 @@ def _attn_fwd_inner(
     k_base, v_base, stride_kn, stride_vn,
     lo, hi, seq_k, qk_scale,
     HEAD_DIM: tl.constexpr, D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr,
-    DOT_PRECISION: tl.constexpr, BLOCK_N: tl.constexpr, MASK: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, BLOCK_N: tl.constexpr, MASK: tl.constexpr, PRESCALED: tl.constexpr,
 ):  # fmt: skip
-    """Online softmax over key tiles [lo, hi); MASK for the last tile only."""
+    """Online softmax over key tiles [lo, hi); MASK for the last tile only. PRESCALED: K holds K * qk_scale."""
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
         n_mask = offs_n < seq_k
@@ -221,7 +228,8 @@ def _attn_fwd_inner(
         if D2 > 0:
             k2 = _load_tile(k_base, offs_n, n_mask, stride_kn, D0 + D1, D2, HEAD_DIM, MASK)
             s = tl.dot(q2, tl.trans(k2), s, input_precision=DOT_PRECISION)
-        s = s * qk_scale  # softmax scale and log2(e): exp(x * scale) = exp2(x * scale * log2 e)
+        if not PRESCALED:
+            s = s * qk_scale  # softmax scale and log2(e): exp(x * scale) = exp2(x * scale * log2 e)
         if MASK:
             s = tl.where(n_mask[None, :], s, float("-inf"))
         # Online softmax (FlashAttention-2): rescale what was accumulated by 2^(m_old - m_new).
@@ -252,9 +260,9 @@ def _attn_fwd_kernel(
     stride_kb, stride_kh, stride_kn,
     stride_vb, stride_vh, stride_vn,
     stride_ob, stride_oh, stride_om,
-    num_heads, seq_q, seq_k, qk_scale,
+    batch, num_heads, seq_q, seq_k, qk_scale,  # batch: only in the autotune key
     HEAD_DIM: tl.constexpr, D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr,
-    STORE_LSE: tl.constexpr, DOT_PRECISION: tl.constexpr, STRIDE_ALIGN: tl.constexpr,
+    STORE_LSE: tl.constexpr, DOT_PRECISION: tl.constexpr, STRIDE_ALIGN: tl.constexpr, PRESCALED: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     # Strides arrive divided by STRIDE_ALIGN (see _stride_align). Multiplying by the constexpr tells the compiler that
@@ -290,11 +298,11 @@ def _attn_fwd_kernel(
     last = ((seq_k - 1) // BLOCK_N) * BLOCK_N  # start of the last key tile, the only masked one
     acc0, acc1, acc2, m_i, l_i = _attn_fwd_inner(
         acc0, acc1, acc2, m_i, l_i, q0, q1, q2, k_base, v_base, stride_kn, stride_vn, 0, last, seq_k, qk_scale,
-        HEAD_DIM, D0, D1, D2, DOT_PRECISION, BLOCK_N, False,
+        HEAD_DIM, D0, D1, D2, DOT_PRECISION, BLOCK_N, False, PRESCALED,
     )  # fmt: skip
     acc0, acc1, acc2, m_i, l_i = _attn_fwd_inner(
         acc0, acc1, acc2, m_i, l_i, q0, q1, q2, k_base, v_base, stride_kn, stride_vn, last, seq_k, seq_k, qk_scale,
-        HEAD_DIM, D0, D1, D2, DOT_PRECISION, BLOCK_N, True,
+        HEAD_DIM, D0, D1, D2, DOT_PRECISION, BLOCK_N, True, PRESCALED,
     )  # fmt: skip
 
     # O = acc / l. Rows past seq_q saw all-zero scores, so l >= 1 there too (no 0/0); they are not stored.
@@ -338,9 +346,10 @@ def _attn_bwd_dkdv_inner(
     dk0, dk1, dk2, dv0, dv1, dv2,  # (BN, Dc) fp32 accumulators
     k0, k1, k2, v0, v1, v2,  # this program's key/value chunks (BN, Dc), padding columns 0
     q_base, do_base, lse_base, delta_base, stride_qm, stride_dom,
+    dqa_base, stride_dqam, dq_scale,  # ATOMIC_DQ: fp32 (Lq, D0 + D1 + D2) dQ accumulator of this (batch, head)
     lo, hi, seq_q, qk_scale,
     HEAD_DIM: tl.constexpr, D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr, MASK: tl.constexpr,
+    BLOCK_M: tl.constexpr, MASK: tl.constexpr, PRESCALED: tl.constexpr, ATOMIC_DQ: tl.constexpr,
 ):  # fmt: skip
     """Accumulate dK, dV of one key tile over query tiles [lo, hi); MASK for the last query tile only.
 
@@ -356,6 +365,10 @@ def _attn_bwd_dkdv_inner(
     Haswell kernel (numpy under OPENBLAS_CORETYPE=Haswell, which the interpreter's tl.dot uses): there P came out up
     to ~ln2 * qk_scale * |S| ulps off its normalisation and dV's error reached 5x PyTorch's at scale 0.3.
     Query rows past seq_q (only in the masked tile) load Q = dO = 0, so their terms vanish without a mask on P.
+
+    ATOMIC_DQ (FlashAttention-2/3's backward): dQ += dS K of this key tile is added to an fp32 accumulator with
+    atomics, so that no second kernel recomputes S and dP: 5 matmul-equivalents per tile pair instead of 7. The order
+    of the additions then depends on scheduling (not bitwise reproducible on a GPU).
     """
     for start_m in range(lo, hi, BLOCK_M):
         offs_m = start_m + tl.arange(0, BLOCK_M)
@@ -375,7 +388,10 @@ def _attn_bwd_dkdv_inner(
         if D2 > 0:
             q2 = _load_tile(q_base, offs_m, m_mask, stride_qm, D0 + D1, D2, HEAD_DIM, MASK)
             s = tl.dot(q2, tl.trans(k2), s, input_precision=DOT_PRECISION)
-        p = tl.math.exp2(s * qk_scale - lse[:, None])  # P, normalised by the forward's log-sum-exp
+        if PRESCALED:  # K holds K * qk_scale
+            p = tl.math.exp2(s - lse[:, None])  # P, normalised by the forward's log-sum-exp
+        else:
+            p = tl.math.exp2(s * qk_scale - lse[:, None])
         p_t = tl.trans(p)  # (BN, BM)
         # dV += P^T dO and dP = dO V^T, chunk by chunk: (BN, Dc) and (BM, BN)
         do0 = _load_tile(do_base, offs_m, m_mask, stride_dom, 0, D0, HEAD_DIM, MASK)
@@ -390,30 +406,46 @@ def _attn_bwd_dkdv_inner(
             dv2 = tl.dot(p_t.to(do2.dtype), do2, dv2, input_precision=DOT_PRECISION)
             dp = tl.dot(do2, tl.trans(v2), dp, input_precision=DOT_PRECISION)
         # dS = P * (dP - Delta) and dK += dS^T Q: (BN, Dc)
-        ds_t = tl.trans((p * (dp - delta[:, None])).to(q0.dtype))
+        ds = (p * (dp - delta[:, None])).to(q0.dtype)  # (BM, BN)
+        ds_t = tl.trans(ds)
         dk0 = tl.dot(ds_t, q0, dk0, input_precision=DOT_PRECISION)
         if D1 > 0:
             dk1 = tl.dot(ds_t, q1, dk1, input_precision=DOT_PRECISION)
         if D2 > 0:
             dk2 = tl.dot(ds_t, q2, dk2, input_precision=DOT_PRECISION)
+        if ATOMIC_DQ:  # dQ[rows of this query tile] += dq_scale * dS K: (BM, Dc), padding columns are 0 (K's are)
+            dqa_rows = dqa_base + offs_m[:, None] * stride_dqam
+            offs_d0 = tl.arange(0, D0)
+            dq0 = tl.dot(ds, k0, input_precision=DOT_PRECISION) * dq_scale
+            tl.atomic_add(dqa_rows + offs_d0[None, :], dq0, mask=m_mask[:, None], sem="relaxed")
+            if D1 > 0:
+                offs_d1 = D0 + tl.arange(0, D1)
+                dq1 = tl.dot(ds, k1, input_precision=DOT_PRECISION) * dq_scale
+                tl.atomic_add(dqa_rows + offs_d1[None, :], dq1, mask=m_mask[:, None], sem="relaxed")
+            if D2 > 0:
+                offs_d2 = D0 + D1 + tl.arange(0, D2)
+                dq2 = tl.dot(ds, k2, input_precision=DOT_PRECISION) * dq_scale
+                tl.atomic_add(dqa_rows + offs_d2[None, :], dq2, mask=m_mask[:, None], sem="relaxed")
     return dk0, dk1, dk2, dv0, dv1, dv2
 
 
-@autotune(_dkdv_configs, _KEY, _prune)
+@autotune(_dkdv_configs, _KEY, _prune, reset_to_zero=["DQA"])  # DQA accumulates: zeroed before each timing run
 @triton.jit
 def _attn_bwd_dkdv_kernel(
     Q, K, V, DO,  # Q (B, H, Lq, D), K/V (B, H, Lk, D), dO (B, Lq, H, D), all through strides
     Lse, Delta,  # (B, H, Lq) fp32 from the forward pass / the preprocess kernel
     DK, DV,  # (B, H, Lk, D) outputs, through their own strides
+    DQA,  # ATOMIC_DQ: (B, H, Lq, D0 + D1 + D2) fp32 dQ accumulator, contiguous, zeroed
     stride_qb, stride_qh, stride_qm,
     stride_kb, stride_kh, stride_kn,
     stride_vb, stride_vh, stride_vn,
     stride_dob, stride_doh, stride_dom,
     stride_dkb, stride_dkh, stride_dkn,
     stride_dvb, stride_dvh, stride_dvn,
-    num_heads, seq_q, seq_k, qk_scale, sm_scale,
+    batch, num_heads, seq_q, seq_k, qk_scale, sm_scale, dq_scale,  # batch: only in the autotune key
     HEAD_DIM: tl.constexpr, D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    STRIDE_ALIGN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    STRIDE_ALIGN: tl.constexpr, PRESCALED: tl.constexpr, ATOMIC_DQ: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """One key tile (BLOCK_N keys) per program; sweeps every query tile (see _attn_bwd_dkdv_inner)."""
     # Strides arrive divided by STRIDE_ALIGN: see _attn_fwd_kernel.
@@ -433,6 +465,8 @@ def _attn_bwd_dkdv_kernel(
     do_base = DO + off_b * stride_dob + off_h * stride_doh
     lse_base = Lse + pid_bh.to(tl.int64) * seq_q
     delta_base = Delta + pid_bh.to(tl.int64) * seq_q
+    dqa_width = D0 + D1 + D2
+    dqa_base = DQA + pid_bh.to(tl.int64) * seq_q * dqa_width
 
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     n_mask = offs_n < seq_k
@@ -455,13 +489,13 @@ def _attn_bwd_dkdv_kernel(
     last = ((seq_q - 1) // BLOCK_M) * BLOCK_M  # start of the last query tile, the only masked one
     dk0, dk1, dk2, dv0, dv1, dv2 = _attn_bwd_dkdv_inner(
         dk0, dk1, dk2, dv0, dv1, dv2, k0, k1, k2, v0, v1, v2,
-        q_base, do_base, lse_base, delta_base, stride_qm, stride_dom, 0, last, seq_q, qk_scale,
-        HEAD_DIM, D0, D1, D2, DOT_PRECISION, BLOCK_M, False,
+        q_base, do_base, lse_base, delta_base, stride_qm, stride_dom, dqa_base, dqa_width, dq_scale,
+        0, last, seq_q, qk_scale, HEAD_DIM, D0, D1, D2, DOT_PRECISION, BLOCK_M, False, PRESCALED, ATOMIC_DQ,
     )  # fmt: skip
     dk0, dk1, dk2, dv0, dv1, dv2 = _attn_bwd_dkdv_inner(
         dk0, dk1, dk2, dv0, dv1, dv2, k0, k1, k2, v0, v1, v2,
-        q_base, do_base, lse_base, delta_base, stride_qm, stride_dom, last, seq_q, seq_q, qk_scale,
-        HEAD_DIM, D0, D1, D2, DOT_PRECISION, BLOCK_M, True,
+        q_base, do_base, lse_base, delta_base, stride_qm, stride_dom, dqa_base, dqa_width, dq_scale,
+        last, seq_q, seq_q, qk_scale, HEAD_DIM, D0, D1, D2, DOT_PRECISION, BLOCK_M, True, PRESCALED, ATOMIC_DQ,
     )  # fmt: skip
 
     dk_base = DK + off_b * stride_dkb + off_h * stride_dkh
@@ -484,7 +518,7 @@ def _attn_bwd_dq_inner(
     k_base, v_base, stride_kn, stride_vn,
     lo, hi, seq_k, qk_scale,
     HEAD_DIM: tl.constexpr, D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    BLOCK_N: tl.constexpr, MASK: tl.constexpr,
+    BLOCK_N: tl.constexpr, MASK: tl.constexpr, PRESCALED: tl.constexpr,
 ):  # fmt: skip
     """Accumulate dQ = scale * dS K of one query tile over key tiles [lo, hi), dS = P * (dO V^T - Delta).
 
@@ -508,7 +542,10 @@ def _attn_bwd_dq_inner(
             v2 = _load_tile(v_base, offs_n, n_mask, stride_vn, D0 + D1, D2, HEAD_DIM, MASK)
             s = tl.dot(q2, tl.trans(k2), s, input_precision=DOT_PRECISION)
             dp = tl.dot(do2, tl.trans(v2), dp, input_precision=DOT_PRECISION)
-        p = tl.math.exp2(s * qk_scale - lse[:, None])
+        if PRESCALED:  # K holds K * qk_scale
+            p = tl.math.exp2(s - lse[:, None])
+        else:
+            p = tl.math.exp2(s * qk_scale - lse[:, None])
         ds = (p * (dp - delta[:, None])).to(q0.dtype)  # dS = P * (dP - Delta)
         # dQ += dS K: (BM, Dc)
         dq0 = tl.dot(ds, k0, dq0, input_precision=DOT_PRECISION)
@@ -530,11 +567,12 @@ def _attn_bwd_dq_kernel(
     stride_vb, stride_vh, stride_vn,
     stride_dob, stride_doh, stride_dom,
     stride_dqb, stride_dqh, stride_dqm,
-    num_heads, seq_q, seq_k, qk_scale, sm_scale,
+    batch, num_heads, seq_q, seq_k, qk_scale, sm_scale,  # batch: only in the autotune key
     HEAD_DIM: tl.constexpr, D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    STRIDE_ALIGN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    STRIDE_ALIGN: tl.constexpr, PRESCALED: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
-    """One query tile per program; sweeps every key tile (see _attn_bwd_dq_inner)."""
+    """One query tile per program; sweeps every key tile (see _attn_bwd_dq_inner). ``sm_scale`` is dQ's factor:
+    the softmax scale, or ln 2 when K holds K * scale * log2(e) (PRESCALED)."""
     # Strides arrive divided by STRIDE_ALIGN: see _attn_fwd_kernel.
     stride_qb, stride_qh, stride_qm = stride_qb * STRIDE_ALIGN, stride_qh * STRIDE_ALIGN, stride_qm * STRIDE_ALIGN
     stride_kb, stride_kh, stride_kn = stride_kb * STRIDE_ALIGN, stride_kh * STRIDE_ALIGN, stride_kn * STRIDE_ALIGN
@@ -570,11 +608,11 @@ def _attn_bwd_dq_kernel(
     last = ((seq_k - 1) // BLOCK_N) * BLOCK_N  # start of the last key tile, the only masked one
     dq0, dq1, dq2 = _attn_bwd_dq_inner(
         dq0, dq1, dq2, q0, q1, q2, do0, do1, do2, lse, delta, k_base, v_base, stride_kn, stride_vn,
-        0, last, seq_k, qk_scale, HEAD_DIM, D0, D1, D2, DOT_PRECISION, BLOCK_N, False,
+        0, last, seq_k, qk_scale, HEAD_DIM, D0, D1, D2, DOT_PRECISION, BLOCK_N, False, PRESCALED,
     )  # fmt: skip
     dq0, dq1, dq2 = _attn_bwd_dq_inner(
         dq0, dq1, dq2, q0, q1, q2, do0, do1, do2, lse, delta, k_base, v_base, stride_kn, stride_vn,
-        last, seq_k, seq_k, qk_scale, HEAD_DIM, D0, D1, D2, DOT_PRECISION, BLOCK_N, True,
+        last, seq_k, seq_k, qk_scale, HEAD_DIM, D0, D1, D2, DOT_PRECISION, BLOCK_N, True, PRESCALED,
     )  # fmt: skip
 
     dq_base = DQ + off_b * stride_dqb + off_h * stride_dqh
@@ -595,17 +633,32 @@ def _dense(t: torch.Tensor) -> bool:
     return t.permute(order).is_contiguous()
 
 
+def _padding_reads_in_bounds(t: torch.Tensor, width: int) -> bool:
+    """Whether the full tiles' reads of columns [D, width) stay inside ``t``'s storage (see the comment above
+    ``_load_tile``). Full tiles hold every row of a (batch, head) slab but its last, so the furthest address read is
+    row L - 2 of the last slab plus ``width`` columns. Views of a larger buffer (the q/k/v slices of a fused-QKV
+    projection, some heads of a wider tensor) pass; so does any dense tensor with ``width - D <= D``."""
+    if any(s < 0 for s in t.stride()):
+        return False
+    if t.shape[2] < 2 or t.numel() == 0:
+        return True  # every tile is the last: all reads are masked
+    batch, heads, length, _ = t.shape
+    last = t.storage_offset() + (batch - 1) * t.stride(0) + (heads - 1) * t.stride(1) + (length - 2) * t.stride(2)
+    return last + width <= t.untyped_storage().nbytes() // t.element_size()
+
+
 def _kernel_operand(t: torch.Tensor, width: int) -> torch.Tensor:
     """``t`` itself where the kernels may read it ``width`` columns per row, else a zero-padded (..., width) copy.
 
-    Full tiles read the columns [D, width) past the head dim as they are in memory (see the comment above
-    ``_load_tile``). That stays inside the tensor when it is dense with a unit last stride and width - D <= D, and
-    the loads vectorise (and pipeline) only when rows are 16-byte aligned. Head dims such as 55 (110-byte rows in
-    bf16) fail that, and get a padded copy, as SDPA's FlashAttention path pads 55 to 56 (its zero padding also makes
-    the reads exact). SoViT's 72, 88, 96, 104, 112 and the powers of two read the projections in place.
+    Full tiles read the columns [D, width) past the head dim as they are in memory and zero them in registers (see
+    the comment above ``_load_tile``). That needs a unit last stride and reads inside the storage
+    (``_padding_reads_in_bounds``), and the loads vectorise (and pipeline) only when rows are 16-byte aligned. Head
+    dims such as 55 (110-byte rows in bf16) fail that, and get a padded copy, as SDPA's FlashAttention path pads 55 to
+    56. SoViT's 72, 88, 96, 104, 112 and the powers of two read the projections in place, the strided q/k/v views of
+    a fused-QKV projection included.
     """
     d = t.shape[-1]
-    if t.stride(-1) == 1 and (width == d or (_dense(t) and width - d <= d and d * t.element_size() % 16 == 0)):
+    if t.stride(-1) == 1 and (width == d or (d * t.element_size() % 16 == 0 and _padding_reads_in_bounds(t, width))):
         return t
     padded = t.new_zeros(*t.shape[:-1], width)  # (..., width), zero padding columns
     padded[..., :d] = t
@@ -656,6 +709,38 @@ def _check_qkv(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> N
         raise ValueError("attention over zero keys is undefined.")
 
 
+BACKWARDS = ("deterministic", "atomic")  # SOVIT_HF_ATTN_BWD: dQ in its own kernel / atomics in the dK/dV kernel
+
+
+def attention_options(backward: str | None = None, prescale: bool | None = None) -> tuple[str, bool]:
+    """The two switchable variants, defaults from the environment (read at each call):
+
+    * ``backward`` / ``SOVIT_HF_ATTN_BWD``: ``"deterministic"`` (default: a dK/dV kernel and a dQ kernel, no atomics,
+      7 matmul-equivalents) or ``"atomic"`` (dQ accumulated in the dK/dV kernel with fp32 atomics, 5, as
+      FlashAttention-2/3 do; not bitwise reproducible on a GPU).
+    * ``prescale`` / ``SOVIT_HF_ATTN_PRESCALE=1``: K is multiplied by scale * log2(e) once, before the kernels (the
+      Triton tutorial's backward does this), so no kernel scales the scores tile by tile (default off).
+
+    Defaults stay as they are until a GPU measurement decides (docs/kernels.md, "Predictions").
+    """
+    backward = os.environ.get("SOVIT_HF_ATTN_BWD", "deterministic") if backward is None else backward
+    if backward not in BACKWARDS:
+        raise ValueError(f"attention backward must be one of {BACKWARDS}, got {backward!r} (SOVIT_HF_ATTN_BWD).")
+    if prescale is None:
+        env = os.environ.get("SOVIT_HF_ATTN_PRESCALE", "0")
+        if env not in ("0", "1"):
+            raise ValueError(f"SOVIT_HF_ATTN_PRESCALE must be 0 or 1, got {env!r}.")
+        prescale = env == "1"
+    return backward, bool(prescale)
+
+
+def _operands(query, key, value, scale: float, width: int, prescale: bool) -> list[torch.Tensor]:
+    """The kernels' Q, K, V (``_kernel_operand``); with ``prescale`` K holds K * scale * log2(e) (a new tensor)."""
+    if prescale:
+        key = key * (scale * LOG2E)  # (B, H, Lk, D), same layout as key
+    return [_kernel_operand(t, width) for t in (query, key, value)]
+
+
 def attention_forward(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -664,8 +749,10 @@ def attention_forward(
     chunks: tuple[int, int, int],
     head_dim: int,
     need_lse: bool = True,
+    prescaled: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Launch the forward kernel on kernel operands (``_kernel_operand``: the head dim ``head_dim`` or padded).
+    """Launch the forward kernel on kernel operands (``_operands``: the head dim ``head_dim`` or padded; with
+    ``prescaled`` K already holds K * scale * log2(e)).
 
     Returns ``out (B, Lq, H, head_dim)`` (contiguous) and the fp32 log2-sum-exp (B, H, Lq).
     """
@@ -681,10 +768,10 @@ def attention_forward(
     ]  # fmt: skip
     align = _stride_align(strides, query.element_size())
     lse_arg = lse if need_lse else out  # an unused pointer gets any tensor
-    args = (query, key, value, out, lse_arg, *_aligned(strides, align), heads, seq_q, seq_k, scale * LOG2E)
+    args = (query, key, value, out, lse_arg, *_aligned(strides, align), batch, heads, seq_q, seq_k, scale * LOG2E)
     kwargs = dict(
         HEAD_DIM=head_dim, D0=chunks[0], D1=chunks[1], D2=chunks[2],
-        STORE_LSE=need_lse, DOT_PRECISION=dot_precision(query.dtype), STRIDE_ALIGN=align,
+        STORE_LSE=need_lse, DOT_PRECISION=dot_precision(query.dtype), STRIDE_ALIGN=align, PRESCALED=prescaled,
     )  # fmt: skip
     grid = lambda meta: (cdiv(seq_q, meta["BLOCK_M"]), batch * heads)
     launch(_attn_fwd_kernel, grid, args, kwargs, _interpret_meta(), _default_fwd_config(seq_q, query.dtype))
@@ -702,9 +789,12 @@ def attention_backward(
     chunks: tuple[int, int, int],
     head_dim: int,
     grad_layouts: tuple,
+    prescaled: bool = False,
+    backward: str = "deterministic",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Launch the backward kernels. ``query``/``key``/``value`` are the forward's kernel operands, ``grad_out`` and
-    ``out`` are (B, Lq, H, D); dQ, dK, dV get the shapes and (where reusable) strides in ``grad_layouts``."""
+    ``out`` are (B, Lq, H, D); dQ, dK, dV get the shapes and (where reusable) strides in ``grad_layouts``.
+    ``backward="atomic"``: dQ accumulates in the dK/dV kernel (fp32 atomics), no dQ kernel."""
     batch, heads, seq_q, _ = query.shape
     seq_k = key.shape[2]
     dq, dk, dv = (_empty_grad(layout, query) for layout in grad_layouts)
@@ -723,22 +813,35 @@ def attention_backward(
         *pre_args, HEAD_DIM=head_dim, D_POW2=max(16, next_power_of_2(head_dim)), BLOCK_M=block_pre
     )
     # dO is read inside the dK/dV loop: the same in-place-or-padded rule as Q/K/V, on its (B, H, Lq, D) view.
-    do = _kernel_operand(grad_out.transpose(1, 2), sum(chunks))  # (B, H, Lq, D or padded)
-    common = dict(HEAD_DIM=head_dim, D0=chunks[0], D1=chunks[1], D2=chunks[2], DOT_PRECISION=dot_precision(query.dtype))
+    width = sum(chunks)
+    do = _kernel_operand(grad_out.transpose(1, 2), width)  # (B, H, Lq, D or padded)
+    dq_scale = 1 / LOG2E if prescaled else scale  # dQ = scale * dS K = ln 2 * dS (K * scale * log2 e)
+    atomic = backward == "atomic"
+    # (B, H, Lq, width) fp32, zeroed; a 1-element placeholder when unused (the autotuner zeroes it between runs)
+    dq_acc = torch.zeros(*((batch, heads, seq_q, width) if atomic else (1,)), device=query.device, dtype=torch.float32)
+    common = dict(
+        HEAD_DIM=head_dim, D0=chunks[0], D1=chunks[1], D2=chunks[2], DOT_PRECISION=dot_precision(query.dtype),
+        PRESCALED=prescaled,
+    )  # fmt: skip
     strides = [*query.stride()[:3], *key.stride()[:3], *value.stride()[:3], *do.stride()[:3]]
     dkdv_strides = [*strides, *dk.stride()[:3], *dv.stride()[:3]]
     align = _stride_align(dkdv_strides, query.element_size())
     dkdv_args = (
-        query, key, value, do, lse, delta, dk, dv, *_aligned(dkdv_strides, align), heads, seq_q, seq_k,
-        scale * LOG2E, scale,
+        query, key, value, do, lse, delta, dk, dv, dq_acc,
+        *_aligned(dkdv_strides, align), batch, heads, seq_q, seq_k, scale * LOG2E, scale, dq_scale,
     )  # fmt: skip
     dkdv_grid = lambda meta: (cdiv(seq_k, meta["BLOCK_N"]), batch * heads)
-    default = _default_bwd_config(sum(chunks), query.dtype)
-    launch(_attn_bwd_dkdv_kernel, dkdv_grid, dkdv_args, {**common, "STRIDE_ALIGN": align}, _interpret_meta(), default)
+    default = _default_bwd_config(width, query.dtype)
+    dkdv_kwargs = {**common, "STRIDE_ALIGN": align, "ATOMIC_DQ": atomic}
+    launch(_attn_bwd_dkdv_kernel, dkdv_grid, dkdv_args, dkdv_kwargs, _interpret_meta(), default)
+    if atomic:
+        dq.copy_(dq_acc[..., :head_dim])  # (B, H, Lq, D) in dQ's layout and dtype
+        return dq, dk, dv
     dq_strides = [*strides, *dq.stride()[:3]]
     align = _stride_align(dq_strides, query.element_size())
     dq_args = (
-        query, key, value, do, lse, delta, dq, *_aligned(dq_strides, align), heads, seq_q, seq_k, scale * LOG2E, scale,
+        query, key, value, do, lse, delta, dq, *_aligned(dq_strides, align), batch, heads, seq_q, seq_k, scale * LOG2E,
+        dq_scale,
     )  # fmt: skip
     dq_grid = lambda meta: (cdiv(seq_q, meta["BLOCK_M"]), batch * heads)
     launch(_attn_bwd_dq_kernel, dq_grid, dq_args, {**common, "STRIDE_ALIGN": align}, _interpret_meta(), default)
@@ -750,12 +853,12 @@ class TritonAttentionFunction(torch.autograd.Function):
     log-sum-exp, not P."""
 
     @staticmethod
-    def forward(ctx, query, key, value, scale: float, chunks: tuple[int, int, int]):
-        head_dim, width = query.shape[-1], sum(chunks)
-        operands = [_kernel_operand(t, width) for t in (query, key, value)]
-        out, lse = attention_forward(*operands, scale, chunks, head_dim, need_lse=True)
+    def forward(ctx, query, key, value, scale: float, chunks: tuple[int, int, int], backward: str, prescale: bool):
+        head_dim = query.shape[-1]
+        operands = _operands(query, key, value, scale, sum(chunks), prescale)
+        out, lse = attention_forward(*operands, scale, chunks, head_dim, need_lse=True, prescaled=prescale)
         ctx.save_for_backward(*operands, out, lse)
-        ctx.scale, ctx.chunks, ctx.head_dim = scale, chunks, head_dim
+        ctx.scale, ctx.chunks, ctx.head_dim, ctx.backward, ctx.prescale = scale, chunks, head_dim, backward, prescale
         ctx.grad_layouts = tuple(_grad_layout(t) for t in (query, key, value))
         return out
 
@@ -763,9 +866,10 @@ class TritonAttentionFunction(torch.autograd.Function):
     def backward(ctx, grad_out):
         query, key, value, out, lse = ctx.saved_tensors
         dq, dk, dv = attention_backward(
-            grad_out, query, key, value, out, lse, ctx.scale, ctx.chunks, ctx.head_dim, ctx.grad_layouts
-        )
-        return dq, dk, dv, None, None
+            grad_out, query, key, value, out, lse, ctx.scale, ctx.chunks, ctx.head_dim, ctx.grad_layouts,
+            prescaled=ctx.prescale, backward=ctx.backward,
+        )  # fmt: skip
+        return dq, dk, dv, None, None, None, None
 
 
 def flash_attention(
@@ -774,6 +878,8 @@ def flash_attention(
     value: torch.Tensor,
     scale: float | None = None,
     head_chunks: tuple[int, ...] | None = None,
+    backward: str | None = None,
+    prescale: bool | None = None,
 ) -> torch.Tensor:
     """Non-causal softmax attention with the Triton kernels, differentiable in query, key and value.
 
@@ -782,6 +888,7 @@ def flash_attention(
         scale: softmax scale; default 1/sqrt(D) of the true head dim.
         head_chunks: power-of-two head-dim chunks, default ``head_dim_chunks(D)``; e.g. ``head_dim_chunks(D, 1)``
             for plain power-of-two padding (for benchmarks).
+        backward, prescale: the switchable variants (``attention_options``; default from the environment).
 
     Returns:
         `(B, Lq, H, D)` output in the input dtype (the layout transformers' attention functions return).
@@ -790,10 +897,11 @@ def flash_attention(
     head_dim = query.shape[-1]
     chunks = head_dim_chunks(head_dim) if head_chunks is None else _check_chunks(head_dim, head_chunks)
     scale = head_dim**-0.5 if scale is None else float(scale)
+    backward, prescale = attention_options(backward, prescale)
     if torch.is_grad_enabled() and (query.requires_grad or key.requires_grad or value.requires_grad):
-        return TritonAttentionFunction.apply(query, key, value, scale, chunks)
-    operands = [_kernel_operand(t, sum(chunks)) for t in (query, key, value)]
-    out, _ = attention_forward(*operands, scale, chunks, head_dim, need_lse=False)
+        return TritonAttentionFunction.apply(query, key, value, scale, chunks, backward, prescale)
+    operands = _operands(query, key, value, scale, sum(chunks), prescale)
+    out, _ = attention_forward(*operands, scale, chunks, head_dim, need_lse=False, prescaled=prescale)
     return out
 
 
@@ -812,10 +920,6 @@ def triton_attention_forward(
     Returns `(out (B, Lq, H, D), None)`; attention probabilities are never materialised (ask for
     ``output_attentions=True`` and the model uses the eager path).
     """
-    if ops_registry.kernels_override() == "eager":  # kernels forced off: the reference math
-        training = getattr(module, "training", False)
-        out, _ = attention_ref(query, key, value, attention_mask, scale=scaling, dropout=dropout, training=training)
-        return out.transpose(1, 2).contiguous(), None  # (B, Lq, H, D)
     if attention_mask is not None:
         raise NotImplementedError(
             'attn_implementation="sovit_triton" does not support attention_mask (SoViT attends to every token); '

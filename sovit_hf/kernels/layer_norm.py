@@ -7,8 +7,8 @@ output plus the per-row ``mean`` and ``rstd`` (only when a backward pass will fo
 Backward: the normalised input is recomputed from the saved (summed) input and ``mean``/``rstd`` instead of being
 stored. Each program handles a contiguous range of rows and accumulates its share of dweight/dbias in fp32; the host
 sums the per-program partials (Liger-Kernel ``ops/layer_norm.py`` @ead96b61, flash-attn ``layer_norm.py``): no atomics,
-deterministic. With the residual fused, the gradient reaching the sum output is added to dx, and dx is written twice
-(for x and for the residual) from the same registers.
+deterministic. With the residual fused, the gradient reaching the sum output is added to dx, which is written once and
+returned as the gradient of both x and the residual (their gradients are equal: s = x + r).
 """
 
 from __future__ import annotations
@@ -33,8 +33,14 @@ def _default_config(n: int) -> triton.Config:
     return triton.Config({"ROWS": rows}, num_warps=8 if rows * next_power_of_2(n) >= 4096 else 4)
 
 
-def _configs() -> list[triton.Config]:
-    return [triton.Config({"ROWS": rows}, num_warps=w) for rows in (1, 2, 4, 8) for w in (4, 8, 16)]
+def _fwd_configs() -> list[triton.Config]:  # (ROWS, warps): six, at most 8k elements per program (see _prune)
+    return [triton.Config({"ROWS": rows}, num_warps=w) for rows, w in ((1, 4), (2, 4), (2, 8), (4, 8), (8, 8), (8, 16))]
+
+
+def _bwd_configs() -> list[triton.Config]:  # no ROWS=4 with 4 warps: it spills 20 bytes at width 1152 on sm_90
+    return [
+        triton.Config({"ROWS": rows}, num_warps=w) for rows, w in ((1, 4), (1, 8), (2, 8), (4, 8), (4, 16), (8, 16))
+    ]
 
 
 def _prune(configs, named_args, **kwargs):
@@ -45,7 +51,7 @@ def _prune(configs, named_args, **kwargs):
     return kept or configs[:1]
 
 
-@autotune(_configs, ["N"], _prune)
+@autotune(_fwd_configs, ["M", "N"], _prune)  # M (rows = batch x tokens): the grid size changes the best config
 @triton.jit
 def _ln_fwd_kernel(
     X, R,  # (M, N) input and (HAS_RES) residual, row stride given, unit column stride
@@ -82,7 +88,7 @@ def _ln_fwd_kernel(
         tl.store(Rstd + offs_m, rstd, mask=offs_m < M)
 
 
-@autotune(_configs, ["N"], _prune)
+@autotune(_bwd_configs, ["M", "N"], _prune)
 @triton.jit
 def _ln_bwd_kernel(
     X,  # (M, N) the normalised input as stored (X + R when the residual was fused)
@@ -90,11 +96,11 @@ def _ln_bwd_kernel(
     Mean, Rstd,  # (M,) fp32 from the forward pass
     DY,  # (M, N) gradient of the LayerNorm output
     DS,  # (M, N) gradient reaching the sum output X + R (HAS_DS)
-    DX, DR,  # (M, N) outputs: gradient of X and (STORE_DR) the same values for R
+    DX,  # (M, N) output: the gradient of X, which is also the residual's
     DW, DB,  # (num_programs, N) fp32 per-program partial sums of dweight / dbias
     M, N, rows_per_program,
-    stride_xm, stride_dym, stride_dsm, stride_dxm, stride_drm,
-    HAS_W: tl.constexpr, HAS_DS: tl.constexpr, STORE_DR: tl.constexpr, COMPUTE_DW: tl.constexpr,
+    stride_xm, stride_dym, stride_dsm, stride_dxm,
+    HAS_W: tl.constexpr, HAS_DS: tl.constexpr, COMPUTE_DW: tl.constexpr,
     ROWS: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     # y = xhat * w + b with xhat = (x - mean) * rstd. With g = dy * w (the gradient reaching xhat), differentiating
@@ -131,8 +137,6 @@ def _ln_bwd_kernel(
         if HAS_DS:
             dx += tl.load(DS + rows * stride_dsm + offs_n[None, :], mask=mask, other=0.0).to(tl.float32)
         tl.store(DX + rows * stride_dxm + offs_n[None, :], dx.to(DX.dtype.element_ty), mask=mask)
-        if STORE_DR:
-            tl.store(DR + rows * stride_drm + offs_n[None, :], dx.to(DR.dtype.element_ty), mask=mask)
         if COMPUTE_DW:
             dw_acc += tl.sum(dy * xhat, 0)
             db_acc += tl.sum(dy, 0)
@@ -192,11 +196,11 @@ def layer_norm_backward(
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """Launch the backward kernel. ``x2d`` is the normalised input (the sum when the residual was fused).
 
-    Returns ``(dx, dresidual or None, dweight-sum fp32 or None, dbias-sum fp32 or None)``.
+    Returns ``(dx, dresidual or None, dweight-sum fp32 or None, dbias-sum fp32 or None)``; dresidual is dx itself
+    (one tensor, written once: the gradients of x and of the residual are equal).
     """
     M, N = x2d.shape
     dx = torch.empty_like(x2d)
-    dr = torch.empty_like(x2d) if need_dr else None
     programs = max(1, min(num_programs_for_reduction(x2d.device), M))
     rows_per_program = cdiv(M, programs)
     partial_dw = torch.empty(programs, N, device=x2d.device, dtype=torch.float32) if need_dw else None
@@ -205,20 +209,20 @@ def layer_norm_backward(
         args = (
             x2d, weight if weight is not None else x2d, mean, rstd, grad_y,
             grad_sum if grad_sum is not None else grad_y,
-            dx, dr if dr is not None else dx,
+            dx,
             partial_dw if need_dw else mean, partial_db if need_dw else mean,
             M, N, rows_per_program,
             x2d.stride(0), grad_y.stride(0), (grad_sum if grad_sum is not None else grad_y).stride(0),
-            dx.stride(0), (dr if dr is not None else dx).stride(0),
+            dx.stride(0),
         )  # fmt: skip
         kwargs = dict(
-            HAS_W=weight is not None, HAS_DS=grad_sum is not None, STORE_DR=need_dr, COMPUTE_DW=need_dw,
+            HAS_W=weight is not None, HAS_DS=grad_sum is not None, COMPUTE_DW=need_dw,
             BLOCK_N=next_power_of_2(N),
         )  # fmt: skip
         launch(_ln_bwd_kernel, (programs,), args, kwargs, _interpret_meta(), _default_config(N))
     dw = partial_dw.sum(0) if need_dw else None  # (N,) fp32
     db = partial_db.sum(0) if need_dw else None
-    return dx, dr, dw, db
+    return dx, (dx if need_dr else None), dw, db
 
 
 class TritonLayerNormFunction(torch.autograd.Function):

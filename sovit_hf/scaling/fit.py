@@ -24,24 +24,17 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy.optimize import nnls
 
-from ._solver import (
-    FitError,
-    check_finite_positive,
-    check_identified,
-    percentile_intervals,
-    resample_relative_residuals,
-    solve,
-)
+from ._resampling import BOOTSTRAP_METHODS, bootstrap_refits, check_fit_options, held_out, parameter_intervals
+from ._solver import FitError, check_finite_positive, check_identified, resample_relative_residuals, solve
 from .fit_saturating import fit_saturating_law
 from .laws import SHAPE_PARAMS, ShapeLaw
 from .objectives import SHAPE_LOG_MAX, clip_log_params, relative_residuals, shape_model
-from .results import HoldoutCheck, ShapeFit
+from .results import ShapeFit
 
 # Exponent grids for the starting points (unitless; x and t are normalised by their geometric means first).
 _GRID_A = (0.1, 0.3, 0.7, 1.5, 3.0)
 _GRID_B = (0.1, 0.3, 0.7, 1.5, 3.0)
 _GRID_C = (0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 1.0, 1.5)
-BOOTSTRAP_METHODS = ("residuals", "cases")
 # Without these the law has no interior optimum (Eq. 4); epsilon and xi may go to ~0.
 _ESSENTIAL = ("alpha", "a", "beta", "b", "c")
 
@@ -179,56 +172,38 @@ def _fit_problem(problem: _ShapeProblem, n_starts: int) -> tuple[np.ndarray, tup
 def _bootstrap_shape(
     data, problem: _ShapeProblem, theta: np.ndarray, replicates: int, method: str, rng: np.random.Generator
 ) -> tuple[list[list[ShapeLaw]], int]:
-    fitted = problem.predict(theta)
+    stacked_fit = np.concatenate(problem.predict(theta))
     sizes = np.cumsum([0, *problem.sizes])
-    stacked_fit, stacked_f = np.concatenate(fitted), problem.f
-    samples, failures = [], 0
-    for _ in range(replicates):
-        if method == "residuals":
-            new_f = resample_relative_residuals(rng, stacked_fit, stacked_f, problem.n_params)
-            replicate = [(x, t, new_f[sizes[k] : sizes[k + 1]]) for k, (x, t, _) in enumerate(data)]
-        else:
-            picks = [rng.integers(0, len(x), len(x)) for x, _, _ in data]
-            replicate = [(x[i], t[i], f[i]) for (x, t, f), i in zip(data, picks, strict=True)]
-            if any(len(np.unique(t)) < 2 or len(np.unique(x)) < 3 for x, t, _ in replicate):
-                failures += 1
-                continue
+
+    def by_residuals(rng: np.random.Generator) -> list[tuple[np.ndarray, ...]]:
+        new_f = resample_relative_residuals(rng, stacked_fit, problem.f, problem.n_params)
+        return [(x, t, new_f[sizes[k] : sizes[k + 1]]) for k, (x, t, _) in enumerate(data)]
+
+    def by_cases(rng: np.random.Generator) -> list[tuple[np.ndarray, ...]] | None:
+        picks = [rng.integers(0, len(x), len(x)) for x, _, _ in data]
+        replicate = [(x[i], t[i], f[i]) for (x, t, f), i in zip(data, picks, strict=True)]
+        return None if any(len(np.unique(t)) < 2 or len(np.unique(x)) < 3 for x, t, _ in replicate) else replicate
+
+    def refit(replicate: list[tuple[np.ndarray, ...]]) -> list[ShapeLaw]:
         boot = _ShapeProblem(replicate, refs=problem.refs)
-        try:
-            boot_theta, _ = solve(boot.residuals_and_jacobian, [theta])
-            samples.append(boot.laws(boot_theta))
-        except (FitError, ValueError):
-            failures += 1
-    return samples, failures
+        return boot.laws(solve(boot.residuals_and_jacobian, [theta])[0])
+
+    return bootstrap_refits(replicates, method, rng, by_residuals, by_cases, refit)
 
 
-def _shape_intervals(samples: list[ShapeLaw], confidence: float) -> dict[str, tuple[float, float]]:
-    if not samples:
-        return {}
-    values = {name: np.array([getattr(law, name) for law in samples]) for name in SHAPE_PARAMS}
-    values["exponent"] = np.array([law.exponent for law in samples])
-    return percentile_intervals(values, confidence)
-
-
-def _holdout(data, labels: list[str], n_starts: int) -> tuple[list[HoldoutCheck | None], str]:
-    """Refit every dimension without its largest compute (jointly, as in the full fit)."""
+def _holdout(data, labels: list[str], n_starts: int) -> list[tuple[float, np.ndarray, np.ndarray]]:
+    """Refit every dimension without its largest compute (jointly, as in the full fit); per dimension the held-out
+    compute, the predictions and the measurements there."""
     kept, held = [], []
     for x, t, f in data:
         mask = t < t.max()
         kept.append((x[mask], t[mask], f[mask]))
         held.append((x[~mask], t[~mask], f[~mask]))
-    try:
-        for label, (x, t, _) in zip(labels, kept, strict=True):
-            _check_shape_design(x, t, f"held-out fit, {label}", 7)
-        problem = _ShapeProblem(kept)
-        laws = problem.laws(_fit_problem(problem, n_starts)[0])
-    except FitError as err:
-        return [None] * len(data), f"fit without the largest compute failed: {err}"
-    checks = []
-    for law, (x, t, f) in zip(laws, held, strict=True):
-        err = np.abs(np.asarray(law.predict(x, t)) / f - 1.0)
-        checks.append(HoldoutCheck(float(t.max()), len(f), float(err.mean()), float(err.max())))
-    return checks, ""
+    for label, (x, t, _) in zip(labels, kept, strict=True):
+        _check_shape_design(x, t, f"held-out fit, {label}", 7)
+    problem = _ShapeProblem(kept)
+    laws = problem.laws(_fit_problem(problem, n_starts)[0])
+    return [(t.max(), law.predict(x, t), f) for law, (x, t, f) in zip(laws, held, strict=True)]
 
 
 def _boundary_names(on_boundary: tuple[str, ...], k: int, n_dims: int) -> list[str]:
@@ -269,32 +244,16 @@ def fit_shape_laws(
         ValueError: malformed input (lengths, non-positive or non-finite values, unknown options).
         FitError: the data cannot identify the law, or no start converged.
     """
-    _check_options(bootstrap, confidence, n_starts, bootstrap_method)
+    check_fit_options(bootstrap, confidence, n_starts, bootstrap_method)
     if not data:
         raise ValueError("data is empty.")
     groups = [[name] for name in data] if not shared_c else [list(data)]
-    options = dict(
-        bootstrap=bootstrap,
-        confidence=confidence,
-        n_starts=n_starts,
-        holdout=holdout,
-        bootstrap_method=bootstrap_method,
-        seed=seed,
-    )
+    options = (bootstrap, confidence, n_starts, holdout, bootstrap_method, seed)  # _fit_group's, in its order
     fits = {}
     for names in groups:
         arrays = [_as_dataset(*data[name], label=f" (dimension {name!r})") for name in names]
-        fits.update(zip(names, _fit_group(arrays, [f"dimension {name!r}" for name in names], **options), strict=True))
+        fits.update(zip(names, _fit_group(arrays, [f"dimension {name!r}" for name in names], *options), strict=True))
     return fits
-
-
-def _check_options(bootstrap: int, confidence: float, n_starts: int, bootstrap_method: str) -> None:
-    if bootstrap_method not in BOOTSTRAP_METHODS:
-        raise ValueError(f"bootstrap_method must be one of {BOOTSTRAP_METHODS}, got {bootstrap_method!r}.")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}.")
-    if bootstrap < 0 or n_starts < 1:
-        raise ValueError(f"bootstrap must be >= 0 and n_starts >= 1, got {bootstrap} and {n_starts}.")
 
 
 def _fit_group(
@@ -317,14 +276,11 @@ def _fit_group(
 
     rng = np.random.default_rng(seed)
     samples, failures = _bootstrap_shape(arrays, problem, theta, bootstrap, bootstrap_method, rng)
-    if bootstrap and len(samples) < bootstrap / 2:
-        raise FitError(f"Only {len(samples)} of {bootstrap} bootstrap refits converged; the fit is unstable.")
-    checks, note = _holdout(arrays, labels, n_starts) if holdout else ([None] * len(arrays), "holdout=False")
+    checks, note = held_out(holdout, len(arrays), lambda: _holdout(arrays, labels, n_starts))
     return [
         ShapeFit(
             law=laws[k],
-            exponent=laws[k].exponent,
-            intervals=_shape_intervals([s[k] for s in samples], confidence),
+            intervals=parameter_intervals([s[k] for s in samples], (*SHAPE_PARAMS, "exponent"), confidence),
             confidence=confidence,
             relative_rmse=float(np.sqrt(np.mean(residuals[k] ** 2))),
             n_points=problem.sizes[k],
@@ -338,6 +294,7 @@ def _fit_group(
     ]
 
 
+# The fitting options (bootstrap ... seed) are the same, in the same order, for every fit: a drop-in signature.
 def fit_shape_law(
     x: ArrayLike,
     t: ArrayLike,
@@ -369,16 +326,9 @@ def fit_shape_law(
         ValueError: malformed input.
         FitError: the data cannot identify the law (e.g. a single compute value), or no start converged.
     """
-    _check_options(bootstrap, confidence, n_starts, bootstrap_method)
-    options = dict(
-        bootstrap=bootstrap,
-        confidence=confidence,
-        n_starts=n_starts,
-        holdout=holdout,
-        bootstrap_method=bootstrap_method,
-        seed=seed,
-    )
-    return _fit_group([_as_dataset(x, t, f)], ["data"], **options)[0]
+    check_fit_options(bootstrap, confidence, n_starts, bootstrap_method)
+    options = (bootstrap, confidence, n_starts, holdout, bootstrap_method, seed)
+    return _fit_group([_as_dataset(x, t, f)], ["data"], *options)[0]
 
 
 __all__ = ["BOOTSTRAP_METHODS", "FitError", "fit_saturating_law", "fit_shape_law", "fit_shape_laws"]

@@ -3,7 +3,8 @@ Sec. 2.2) to (compute, error) points of a compute-optimal frontier.
 
 Same method as :mod:`.fit`: squared relative error over log-parameters (positivity by construction), multi-start
 Levenberg-Marquardt from an exponent grid with NNLS coefficients, identifiability check, bootstrap intervals and a
-held-out check on the largest compute. The paper does not state its loss, optimiser or weighting (papers.md B.2).
+held-out check on the largest compute. The paper does not state its loss, optimiser or weighting (Scaling ViT
+Sec. 2.2 gives the form only).
 """
 
 from __future__ import annotations
@@ -12,17 +13,17 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy.optimize import nnls
 
+from ._resampling import bootstrap_refits, check_fit_options, held_out, parameter_intervals
 from ._solver import (
     FitError,
     check_finite_positive,
     check_identified,
-    percentile_intervals,
     resample_relative_residuals,
     solve,
 )
 from .laws import SATURATING_PARAMS, SaturatingLaw
 from .objectives import SATURATING_LOG_MAX, clip_log_params, relative_residuals, saturating_model
-from .results import HoldoutCheck, SaturatingFit
+from .results import SaturatingFit
 
 _GRID_B = (0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5)
 _GRID_D = (1e-4, 1e-3, 1e-2, 0.1, 0.5, 2.0)  # in units of the geometric-mean compute
@@ -82,6 +83,7 @@ def _fit(compute: np.ndarray, error: np.ndarray, n_starts: int) -> tuple[_Satura
     return problem, theta, on_boundary
 
 
+# The options after E are fit_shape_law's (bootstrap ... seed), in the same order: a drop-in signature.
 def fit_saturating_law(
     C: ArrayLike,
     E: ArrayLike,
@@ -112,56 +114,39 @@ def fit_saturating_law(
         ValueError: malformed input.
         FitError: fewer than 5 distinct compute values, an unidentified or unconverged fit.
     """
-    if bootstrap_method not in ("residuals", "cases"):
-        raise ValueError(f"bootstrap_method must be 'residuals' or 'cases', got {bootstrap_method!r}.")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}.")
-    if bootstrap < 0 or n_starts < 1:
-        raise ValueError(f"bootstrap must be >= 0 and n_starts >= 1, got {bootstrap} and {n_starts}.")
+    check_fit_options(bootstrap, confidence, n_starts, bootstrap_method)
     compute, error = _inputs(C, E)
     problem, theta, on_boundary = _fit(compute, error, n_starts)
     law = problem.law(theta)
     residuals = problem.residuals_and_jacobian(theta)[0]
-
-    rng = np.random.default_rng(seed)
     fitted = np.asarray(law.predict(compute))
-    samples, failures = [], 0
-    for _ in range(bootstrap):
-        if bootstrap_method == "residuals":
-            boot_c, boot_e = compute, resample_relative_residuals(rng, fitted, error, len(SATURATING_PARAMS))
-        else:
-            pick = rng.integers(0, len(compute), len(compute))
-            boot_c, boot_e = compute[pick], error[pick]
-            if len(np.unique(boot_c)) < _MIN_DISTINCT:
-                failures += 1
-                continue
-        boot = _SaturatingProblem(boot_c, boot_e, c_ref=problem.c_ref)
-        try:
-            samples.append(boot.law(solve(boot.residuals_and_jacobian, [theta])[0]))
-        except (FitError, ValueError):
-            failures += 1
-    if bootstrap and len(samples) < bootstrap / 2:
-        raise FitError(f"Only {len(samples)} of {bootstrap} bootstrap refits converged; the fit is unstable.")
-    intervals = {}
-    if samples:
-        values = {name: np.array([getattr(s, name) for s in samples]) for name in SATURATING_PARAMS}
-        intervals = percentile_intervals(values, confidence)
 
-    check, note = None, "holdout=False"
-    if holdout:
+    def by_cases(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
+        pick = rng.integers(0, len(compute), len(compute))
+        return (compute[pick], error[pick]) if len(np.unique(compute[pick])) >= _MIN_DISTINCT else None
+
+    def refit(replicate: tuple[np.ndarray, np.ndarray]) -> SaturatingLaw:
+        boot = _SaturatingProblem(*replicate, c_ref=problem.c_ref)
+        return boot.law(solve(boot.residuals_and_jacobian, [theta])[0])
+
+    samples, failures = bootstrap_refits(
+        bootstrap,
+        bootstrap_method,
+        np.random.default_rng(seed),
+        by_residuals=lambda rng: (compute, resample_relative_residuals(rng, fitted, error, len(SATURATING_PARAMS))),
+        by_cases=by_cases,
+        refit=refit,
+    )
+
+    def without_largest() -> list[tuple[float, np.ndarray, np.ndarray]]:
         keep = compute < compute.max()
-        try:
-            sub_problem, sub_theta, _ = _fit(compute[keep], error[keep], n_starts)
-            held = np.abs(np.asarray(sub_problem.law(sub_theta).predict(compute[~keep])) / error[~keep] - 1.0)
-            check, note = (
-                HoldoutCheck(float(compute.max()), int((~keep).sum()), float(held.mean()), float(held.max())),
-                "",
-            )
-        except FitError as err:
-            note = f"fit without the largest compute failed: {err}"
+        sub_problem, sub_theta, _ = _fit(compute[keep], error[keep], n_starts)
+        return [(compute.max(), sub_problem.law(sub_theta).predict(compute[~keep]), error[~keep])]
+
+    (check,), note = held_out(holdout, 1, without_largest)
     return SaturatingFit(
         law=law,
-        intervals=intervals,
+        intervals=parameter_intervals(samples, SATURATING_PARAMS, confidence),
         confidence=confidence,
         relative_rmse=float(np.sqrt(np.mean(residuals**2))),
         n_points=len(error),

@@ -20,7 +20,7 @@ class token):
 
 from __future__ import annotations
 
-from ..configuration_sovit import SoViTConfig
+from ..configuration_sovit import SoViTConfig, pool_type_spec
 
 GIGA = 1e9
 
@@ -36,7 +36,22 @@ def num_tokens(config: SoViTConfig, image_size: int | None = None) -> int:
     if size < config.patch_size:
         raise ValueError(f"image_size {size} is smaller than one {config.patch_size}px patch.")
     n = (size // config.patch_size) ** 2
-    return n + 1 if config.pool_type == "tok" else n
+    return n + 1 if pool_type_spec(config.pool_type).class_token else n
+
+
+def _config_shape(config: SoViTConfig, image_size: int | None) -> dict:
+    """The arguments of :func:`shape_flops` for ``config`` (checking that the image holds one patch)."""
+    num_tokens(config, image_size)
+    return dict(
+        width=config.hidden_size,
+        depth=config.num_hidden_layers,
+        mlp_dim=config.intermediate_size,
+        patch_size=config.patch_size,
+        image_size=config.image_size if image_size is None else image_size,
+        pool_type=config.pool_type,
+        num_channels=config.num_channels,
+        representation_size=config.representation_size,
+    )
 
 
 def flops_breakdown(config: SoViTConfig, image_size: int | None = None, classifier: bool = False) -> dict[str, float]:
@@ -50,28 +65,7 @@ def flops_breakdown(config: SoViTConfig, image_size: int | None = None, classifi
     Returns:
         ``{"patch_embedding", "attention", "mlp", "map_head", "pre_logits", "classifier"}`` in FLOPs (not GFLOPs).
     """
-    w, layers, m = config.hidden_size, config.num_hidden_layers, config.intermediate_size
-    n = num_tokens(config, image_size)
-    patches = n - 1 if config.pool_type == "tok" else n
-    out = {
-        "patch_embedding": 2.0 * patches * config.num_channels * config.patch_size**2 * w,
-        # q, k, v, out projections (4 n w^2) + QK^T (n^2 w) + attention x V (n^2 w), per block.
-        "attention": 2.0 * layers * (4 * n * w * w + 2 * n * n * w),
-        "mlp": 2.0 * layers * 2 * n * w * m,
-        "map_head": 0.0,
-        "pre_logits": 0.0,
-        "classifier": 0.0,
-    }
-    if config.pool_type == "map":
-        # k/v of all n tokens, q/out of the single probe, probe attention (1 x n), then the MLP on one token.
-        out["map_head"] = 2.0 * (2 * n * w * w + 2 * w * w + 2 * n * w + 2 * w * m)
-    pooled_tokens = n if config.pool_type == "none" else 1
-    rep = config.representation_size
-    if rep:
-        out["pre_logits"] = 2.0 * pooled_tokens * w * rep
-    if classifier:
-        out["classifier"] = 2.0 * pooled_tokens * (rep or w) * config.num_labels
-    return out
+    return shape_flops_breakdown(**_config_shape(config, image_size), num_labels=config.num_labels if classifier else 0)
 
 
 def count_flops(config: SoViTConfig, image_size: int | None = None, classifier: bool = False) -> float:
@@ -85,7 +79,7 @@ def count_flops(config: SoViTConfig, image_size: int | None = None, classifier: 
         image_size: square input resolution; defaults to ``config.image_size``.
         classifier: also count the classification head of ``SoViTForImageClassification``.
     """
-    return sum(flops_breakdown(config, image_size, classifier).values()) / GIGA
+    return shape_flops(**_config_shape(config, image_size), num_labels=config.num_labels if classifier else 0)
 
 
 def training_compute(config: SoViTConfig, examples: float, image_size: int | None = None) -> float:
@@ -108,18 +102,7 @@ def count_params(config: SoViTConfig, classifier: bool = False) -> int:
         config: the model configuration.
         classifier: include the classification head (``num_labels`` outputs with bias).
     """
-    total = shape_params(
-        config.hidden_size,
-        config.num_hidden_layers,
-        config.intermediate_size,
-        patch_size=config.patch_size,
-        image_size=config.image_size,
-        pool_type=config.pool_type,
-        num_channels=config.num_channels,
-        posemb=config.posemb,
-        attention_bias=config.attention_bias,
-        representation_size=config.representation_size,
-    )
+    total = shape_params(**_config_shape(config, None), posemb=config.posemb, attention_bias=config.attention_bias)
     if classifier:
         total += ((config.representation_size or config.hidden_size) + 1) * config.num_labels
     return int(total)
@@ -158,16 +141,57 @@ def shape_params(
     total = num_channels * patch_size**2 * w + w  # patch conv kernel + bias
     if posemb == "learn":
         total += (image_size // patch_size) ** 2 * w
-    if pool_type == "tok":
+    if pool_type_spec(pool_type).class_token:
         total += w
     total += depth * block + 2 * w  # blocks + encoder_norm
-    if pool_type == "map":
+    if pool_type_spec(pool_type).map_head:
         total += w + attention + 2 * w + mlp  # probe, attention, LayerNorm, MLP
     if representation_size:
         total += (w + 1) * representation_size
     return total
 
 
+def shape_flops_breakdown(
+    width: float,
+    depth: float,
+    mlp_dim: float,
+    patch_size: int = 14,
+    image_size: int = 224,
+    pool_type: str = "map",
+    num_channels: int = 3,
+    representation_size: int | None = None,
+    num_labels: int = 0,
+) -> dict[str, float]:
+    """Forward FLOPs (2 x MACs, not GFLOPs) per image of each part of a ViT shape: the one FLOP formula (module
+    docstring) that :func:`shape_flops`, :func:`flops_breakdown` and :func:`count_flops` sum or return.
+
+    Args: as :func:`shape_flops`.
+    """
+    patches = (image_size // patch_size) ** 2
+    pool = pool_type_spec(pool_type)
+    n = patches + 1 if pool.class_token else patches
+    w, m = width, mlp_dim
+    out = {
+        "patch_embedding": 2.0 * patches * num_channels * patch_size**2 * w,
+        # q, k, v, out projections (4 n w^2) + QK^T (n^2 w) + attention x V (n^2 w), per block.
+        "attention": 2.0 * depth * (4 * n * w * w + 2 * n * n * w),
+        "mlp": 2.0 * depth * 2 * n * w * m,
+        "map_head": 0.0,
+        "pre_logits": 0.0,
+        "classifier": 0.0,
+    }
+    if pool.map_head:
+        # k/v of all n tokens, q/out of the single probe, probe attention (1 x n), then the MLP on one token.
+        out["map_head"] = 2.0 * (2 * n * w * w + 2 * w * w + 2 * n * w + 2 * w * m)
+    pooled_tokens = n if pool.keeps_all_tokens else 1
+    if representation_size:
+        out["pre_logits"] = 2.0 * pooled_tokens * w * representation_size
+    if num_labels:
+        out["classifier"] = 2.0 * pooled_tokens * (representation_size or w) * num_labels
+    return out
+
+
+# shape_flops_breakdown's arguments, in the same order: a drop-in signature (this sums what that returns).
 def shape_flops(
     width: float,
     depth: float,
@@ -177,9 +201,10 @@ def shape_flops(
     pool_type: str = "map",
     num_channels: int = 3,
     representation_size: int | None = None,
+    num_labels: int = 0,
 ) -> float:
-    """Forward GFLOPs per image of a ViT shape (same formula as :func:`count_flops`); accepts non-integer width,
-    depth and MLP dim (for unrounded optima).
+    """Forward GFLOPs per image of a ViT shape (the formula of :func:`count_flops`, which calls this); accepts
+    non-integer width, depth and MLP dim (for unrounded optima).
 
     Args:
         width: token width w.
@@ -190,16 +215,12 @@ def shape_flops(
         pool_type: one of ``map``, ``gap``, ``tok``, ``0``, ``none``.
         num_channels: input channels C.
         representation_size: pre-logits width r, or None.
+        num_labels: outputs of a classification head on top (0: none).
     """
-    patches = (image_size // patch_size) ** 2
-    n = patches + 1 if pool_type == "tok" else patches
-    w, m = width, mlp_dim
-    macs = patches * num_channels * patch_size**2 * w + depth * (n * (4 * w * w + 2 * w * m) + 2 * n * n * w)
-    if pool_type == "map":
-        macs += 2 * n * w * w + 2 * w * w + 2 * n * w + 2 * w * m
-    if representation_size:
-        macs += (n if pool_type == "none" else 1) * w * representation_size
-    return 2.0 * macs / GIGA
+    parts = shape_flops_breakdown(
+        width, depth, mlp_dim, patch_size, image_size, pool_type, num_channels, representation_size, num_labels
+    )
+    return sum(parts.values()) / GIGA
 
 
 __all__ = [
@@ -208,6 +229,7 @@ __all__ = [
     "flops_breakdown",
     "num_tokens",
     "shape_flops",
+    "shape_flops_breakdown",
     "shape_params",
     "training_compute",
 ]

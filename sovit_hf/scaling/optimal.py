@@ -12,9 +12,9 @@ which ignores s_k, or as x_k ~ tau^{s_k} per dimension. Only the first reading a
 with s = (0.22, 0.45, 0.6), 10x compute gives about 2.3x-2.4x parameters ("about 2.5x parameters per 10x compute",
 Sec. 4.1 II), whereas x_k ~ tau^{s_k} gives about 12x (more than the compute). See docs/scaling.md.
 
-t^(0) is not published (papers.md A.3.2, NOT FOUND). The default is the compute of training the anchor (608, 10, 928)
-for the grid sweep's 600M examples (App. B.3) at 224 px with patch 14 and a MAP head: an upper bound, since rule 2
-of App. B.3 takes the smallest compute at which the anchor is optimal. Pass ``t0`` to override it.
+t^(0) is not published (SoViT Sec. 3 and App. B.3 give no value). The default is the compute of training the anchor
+(608, 10, 928) for the grid sweep's 600M examples (App. B.3) at 224 px with patch 14 and a MAP head: an upper bound,
+since rule 2 of App. B.3 takes the smallest compute at which the anchor is optimal. Pass ``t0`` to override it.
 """
 
 from __future__ import annotations
@@ -27,21 +27,17 @@ from pathlib import Path
 from ..configuration_sovit import SoViTConfig
 from .flops import count_flops, count_params, shape_flops, shape_params
 from .laws import DIMENSIONS, ShapeLaw
+from .paper import (  # re-exported: the names this module has always offered
+    PAPER_ANCHOR,
+    PAPER_EXPONENTS,
+    PAPER_GRID_EXAMPLES,
+    PAPER_HEADS,
+    PAPER_IMAGE_SIZE,
+    PAPER_PATCH_SIZE,
+    TASKS,
+)
 
-# SoViT (arXiv 2305.13035) Sec. 4.1 (classification, ImageNet 10-shot error) and Sec. 4.2 (image-to-text,
-# multitask LiT-decoder log-perplexity): s_k for (width, depth, MLP dim).
-PAPER_EXPONENTS: dict[str, dict[str, float]] = {
-    "classification": {"width": 0.22, "depth": 0.45, "mlp_dim": 0.6},
-    "image_to_text": {"width": 0.25, "depth": 0.49, "mlp_dim": 0.62},
-}
-# SoViT Sec. 4.1 / Fig. 3 / App. B.3: the classification grid-sweep optimum x^(0) = (width, depth, MLP).
-# The image-to-text anchor (red star of Fig. 3) is not published; the paper uses the same recipe for both (Sec. 4.2).
-PAPER_ANCHOR: dict[str, int] = {"width": 608, "depth": 10, "mlp_dim": 928}
-PAPER_GRID_SWEEP_EXAMPLES = 600e6  # SoViT App. B.3: every grid-sweep model was pretrained on 600M examples.
-PAPER_PATCH_SIZE = 14  # SoViT Sec. 4: patch 14 fixed throughout the shape analysis.
-PAPER_HEADS = 16  # SoViT App. B.2: 16 heads in the star sweep; So400m has 16.
-PAPER_IMAGE_SIZE = 224  # SoViT Table 5: sweeps at 224 px; t counts 224 px GFLOPs (Sec. 5).
-TASKS = tuple(PAPER_EXPONENTS)
+PAPER_GRID_SWEEP_EXAMPLES = PAPER_GRID_EXAMPLES  # the name this module used before sovit_hf.scaling.paper
 
 
 def paper_t0() -> float:
@@ -49,7 +45,7 @@ def paper_t0() -> float:
     sweep's 600M examples (SoViT App. B.3). The paper does not publish t^(0); this is an upper bound."""
     anchor = PAPER_ANCHOR
     per_image = shape_flops(anchor["width"], anchor["depth"], anchor["mlp_dim"], PAPER_PATCH_SIZE, PAPER_IMAGE_SIZE)
-    return per_image * PAPER_GRID_SWEEP_EXAMPLES
+    return per_image * PAPER_GRID_EXAMPLES
 
 
 @dataclass(frozen=True)
@@ -236,7 +232,8 @@ def compute_optimal_shape(
 
     Rounding: width to the nearest multiple of lcm(heads, multiple_of) (so that it divides into ``heads``),
     MLP dim to the nearest multiple of ``multiple_of``, depth to the nearest integer (all at least one step).
-    Every width and MLP value of the paper's sweeps and models is a multiple of 16 (papers.md A.3.3).
+    Every width and MLP value of the paper's sweeps and models is a multiple of 16 (SoViT Sec. 4.1 and App. B:
+    608, ..., 1648, 1152, 2320, 4304).
 
     Args:
         gflops: training compute t in GFLOPs (forward GFLOPs per image x examples), e.g. 9e12 for SoViT-400m.
@@ -281,6 +278,7 @@ def compute_optimal_shape(
     )
 
 
+# compute_optimal_shape's leading arguments, in the same order (this returns its config): a drop-in signature.
 def compute_optimal_config(
     gflops: float,
     task: str = "classification",

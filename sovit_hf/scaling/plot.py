@@ -51,6 +51,17 @@ def plot_shape_fits(
     Returns:
         The path written.
     """
+    shape_fits_figure(fits, data, rule, metric).savefig(path, dpi=120)
+    return Path(path)
+
+
+def shape_fits_figure(
+    fits: Mapping[str, ShapeFit],
+    data: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+    rule: ScalingRule | None = None,
+    metric: str = "error",
+):
+    """The matplotlib ``Figure`` :func:`plot_shape_fits` saves: one row of three panels per dimension."""
     figure, axes = _figure(len(fits), 3, (15, 4.2 * len(fits)))
     for row, (dim, fit) in zip(axes, fits.items(), strict=True):
         x, t, f = (np.asarray(v, dtype=float) for v in data[dim])
@@ -87,8 +98,7 @@ def plot_shape_fits(
         ax.set(xscale="log", yscale="log", xlabel="compute t (GFLOPs)", ylabel=f"optimal {dim}", title="Frontier")
         ax.legend(fontsize=7)
     _plain_log_ticks(axes)
-    figure.savefig(path, dpi=120)
-    return Path(path)
+    return figure
 
 
 def plot_saturating_fit(
@@ -106,6 +116,12 @@ def plot_saturating_fit(
     Returns:
         The path written.
     """
+    saturating_fit_figure(law, C, E, unit).savefig(path, dpi=120)
+    return Path(path)
+
+
+def saturating_fit_figure(law: SaturatingLaw, C: np.ndarray, E: np.ndarray, unit: str = "compute"):
+    """The matplotlib ``Figure`` :func:`plot_saturating_fit` saves."""
     figure, axes = _figure(1, 1, (6, 4.5))
     ax = axes[0][0]
     compute = np.asarray(C, dtype=float)
@@ -115,8 +131,7 @@ def plot_saturating_fit(
     ax.set(xscale="log", yscale="log", xlabel=unit, ylabel="error", title="Saturating power law")
     ax.legend(fontsize=8)
     _plain_log_ticks(axes)
-    figure.savefig(path, dpi=120)
-    return Path(path)
+    return figure
 
 
 def _plain_log_ticks(axes) -> None:
@@ -132,4 +147,4 @@ def _colors(n: int) -> list[tuple[float, ...]]:
     return [colormaps["viridis"](i / max(n - 1, 1)) for i in range(n)]
 
 
-__all__ = ["plot_saturating_fit", "plot_shape_fits"]
+__all__ = ["plot_saturating_fit", "plot_shape_fits", "saturating_fit_figure", "shape_fits_figure"]

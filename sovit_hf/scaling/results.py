@@ -25,13 +25,12 @@ class HoldoutCheck:
 
 
 @dataclass(frozen=True)
-class ShapeFit:
-    """Result of fitting SoViT Eq. 2 to one shape dimension.
+class LawFit:
+    """Result of a scaling-law fit (:class:`ShapeFit` and :class:`SaturatingFit` name the law it holds).
 
     Args:
-        law: the fitted :class:`ShapeLaw`.
-        exponent: s_k = c / (a_k + b_k) of the fitted law (Eq. 4).
-        intervals: ``{name: (low, high)}`` bootstrap intervals of alpha, a, beta, b, xi, c, epsilon and exponent;
+        law: the fitted law.
+        intervals: ``{name: (low, high)}`` bootstrap intervals of the law's parameters (and of s_k for the shape law);
             empty without bootstrap.
         confidence: coverage the intervals were computed for (0.9 = 5th to 95th percentile).
         relative_rmse: root-mean-square relative residual of the fit.
@@ -40,44 +39,11 @@ class ShapeFit:
         bootstrap_failures: replicates that did not converge.
         holdout: the held-out check, or None when it could not be run (see ``holdout_note``).
         holdout_note: why the held-out check is missing, else "".
-        at_boundary: parameters the fit drove to ~0 (allowed for epsilon and xi only; see ``check_identified``).
+        at_boundary: parameters the fit drove to ~0 (allowed: epsilon and xi of the shape law, d of the saturating
+            law; see ``check_identified``).
     """
 
-    law: ShapeLaw
-    exponent: float
-    intervals: dict[str, tuple[float, float]]
-    confidence: float
-    relative_rmse: float
-    n_points: int
-    n_bootstrap: int = 0
-    bootstrap_failures: int = 0
-    holdout: HoldoutCheck | None = None
-    holdout_note: str = ""
-    at_boundary: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict:
-        """JSON-ready dict: parameters, exponent, intervals and diagnostics."""
-        return {**_to_dict(self), "exponent": self.exponent}
-
-
-@dataclass(frozen=True)
-class SaturatingFit:
-    """Result of fitting E = a (C + d)^-b + c (Scaling ViT Sec. 2.2).
-
-    Args:
-        law: the fitted :class:`SaturatingLaw`.
-        intervals: ``{name: (low, high)}`` bootstrap intervals of a, b, c, d; empty without bootstrap.
-        confidence: coverage the intervals were computed for.
-        relative_rmse: root-mean-square relative residual of the fit.
-        n_points: number of measurements fitted.
-        n_bootstrap: bootstrap replicates that converged.
-        bootstrap_failures: replicates that did not converge.
-        holdout: the held-out check, or None (see ``holdout_note``).
-        holdout_note: why the held-out check is missing, else "".
-        at_boundary: parameters the fit drove to ~0 (allowed for d only).
-    """
-
-    law: SaturatingLaw
+    law: ShapeLaw | SaturatingLaw
     intervals: dict[str, tuple[float, float]]
     confidence: float
     relative_rmse: float
@@ -90,12 +56,31 @@ class SaturatingFit:
 
     def to_dict(self) -> dict:
         """JSON-ready dict: parameters, intervals and diagnostics."""
-        return _to_dict(self)
+        out = asdict(self)
+        out["law"] = self.law.to_dict()
+        out["intervals"] = {name: list(bounds) for name, bounds in self.intervals.items()}
+        out["at_boundary"] = list(self.at_boundary)
+        return out
 
 
-def _to_dict(fit: ShapeFit | SaturatingFit) -> dict:
-    out = asdict(fit)
-    out["law"] = fit.law.to_dict()
-    out["intervals"] = {name: list(bounds) for name, bounds in fit.intervals.items()}
-    out["at_boundary"] = list(fit.at_boundary)
-    return out
+@dataclass(frozen=True)
+class ShapeFit(LawFit):
+    """A :class:`LawFit` of SoViT Eq. 2 to one shape dimension; ``exponent`` is s_k = c / (a_k + b_k) (Eq. 4)."""
+
+    law: ShapeLaw
+
+    @property
+    def exponent(self) -> float:
+        return self.law.exponent
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict: parameters, exponent, intervals and diagnostics."""
+        out = super().to_dict()
+        return {"law": out.pop("law"), "exponent": self.exponent, **out}
+
+
+@dataclass(frozen=True)
+class SaturatingFit(LawFit):
+    """A :class:`LawFit` of E = a (C + d)^-b + c (Scaling ViT Sec. 2.2)."""
+
+    law: SaturatingLaw

@@ -22,25 +22,15 @@ from pathlib import Path
 from ..configuration_sovit import SoViTConfig
 from .flops import count_flops
 from .laws import DIMENSIONS
-
-# SoViT App. B.2 / Sec. 4.1: star center (width, depth, MLP) and the grid of each arm.
-PAPER_STAR_CENTER: dict[str, int] = {"width": 1968, "depth": 40, "mlp_dim": 6144}
-PAPER_STAR_GRIDS: dict[str, tuple[int, ...]] = {
-    "width": (608, 768, 928, 1088, 1328, 1648),
-    "depth": (8, 10, 12, 16, 20, 24),
-    "mlp_dim": (1088, 1360, 1728, 2160, 2592, 3072),
-}
-PAPER_STAR_STEPS = (500_000, 1_000_000, 2_000_000)  # SoViT App. B.2: every star-sweep model, three lengths.
-PAPER_SWEEP_BATCH_SIZE = 128  # SoViT Table 5: batch size of both sweeps.
-# SoViT App. B.3: grid-sweep values, each model pretrained on 600M examples.
-PAPER_GRID: dict[str, tuple[int, ...]] = {
-    "width": (416, 512, 608, 768),
-    "depth": (6, 8, 10, 12),
-    "mlp_dim": (768, 928, 1088, 1360),
-}
-PAPER_GRID_EXAMPLES = 600e6
-# App. B.3 rule 3: "about 20%" increments. The paper's own grids step by 17%-33% (depth 6 -> 8), hence this band.
-GRID_INCREMENT_RANGE = (1.10, 1.40)
+from .paper import (  # re-exported: the names this module has always offered
+    GRID_INCREMENT_RANGE,
+    PAPER_GRID,
+    PAPER_GRID_EXAMPLES,
+    PAPER_STAR_CENTER,
+    PAPER_STAR_GRIDS,
+    PAPER_STAR_STEPS,
+    PAPER_SWEEP_BATCH_SIZE,
+)
 
 
 @dataclass(frozen=True)
@@ -79,19 +69,29 @@ class SweepRun:
 
     def config(self, **overrides) -> SoViTConfig:
         """The run's model as a ``SoViTConfig`` (MAP head, as in the paper), with optional overrides."""
-        fields = dict(
-            hidden_size=self.width,
-            num_hidden_layers=self.depth,
-            intermediate_size=self.mlp_dim,
-            num_attention_heads=self.heads,
-            patch_size=self.patch_size,
-            image_size=self.image_size,
-        )
-        return SoViTConfig(**{**fields, **overrides})
+        shape = {"width": self.width, "depth": self.depth, "mlp_dim": self.mlp_dim}
+        return SoViTConfig(**{**shape_fields(shape, self.heads, self.patch_size, self.image_size), **overrides})
 
     def to_dict(self) -> dict:
         """The row as a plain dict (CSV/JSON ready)."""
         return asdict(self)
+
+
+def shape_fields(shape: Mapping[str, int], heads: int, patch_size: int, image_size: int) -> dict:
+    """The SoViTConfig fields of a ``{"width", "depth", "mlp_dim"}`` shape (MAP head, as the sweeps train it)."""
+    return dict(
+        hidden_size=shape["width"],
+        num_hidden_layers=shape["depth"],
+        intermediate_size=shape["mlp_dim"],
+        num_attention_heads=heads,
+        patch_size=patch_size,
+        image_size=image_size,
+    )
+
+
+def shape_config(shape: Mapping[str, int], heads: int, patch_size: int, image_size: int) -> SoViTConfig:
+    """The SoViTConfig of a ``{"width", "depth", "mlp_dim"}`` shape (:func:`shape_fields`)."""
+    return SoViTConfig(**shape_fields(shape, heads, patch_size, image_size))
 
 
 def _run(
@@ -99,15 +99,7 @@ def _run(
 ) -> SweepRun:
     if shape["width"] % heads:
         raise ValueError(f"width {shape['width']} is not divisible by heads={heads}.")
-    config = SoViTConfig(
-        hidden_size=shape["width"],
-        num_hidden_layers=shape["depth"],
-        intermediate_size=shape["mlp_dim"],
-        num_attention_heads=heads,
-        patch_size=patch,
-        image_size=image_size,
-    )
-    per_image = count_flops(config)
+    per_image = count_flops(shape_config(shape, heads, patch, image_size))
     examples = steps * batch_size
     return SweepRun(
         sweep,

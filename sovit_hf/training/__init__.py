@@ -13,6 +13,7 @@ from .optim import (
     global_norm,
     state_bytes,
 )
+from .optimizer_presets import RECIPES, Recipe, build_recipe, create_optimizer, create_optimizer_and_scheduler
 from .param_groups import (
     DEFAULT_WD_MULTS,
     attention_factor_shapes,
@@ -25,7 +26,6 @@ from .param_groups import (
     param_groups,
     weight_decay_multipliers,
 )
-from .recipes import RECIPES, Recipe, build_recipe, create_optimizer, create_optimizer_and_scheduler
 from .schedules import (
     DECAY_TYPES,
     big_vision_schedule,

@@ -288,7 +288,7 @@ def build_optimizers(model, args: SoViTTrainingArguments, num_training_steps: in
     """
     if args.optimizer == "adamw" and args.layer_decay is None:
         return None, None
-    from .recipes import build_recipe
+    from .optimizer_presets import build_recipe
 
     if args.optimizer != "adamw":
         args.max_grad_norm = 0.0

@@ -138,8 +138,9 @@ class _ClippedOptimizer(Optimizer):
 
 def _decay_momentum(buffer: torch.Tensor, momentum: float) -> torch.Tensor:
     """``momentum * buffer`` as JAX computes it: a Python float times a bfloat16 array is a *bfloat16* multiply, so the
-    carried state is scaled by bf16(0.9) = 0.8984375 and rounded to bfloat16 (papers.md B.3.4, "three details that
-    matter"; checked against ``optimizer_trajectory.npz``). For a float32 buffer this is the ordinary product."""
+    carried state is scaled by bf16(0.9) = 0.8984375 and rounded to bfloat16 (optax ``ema`` with a bfloat16
+    accumulator, as big_vision's ``scale_by_adafactor`` sets it; checked against ``optimizer_trajectory.npz``). For a
+    float32 buffer this is the ordinary product."""
     return buffer * torch.tensor(momentum, dtype=buffer.dtype)
 
 

@@ -141,8 +141,9 @@ def layer_decay_scales(model: nn.Module, decay: float) -> dict[str, float]:
 
 def attention_factor_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
     """Second-moment views that make :class:`~sovit_hf.training.optim.Adafactor` factor our 2-D attention weights the
-    way big_vision factors its 3-D kernels (papers.md B.3.4): ``q/k/v_proj.weight`` ``(H*D, W)`` as ``(H, D, W)``
-    (big_vision ``query/kernel`` ``[W, H, D]``), their biases as ``(H, D)`` (``query/bias`` ``[H, D]``), and
+    way big_vision factors its 3-D kernels (optax factors a parameter's two largest axes): ``q/k/v_proj.weight``
+    ``(H*D, W)`` as ``(H, D, W)`` (big_vision ``query/kernel`` ``[W, H, D]``), their biases as ``(H, D)``
+    (``query/bias`` ``[H, D]``), and
     ``out_proj.weight`` ``(W, H*D)`` as ``(W, H, D)`` (``out/kernel`` ``[H, D, W]``).
 
     Found by module: any submodule with ``q_proj``/``k_proj``/``v_proj``/``out_proj`` and ``num_heads`` /

@@ -9,7 +9,7 @@ Schedules are ``functools.partial`` objects of one module-level function (as tra
 pickle, their settings are readable from ``.keywords``, and ``LambdaLR.state_dict()`` stores nothing for them. A
 resumed run therefore takes its step count from the checkpoint and its *shape* from the code that resumes it, which
 is what lets :func:`branch_cooldown` start a cooldown from any saved step of a long run ("Scaling Vision Transformers",
-arXiv 2106.04560, Sec. 3.5 and Fig. 7; papers.md B.3.5).
+arXiv 2106.04560, Sec. 3.5 and Fig. 7).
 """
 
 from __future__ import annotations

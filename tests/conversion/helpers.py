@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file
 
-from conversion.npz import bfloat16_bits_to_float32
+from sovit_hf.conversion.npz import bfloat16_bits_to_float32
 from tests.conftest import BIG_VISION_FIXTURES
 
 

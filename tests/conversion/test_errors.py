@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conversion import big_vision
+from sovit_hf.conversion import big_vision
 from tests.conftest import BIG_VISION_FIXTURES
 from tests.conversion.helpers import canonical, save
 

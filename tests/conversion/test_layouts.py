@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from conversion.big_vision import convert, load_big_vision
-from conversion.to_big_vision import export
 from sovit_hf import SoViTForImageClassification, SoViTModel
+from sovit_hf.conversion.big_vision import convert, load_big_vision
+from sovit_hf.conversion.to_big_vision import export
 from tests.conftest import perturb_, tiny_config
 from tests.conversion.helpers import canonical, folder_tensors, renamed, save, scanned
 

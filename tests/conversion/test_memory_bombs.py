@@ -24,7 +24,7 @@ def _convert_limited(source, out, timeout=120):
         f"""
         import resource, sys
         resource.setrlimit(resource.RLIMIT_AS, ({ADDRESS_SPACE_LIMIT}, {ADDRESS_SPACE_LIMIT}))
-        from conversion import big_vision
+        from sovit_hf.conversion import big_vision
         sys.exit(big_vision.main([{str(source)!r}, {str(out)!r}]))
         """
     )
@@ -72,7 +72,7 @@ def test_a_zip_bomb_member_is_refused(tmp_path):
 
 @pytest.mark.parametrize("claimed, payload", [((16,), 8), ((2,), 64)])
 def test_a_header_that_disagrees_with_its_payload_is_refused(tmp_path, claimed, payload):
-    from conversion.npz import CheckpointError, npz_header
+    from sovit_hf.conversion.npz import CheckpointError, npz_header
 
     path = tmp_path / "x.npz"
     with zipfile.ZipFile(path, "w") as archive:

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from conversion import big_vision
-from conversion.output_folder import MARKER, check_output_folder, write_folder
+from sovit_hf.conversion import big_vision
+from sovit_hf.conversion.output_folder import MARKER, check_output_folder, write_folder
 from tests.conftest import BIG_VISION_FIXTURES
 
 FIXTURE = BIG_VISION_FIXTURES / "vit_map_unrolled.npz"
@@ -108,7 +108,7 @@ def test_sigterm_mid_write_leaves_no_hidden_temporary_and_the_old_folder(tmp_pat
         f"""
         import time
         from pathlib import Path
-        from conversion.output_folder import write_folder
+        from sovit_hf.conversion.output_folder import write_folder
 
         def slow(folder):
             (folder / "big.bin").write_bytes(b"0" * 1_000_000)
@@ -132,7 +132,7 @@ def test_sigterm_mid_write_leaves_no_hidden_temporary_and_the_old_folder(tmp_pat
 def test_a_siglip_index_cannot_name_files_outside_its_folder(tmp_path, shard):
     import json
 
-    from conversion.hf_siglip import read_safetensors
+    from sovit_hf.conversion.hf_siglip import read_safetensors
 
     src = tmp_path / "siglip"
     src.mkdir()
@@ -143,7 +143,7 @@ def test_a_siglip_index_cannot_name_files_outside_its_folder(tmp_path, shard):
 
 
 def test_convert_siglip_refuses_to_overwrite_its_source(tmp_path):
-    from conversion import hf_siglip
+    from sovit_hf.conversion import hf_siglip
 
     src = tmp_path / "siglip"
     src.mkdir()

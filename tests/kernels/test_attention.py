@@ -127,35 +127,43 @@ def assert_single_key_gradients(dq, dk, q, k, v, dout, scale):
         assert torch.isfinite(got).all() and excess <= 0, f"{name}: |{name}| exceeds the rounding bound by {excess:.3e}"
 
 
-def check_attention(batch, heads, seq_q, seq_k, head_dim, dtype=torch.float32, layout="model", chunks=None, scale=None):
+def check_attention(
+    batch, heads, seq_q, seq_k, head_dim, dtype=torch.float32, layout="model", chunks=None, scale=None, **variant
+):
     """Kernel vs float64 reference, within 2x PyTorch's same-precision error, for O, dQ, dK and dV (float32: the worst
-    error of ``fp32_envelope``)."""
+    error of ``fp32_envelope``). ``variant``: ``backward=`` / ``prescale=`` of ``flash_attention``."""
     q, k, v = _qkv(batch, heads, seq_q, seq_k, head_dim, dtype, layout)
-    out = flash_attention(q, k, v, scale=scale, head_chunks=chunks)  # (B, Lq, H, D)
+    out = flash_attention(q, k, v, scale=scale, head_chunks=chunks, **variant)  # (B, Lq, H, D)
     dout = torch.randn_like(out)
     dq, dk, dv = grads(out, (q, k, v), dout)
+    assert out.shape == (batch, seq_q, heads, head_dim) and out.dtype == dtype
+    if layout == "model":  # gradients flow back into the projections' layout without a copy
+        assert dq.stride() == q.stride() and dk.stride() == k.stride() and dv.stride() == v.stride()
+    assert_matches_reference((q, k, v), dout, out, (dq, dk, dv), scale)
 
+
+def assert_matches_reference(qkv, dout, out, kernel_grads, scale=None):
+    """The kernel's ``out`` (B, Lq, H, D) and ``kernel_grads`` (dQ, dK, dV) for inputs ``qkv`` (B, H, L, D) and output
+    gradient ``dout`` against the float64 reference, within 2x PyTorch's error (float32: ``fp32_envelope``)."""
+    q, k, v = (t.detach().requires_grad_() for t in qkv)
     q64, k64, v64 = upcast(q, k, v)
     ref, _ = attention_ref(q64, k64, v64, scale=scale)
     ref = ref.transpose(1, 2)  # (B, Lq, H, D)
     ref_grads = grads(ref, (q64, k64, v64), dout.double())
-    if dtype == torch.float32:
+    if q.dtype == torch.float32:
         base, *base_grads = fp32_envelope(q, k, v, dout, scale)
     else:
         qb, kb, vb = same_precision(q, k, v)
         base, _ = attention_ref(qb, kb, vb, scale=scale)  # PyTorch in the kernel's dtype (no upcast)
         base = base.transpose(1, 2)
         base_grads = grads(base, (qb, kb, vb), dout)
-
-    assert out.shape == (batch, seq_q, heads, head_dim) and out.dtype == dtype
     assert_fa_close("out", out, ref, base)
-    for name, got, want, pt in zip(("dq", "dk", "dv"), (dq, dk, dv), ref_grads, base_grads, strict=True):
-        if layout == "model":  # gradients flow back into the projections' layout without a copy
-            assert got.stride() == (q if name == "dq" else k).stride(), name
+    seq_k = k.shape[2]
+    for name, got, want, pt in zip(("dq", "dk", "dv"), kernel_grads, ref_grads, base_grads, strict=True):
         if seq_k > 1 or name == "dv":
             assert_fa_close(name, got, want, pt)
     if seq_k == 1:
-        assert_single_key_gradients(dq, dk, q, k, v, dout, scale)
+        assert_single_key_gradients(kernel_grads[0], kernel_grads[1], q, k, v, dout, scale)
 
 
 @pytest.mark.parametrize(
@@ -172,6 +180,42 @@ def test_attention_matches_reference(batch, heads, seq_q, seq_k, head_dim):
     check_attention(batch, heads, seq_q, seq_k, head_dim)
 
 
+VARIANTS = {  # the switchable backward and scaling (attention_options); the default is tested above
+    "atomic_dq": dict(backward="atomic", prescale=False),
+    "prescaled_k": dict(backward="deterministic", prescale=True),
+    "atomic_dq+prescaled_k": dict(backward="atomic", prescale=True),
+}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize(
+    "batch, heads, seq_q, seq_k, head_dim, scale",
+    [
+        (1, 2, 50, 50, 72, None),  # several query tiles adding into each dQ row (atomics), 64 + 16 chunks
+        (1, 2, 50, 50, 55, 0.3),  # one chunk, a custom scale (dQ's factor and the pre-scaled K both carry it)
+        (2, 2, 1, 50, 72, None),  # MAP probe
+        (1, 3, 50, 7, 104, None),  # more queries than keys, three chunks
+    ],
+)
+def test_attention_variants_match_reference(variant, batch, heads, seq_q, seq_k, head_dim, scale):
+    """dQ accumulated with atomics in the dK/dV kernel, and K pre-scaled by scale * log2(e), against the same
+    reference and float32 envelope as the default path."""
+    check_attention(batch, heads, seq_q, seq_k, head_dim, scale=scale, **VARIANTS[variant])
+
+
+def test_attention_variant_switches(monkeypatch):
+    from sovit_hf.kernels.attention import attention_options
+
+    assert attention_options() == ("deterministic", False)  # the defaults until a GPU measurement decides
+    monkeypatch.setenv("SOVIT_HF_ATTN_BWD", "atomic")
+    monkeypatch.setenv("SOVIT_HF_ATTN_PRESCALE", "1")
+    assert attention_options() == ("atomic", True)
+    assert attention_options("deterministic", False) == ("deterministic", False)  # arguments win
+    monkeypatch.setenv("SOVIT_HF_ATTN_BWD", "fast")
+    with pytest.raises(ValueError, match="SOVIT_HF_ATTN_BWD"):
+        attention_options()
+
+
 @pytest.mark.parametrize("head_dim", [64, 88, 104, 128])  # one chunk, 64 + 32, 64 + 32 + 16, one 128 chunk
 def test_attention_other_head_dims(head_dim):
     check_attention(1, 1, 7, 7, head_dim)
@@ -185,6 +229,72 @@ def test_attention_input_layouts(layout):
 def test_attention_power_of_two_padding_and_custom_scale():
     """The benchmark's alternative (72 padded to one 128 chunk) is as correct, and a non-default scale is honoured."""
     check_attention(1, 2, 7, 7, 72, chunks=head_dim_chunks(72, max_chunks=1), scale=0.3)
+
+
+@pytest.mark.parametrize("poison", [float("nan"), float("inf")])
+def test_padding_columns_of_a_neighbouring_head_never_reach_the_result(poison):
+    """Head dim 72 is read as 64 + 16 columns: full tiles load columns 72-79, which in the model's (B, L, H, D)
+    layout are the first 8 columns of the next head. Poison head 1 of 3 there (Q, K, V and dO): heads 0 and 2 must
+    stay finite and match the reference computed without head 1 (0 * NaN is NaN, so only zeroing, not the other
+    operand's zero padding, keeps them clean). 50 tokens in 16-row tiles: three full tiles per sequence."""
+    batch, heads, seq, head_dim, clean = 2, 3, 50, 72, [0, 2]
+    q, k, v = _qkv(batch, heads, seq, seq, head_dim)
+    dout = torch.randn(batch, seq, heads, head_dim, device=DEVICE)  # (B, L, H, D)
+    with torch.no_grad():
+        for t in (q, k, v):
+            t[:, 1, :, :8] = poison  # (B, H, L, D) view: columns 0-7 of head 1, what head 0 reads as padding
+        dout[:, :, 1, :8] = poison
+    out = flash_attention(q, k, v)
+    dq, dk, dv = grads(out, (q, k, v), dout)
+    qkv_clean = [t.detach()[:, clean] for t in (q, k, v)]
+    got = [g[:, clean] for g in (dq, dk, dv)]
+    assert_matches_reference(qkv_clean, dout[:, :, clean], out[:, :, clean], got)
+
+
+def _spy_operands(monkeypatch):
+    """Record the Q, K, V tensors ``flash_attention`` hands to the forward kernel's launcher."""
+    import sovit_hf.kernels.attention as attention
+
+    seen = []
+    launch = attention.attention_forward
+
+    def spy(query, key, value, *args, **kwargs):
+        seen.append((query, key, value))
+        return launch(query, key, value, *args, **kwargs)
+
+    monkeypatch.setattr(attention, "attention_forward", spy)
+    return seen
+
+
+@pytest.mark.parametrize("layout", ["fused_qkv", "wider_buffer"])
+def test_strided_views_are_read_in_place(monkeypatch, layout):
+    """The model's fused-QKV q/k/v (strided views of one (B, L, 3, H, D) projection) and the first H heads of a wider
+    (B, L, H + 1, D) buffer are not dense, yet every padding read stays inside their storage: the kernel reads them
+    without a copy (the launcher receives the very tensors, same data pointers and strides) and matches the reference.
+    The wider buffer's extra head is NaN: the columns read past head H - 1 are zeroed."""
+    batch, heads, seq, head_dim = 2, 2, 50, 72
+    if layout == "fused_qkv":  # the model's own fused projection (qkv_implementation="fused")
+        from sovit_hf.modeling_sovit import SoViTAttention
+        from sovit_hf.ops_registry import fused_qkv
+        from tests.conftest import tiny_config
+
+        config = tiny_config(hidden_size=heads * head_dim, num_attention_heads=heads)
+        module = SoViTAttention(config).to(DEVICE)
+        views = [t.detach() for t in fused_qkv(module, randn(batch, seq, heads * head_dim, requires_grad=False))]
+        assert views[0].untyped_storage().data_ptr() == views[2].untyped_storage().data_ptr()  # one (B, L, 3W)
+    else:
+        buffers = [randn(batch, seq, heads + 1, head_dim, requires_grad=False) for _ in range(3)]
+        for b in buffers:
+            b[:, :, heads] = float("nan")
+        views = [b[:, :, :heads].transpose(1, 2) for b in buffers]  # (B, H, L, D), head H left out
+    q, k, v = (t.requires_grad_() for t in views)
+    seen = _spy_operands(monkeypatch)
+    out = flash_attention(q, k, v)
+    (operands,) = seen
+    for name, given, used in zip("qkv", (q, k, v), operands, strict=True):
+        assert used.data_ptr() == given.data_ptr() and used.stride() == given.stride(), f"{name} was copied"
+    dout = torch.randn_like(out)
+    assert_matches_reference((q, k, v), dout, out, grads(out, (q, k, v), dout))
 
 
 def test_head_dim_chunks():
@@ -256,6 +366,15 @@ def test_attention_gpu_real_shapes(dtype, head_dim, seq, no_autotune):
 @pytest.mark.parametrize("head_dim, seq", [(72, 729), (55, 1024), (72, 256)])
 def test_attention_gpu_map_probe(dtype, head_dim, seq, no_autotune):
     check_attention(4, 16, 1, seq, head_dim, dtype=dtype)
+
+
+@pytest.mark.gpu
+@requires_gpu
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("head_dim, seq", [(72, 256), (55, 1024)])
+def test_attention_gpu_variants(variant, head_dim, seq, no_autotune):
+    """The switchable variants in bf16 at real shapes (FlashAttention's rule against bf16 PyTorch)."""
+    check_attention(2, 4, seq, seq, head_dim, dtype=torch.bfloat16, **VARIANTS[variant])
 
 
 @pytest.mark.gpu

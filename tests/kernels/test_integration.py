@@ -48,8 +48,10 @@ def _batch(batch=2):
 
 
 def test_kernels_are_registered():
+    """One registration of "sovit_triton" (the registry's dispatcher, which imports the kernel lazily)."""
     assert kernels.available() and kernels.unavailable_reason() is None
-    assert ALL_ATTENTION_FUNCTIONS["sovit_triton"] is triton_attention_forward
+    assert ALL_ATTENTION_FUNCTIONS["sovit_triton"] is ops_registry.sovit_triton_attention
+    assert ops_registry.resolve("attention", "triton") is triton_attention_forward
     assert ops_registry.get_mlp("triton") is fused_mlp
     assert ops_registry.get_layer_norm("triton") is layer_norm
     assert ops_registry.get_mlp("eager") is mlp_ref
@@ -115,13 +117,13 @@ def _refuse(*args, **kwargs):
 def test_force_eager_runs_the_reference_math(monkeypatch):
     """force("eager") / SOVIT_HF_KERNELS=0: a kernels-on model computes exactly what the eager model computes."""
     fast, eager = _models()
-    monkeypatch.setitem(ops_registry.MLP_FUNCTIONS, "triton", _refuse)
-    monkeypatch.setitem(ops_registry.LAYER_NORM_FUNCTIONS, "triton", _refuse)
-    monkeypatch.setattr("sovit_hf.kernels.attention.flash_attention", _refuse)
+    monkeypatch.setattr("sovit_hf.kernels.mlp.fused_mlp", _refuse)
+    monkeypatch.setattr("sovit_hf.kernels.layer_norm.layer_norm", _refuse)
+    monkeypatch.setattr("sovit_hf.kernels.attention.triton_attention_forward", _refuse)
     pixels, _ = _batch()
     with torch.no_grad():
         expected = eager(pixels).logits
-        with kernels.force("eager"):
+        with ops_registry.force("eager"):
             assert torch.equal(fast(pixels).logits, expected)  # bitwise: the same reference functions
         monkeypatch.setenv("SOVIT_HF_KERNELS", "0")
         assert torch.equal(fast(pixels).logits, expected)
@@ -142,13 +144,13 @@ def test_force_triton_overrides_an_eager_config(monkeypatch):
 
         return wrapped
 
-    monkeypatch.setitem(ops_registry.MLP_FUNCTIONS, "triton", spy("mlp", fused_mlp))
-    monkeypatch.setitem(ops_registry.LAYER_NORM_FUNCTIONS, "triton", spy("layer_norm", layer_norm))
+    monkeypatch.setattr("sovit_hf.kernels.mlp.fused_mlp", spy("mlp", fused_mlp))
+    monkeypatch.setattr("sovit_hf.kernels.layer_norm.layer_norm", spy("layer_norm", layer_norm))
     pixels, _ = _batch()
     with torch.no_grad():
         expected = eager(pixels).logits
         reference = copy.deepcopy(eager).double()(pixels.double()).logits
-        with kernels.force("triton"):
+        with ops_registry.force("triton"):
             got = eager(pixels).logits
         assert calls == {"mlp": 3, "layer_norm": 6}  # 2 blocks + MAP head; 2 per block, MAP head, final norm
         assert_fa_close("logits", got, reference, expected)
@@ -161,7 +163,7 @@ def test_hub_remote_code_uses_the_installed_kernels(tmp_path, monkeypatch):
     """A save_pretrained folder loaded as remote code carries its own copy of ops_registry, which finds the kernels
     of the installed package."""
     calls = []
-    monkeypatch.setitem(ops_registry.MLP_FUNCTIONS, "triton", lambda *a, **k: calls.append(1) or fused_mlp(*a, **k))
+    monkeypatch.setattr("sovit_hf.kernels.mlp.fused_mlp", lambda *a, **k: calls.append(1) or fused_mlp(*a, **k))
     _, eager = _models()
     eager.save_pretrained(tmp_path)
     # In this process the Auto classes would pick the registered sovit_hf class: load the folder's own code.
@@ -239,8 +241,7 @@ def test_model_bf16_gpu(variant, image_size):
     from sovit_hf import SoViTConfig
 
     fields = dict(image_size=image_size, num_hidden_layers=2, attn_implementation="eager")
-    reference = SoViTModel(SoViTConfig.from_variant(variant, **fields)).cuda().eval()
-    perturb_(reference, scale=0.02)
+    reference = perturb_(SoViTModel(SoViTConfig.from_variant(variant, **fields)), scale=0.02).cuda().eval()  # CPU noise
     eager_bf16 = copy.deepcopy(reference).to(torch.bfloat16)
     fast = SoViTModel(SoViTConfig.from_variant(variant, **{**fields, **KERNELS_ON})).cuda().eval()
     fast.load_state_dict(reference.state_dict())
@@ -252,3 +253,37 @@ def test_model_bf16_gpu(variant, image_size):
         got = fast(pixels.to(torch.bfloat16))
     for name in ("last_hidden_state", "pooler_output"):
         assert_fa_close(name, getattr(got, name), getattr(want, name), getattr(base, name))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run with `make test-gpu`)")
+def test_model_bf16_gpu_backward():
+    """A training step's gradients: two So400m/14 blocks at 224 px (256 tokens, head dim 72, the MAP head) in bf16
+    with every kernel, against eager in fp32, within 2x eager bf16's own distance from fp32 (FlashAttention's rule),
+    for the loss and the gradients of the stem, the first block's attention and MLP, and the MAP probe."""
+    from sovit_hf import SoViTConfig
+
+    fields = dict(image_size=224, num_hidden_layers=2, attn_implementation="eager")
+    reference = perturb_(SoViTModel(SoViTConfig.from_variant("So400m/14", **fields)), scale=0.02).cuda()  # CPU noise
+    eager_bf16 = copy.deepcopy(reference).to(torch.bfloat16)
+    fast = SoViTModel(SoViTConfig.from_variant("So400m/14", **{**fields, **KERNELS_ON})).cuda()
+    fast.load_state_dict(reference.state_dict())
+    fast = fast.to(torch.bfloat16)
+    pixels = torch.randn(4, 3, 224, 224, device="cuda")
+    names = (
+        "embeddings.patch_embedding.weight",
+        "encoder.layers.0.self_attn.q_proj.weight",
+        "encoder.layers.0.mlp.fc1.weight",
+        "encoder.layers.1.layer_norm2.weight",
+        "head.probe",
+    )
+    results = []
+    for model, inputs in ((reference, pixels), (eager_bf16, pixels.bfloat16()), (fast, pixels.bfloat16())):
+        loss = model(inputs).pooler_output.float().pow(2).mean()
+        loss.backward()
+        params = dict(model.named_parameters())
+        results.append((loss.detach(), [params[n].grad for n in names]))
+    (want, want_grads), (base, base_grads), (got, got_grads) = results
+    assert_fa_close("loss", got, want, base)
+    for name, g, w, b in zip(names, got_grads, want_grads, base_grads, strict=True):
+        assert_fa_close(f"grad {name}", g, w, b)

@@ -96,6 +96,24 @@ def test_layer_norm_mixed_residual_dtype():
         assert_fa_close(name, g, r, b)
 
 
+def test_fused_residual_gradient_is_written_once():
+    """s = x + r, so d(x) = d(r): the backward kernel writes that gradient once and returns the one tensor for both
+    (it used to store the same registers to two tensors); its values are the reference's (``check_layer_norm``)."""
+    from sovit_hf.kernels.layer_norm import layer_norm_backward, layer_norm_forward
+
+    x, r, w = randn(6, 36, requires_grad=False), randn(6, 36, requires_grad=False), randn(36, requires_grad=False)
+    y, s, mean, rstd = layer_norm_forward(x, r, w, None, EPS, need_stats=True)
+    dy, ds = torch.randn_like(y), torch.randn_like(y)
+    dx, dr, _, _ = layer_norm_backward(dy, ds, s, w, mean, rstd, need_dr=True, need_dw=False)
+    assert dr is dx
+    s64, w64 = upcast(s, w)
+    s64.requires_grad_()
+    (want,) = grads((layer_norm_ref(s64, w64, None, EPS), s64), [s64], [dy.double(), ds.double()])
+    s32 = s.detach().clone().requires_grad_()
+    (base,) = grads((layer_norm_ref(s32, w, None, EPS), s32), [s32], [dy, ds])
+    assert_fa_close("dx", dx, want, base)
+
+
 def test_layer_norm_errors():
     x = randn(2, 36)
     with pytest.raises(ValueError, match="weight"):

@@ -101,21 +101,70 @@ def test_fit_plot(tmp_path):
     image = tmp_path / "fit.png"
     assert _run(["fit", str(runs), "--plot", str(image), "--bootstrap", "0"]) == 0
     with Image.open(image) as png:
-        width, height = png.size
-        pixels = np.asarray(png.convert("L"))
-    assert width > 1000 and height > 800  # three rows of three panels
-    assert pixels.std() > 10  # something was drawn
+        assert png.format == "PNG" and png.size == (1800, 1512)  # 15 x 12.6 in (three rows) at 120 dpi
+
+
+def _numeric_minimum(law, t: float) -> tuple[float, float]:
+    """(argmin, min) over x of Eq. 2 at compute t by brute force on a dense log grid (not the closed form Eq. 4)."""
+    x = np.geomspace(1e-2, 1e7, 400_001)
+    f = law.predict(x, t)
+    return float(x[np.argmin(f)]), float(f.min())
+
+
+def test_shape_fit_figure_draws_the_data_the_fitted_law_and_its_minima():
+    """Every panel against an independent computation: the scatter is the measured points; the curves are Eq. 2 of
+    the fit; the dashed frontier, the IsoFLOP stars and the x*(t) line are the minima over x found by brute force."""
+    pytest.importorskip("matplotlib")
+    from sovit_hf.scaling.plot import shape_fits_figure
+
+    data = {}
+    for i, (dim, law) in enumerate(TRUE_LAWS.items()):
+        x, t = star_arm(dim, STAR_GRIDS[dim])
+        data[dim] = (x, t, noisy(law.predict(x, t), 0.002, i))
+    fits = fit_shape_laws(data, bootstrap=0, holdout=False)
+    figure = shape_fits_figure(fits, data)
+    rows = np.reshape(figure.axes, (3, 3))
+    for (dim, fit), (curves, isoflop, frontier) in zip(fits.items(), rows, strict=True):
+        x, t, f = data[dim]
+        points = np.concatenate([c.get_offsets() for c in curves.collections])
+        assert sorted(map(tuple, points)) == sorted(zip(t, f, strict=True))
+        *per_value, dashed = curves.get_lines()
+        for line, value in zip(per_value, np.unique(x), strict=True):
+            ts, ys = line.get_data()
+            a, b, c, eps = fit.law.alpha, fit.law.beta, fit.law.xi, fit.law.epsilon
+            by_hand = a * value**-fit.law.a + (b * value**fit.law.b + c) * ts**-fit.law.c + eps
+            np.testing.assert_allclose(ys, by_hand, rtol=1e-12)
+        ts, ys = dashed.get_data()
+        for i in (0, 100, 199):
+            assert ys[i] == pytest.approx(_numeric_minimum(fit.law, ts[i])[1], rel=1e-6)
+        levels = np.geomspace(
+            t.min(), t.max() * 16, 5
+        )  # the panel's compute levels, from the smallest t to 16x the largest
+        stars = [c.get_offsets()[0] for c in isoflop.collections]
+        assert [line.get_label() for line in isoflop.get_lines()] == [f"t={level:.2g}" for level in levels]
+        for level, (x_star, f_star) in zip(levels, stars, strict=True):
+            brute_x, brute_f = _numeric_minimum(fit.law, level)
+            assert x_star == pytest.approx(brute_x, rel=1e-3) and f_star == pytest.approx(brute_f, rel=1e-4)
+        ts, xs = frontier.get_lines()[0].get_data()
+        for i in (0, 199):
+            assert xs[i] == pytest.approx(_numeric_minimum(fit.law, ts[i])[0], rel=1e-3)
 
 
 def test_saturating_plot(tmp_path):
     pytest.importorskip("matplotlib")
     from sovit_hf.scaling import SaturatingLaw
-    from sovit_hf.scaling.plot import plot_saturating_fit
+    from sovit_hf.scaling.plot import plot_saturating_fit, saturating_fit_figure
 
     law = SaturatingLaw(a=0.63, b=0.32, c=0.12, d=0.52)
     compute = np.geomspace(0.1, 1e4, 10)
-    path = plot_saturating_fit(law, compute, law.predict(compute), tmp_path / "sat.png")
-    assert path.stat().st_size > 10_000
+    error = law.predict(compute) * (1 + 0.01 * np.cos(np.arange(10)))  # points off the curve
+    ax = saturating_fit_figure(law, compute, error).axes[0]
+    np.testing.assert_array_equal(ax.collections[0].get_offsets(), np.stack([compute, error], axis=1))
+    grid, curve = ax.get_lines()[0].get_data()
+    assert grid[0] == pytest.approx(0.05) and grid[-1] == pytest.approx(4e4)  # half the smallest C to 4x the largest
+    np.testing.assert_allclose(curve, 0.63 * (grid + 0.52) ** -0.32 + 0.12, rtol=1e-12)  # Scaling ViT Sec. 2.2
+    path = plot_saturating_fit(law, compute, error, tmp_path / "sat.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_plot_without_matplotlib_names_the_install(monkeypatch, tmp_path):

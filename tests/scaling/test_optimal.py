@@ -1,5 +1,5 @@
 """Compute-optimal configs: SoViT's scaling rule against closed forms, the paper's "about 2.5x parameters per 10x
-compute", rounding, fitted-law files, and the published constants in sovit_hf/scaling/data."""
+compute", rounding, fitted-law files, and the published constants against what the paper says of them."""
 
 from __future__ import annotations
 
@@ -22,8 +22,15 @@ from sovit_hf.scaling import (
     variant_budget,
 )
 from sovit_hf.scaling.files import save_shape_fits
-from sovit_hf.scaling.sweeps import PAPER_GRID, PAPER_STAR_CENTER, PAPER_STAR_GRIDS, PAPER_STAR_STEPS
-from tests.scaling.helpers import STAR_GRIDS, TRUE_LAWS, noisy, read_csv, star_arm
+from sovit_hf.scaling.paper import (
+    GRID_INCREMENT_RANGE,
+    PAPER_GRID,
+    PAPER_PARAMETER_GROWTH_PER_10X_COMPUTE,
+    PAPER_STAR_CENTER,
+    PAPER_STAR_GRIDS,
+    PAPER_STAR_STEPS,
+)
+from tests.scaling.helpers import STAR_GRIDS, TRUE_LAWS, noisy, star_arm
 
 
 def _anchor_t0() -> float:
@@ -128,21 +135,24 @@ def test_bad_requests_raise_value_error(tmp_path):
         ScalingRule(PAPER_EXPONENTS["classification"], PAPER_ANCHOR, 1e10, {"width": 1, "depth": 1, "mlp_dim": 1})
 
 
-def test_constants_match_the_published_numbers_csv():
-    """The constants in the code equal sovit_hf/scaling/data/*.csv, which cite the paper row by row."""
-    for row in read_csv("sovit_shape_law.csv"):
-        if row["quantity"] == "exponent":
-            assert PAPER_EXPONENTS[row["task"]][row["dim"]] == float(row["value"])
-        elif row["quantity"] == "anchor":
-            assert PAPER_ANCHOR[row["dim"]] == float(row["value"])
-    for row in read_csv("sovit_sweeps.csv"):
-        values = [float(v) for v in row["values"].split(";")]
-        if (row["sweep"], row["quantity"]) == ("star", "center"):
-            assert PAPER_STAR_CENTER[row["dim"]] == values[0]
-        elif (row["sweep"], row["quantity"]) == ("star", "grid"):
-            assert list(PAPER_STAR_GRIDS[row["dim"]]) == values
-        elif (row["sweep"], row["quantity"]) == ("star", "steps"):
-            assert list(PAPER_STAR_STEPS) == values
-        elif (row["sweep"], row["quantity"]) == ("grid", "grid"):
-            assert list(PAPER_GRID[row["dim"]]) == values
-    assert np.all([row["source"] for row in read_csv("sovit_sweeps.csv")])
+def test_the_published_constants_agree_with_what_the_paper_says_of_them():
+    """Independent statements of the paper about its own constants (the constants are written once, in
+    sovit_hf/scaling/paper.py; these checks catch a mistyped one)."""
+    # App. B.3 rule 1: the grid optimum (the anchor) lies strictly inside the grid.
+    for dim, value in PAPER_ANCHOR.items():
+        grid = PAPER_GRID[dim]
+        assert grid[0] < value < grid[-1] and value in grid, (dim, value, grid)
+    # App. B.3 rule 3: the grid is packed tightly (about 20% increments).
+    for dim, grid in PAPER_GRID.items():
+        steps = np.array(grid[1:]) / np.array(grid[:-1])
+        assert np.all((steps >= GRID_INCREMENT_RANGE[0]) & (steps <= GRID_INCREMENT_RANGE[1])), (dim, steps)
+    # App. B.2: each arm varies one dimension over values much smaller than the center's, increasing.
+    for dim, values in PAPER_STAR_GRIDS.items():
+        assert list(values) == sorted(values) and values[-1] < PAPER_STAR_CENTER[dim], (dim, values)
+    assert PAPER_STAR_STEPS == tuple(sorted(PAPER_STAR_STEPS)) and len(PAPER_STAR_STEPS) == 3
+    # Sec. 4.1 / 4.2: depth grows fastest relative to width and MLP slowest... in the order MLP > depth > width.
+    for exponents in PAPER_EXPONENTS.values():
+        assert exponents["width"] < exponents["depth"] < exponents["mlp_dim"] < 1
+    # Sec. 4.1 II: "about 2.5x parameters per 10x compute" from the exponents and the anchor, at the So400m budget.
+    growth = parameter_growth(ScalingRule.paper(), 9e12, 10.0)
+    assert growth == pytest.approx(PAPER_PARAMETER_GROWTH_PER_10X_COMPUTE, rel=0.08)

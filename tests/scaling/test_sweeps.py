@@ -91,3 +91,12 @@ def test_runs_csv_errors(tmp_path):
     path.write_text("dim,width,error\nwidth,608,0.5\n")
     with pytest.raises(ValueError, match="compute_gflops or an examples"):
         load_runs_csv(path)
+
+
+def test_synthetic_star_arms_use_the_papers_lengths():
+    """500K / 1M / 2M steps at batch 128 (SoViT App. B.2, Table 5), the examples behind every synthetic star arm."""
+    from sovit_hf.scaling.synthetic import STAR_EXAMPLES, star_arm
+
+    assert STAR_EXAMPLES == (64e6, 128e6, 256e6)
+    x, t = star_arm("depth", [8, 10])
+    assert list(x) == [8.0] * 3 + [10.0] * 3 and t[1] / t[0] == 2.0 and t[3] > t[0]

@@ -71,7 +71,8 @@ def test_gradients_trip_the_global_norm_clip(ref):
     ],
 )
 def test_the_details_matter(ref, change, kwargs):
-    """Each documented detail (papers.md B.3.4) moves the trajectory far outside the tolerance when changed."""
+    """Each documented detail (tests/fixtures/big_vision/README.md) moves the trajectory far outside the tolerance
+    when changed."""
     trajectory = run_fixture(ref, **kwargs)
     worst = max(
         scale_relative_error(trajectory[step][name], ref[f"step{step}/{name}"])

@@ -1,4 +1,4 @@
-"""The papers' optimizer recipes as ``(optimizer, scheduler)`` pairs for ``Trainer(optimizers=...)``.
+"""The papers' optimizer presets (``RECIPES``) as ``(optimizer, scheduler)`` pairs for ``Trainer(optimizers=...)``.
 
 * ``"big_vision_adafactor"``: pretraining and shape sweeps. Modified Adafactor (bf16 momentum 0.9, factored second
   moment, β2 cap 0.999), lr 8e-4, decoupled lr-relative weight decay 0.03 for kernels and 3.0 (x100) for the head,
@@ -10,7 +10,8 @@
   ``configs/transfer.py``), lr 0.03, no weight decay, clipping 1.0, cosine schedule with 500 linear warmup steps.
   Sources: SoViT Table 8, "Scaling ViT" App. D. Model: sigmoid cross-entropy, zero head kernel, head bias -6.9
   (SoViT Table 8). SoViT Table 8 also lists a "learning rate decay" of 0.85 (224 px) / 0.9 (384, 518 px), most likely
-  layer-wise (papers.md A.9.3, unsure): pass ``layer_decay=0.85`` to apply it; it is off by default, as in big_vision.
+  layer-wise (the paper does not define it; unsure): pass ``layer_decay=0.85`` to apply it; it is off by default, as
+  in big_vision.
 
 Typical use::
 
@@ -127,16 +128,9 @@ def create_optimizer(model: nn.Module, recipe: str | Recipe = "big_vision_adafac
         layer_decay=spec.layer_decay,
         factor_attention_like_big_vision=spec.factor_attention_like_big_vision and spec.optimizer == "adafactor",
     )
-    if spec.optimizer == "adafactor":
-        return Adafactor(
-            groups,
-            lr=spec.lr,
-            momentum=spec.momentum,
-            momentum_dtype=spec.momentum_dtype,
-            max_grad_norm=spec.max_grad_norm,
-        )
-    if spec.optimizer == "sgd":
-        return SGDMomentum(
+    if spec.optimizer in ("adafactor", "sgd"):  # big_vision's two: the same momentum and clipping arguments
+        optimizer_class = Adafactor if spec.optimizer == "adafactor" else SGDMomentum
+        return optimizer_class(
             groups,
             lr=spec.lr,
             momentum=spec.momentum,

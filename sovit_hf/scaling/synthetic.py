@@ -1,0 +1,81 @@
+"""Synthetic star-sweep data from SoViT Eq. 2, shaped like the paper's (App. B.2): laws with the published exponents,
+the star arms' (x, t) design and multiplicative noise. For checking a fit before spending compute on a sweep, and
+what the tests and ``benchmarks/bench_scaling_fit.py`` fit."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from .flops import count_flops
+from .laws import ShapeLaw
+from .paper import (
+    PAPER_DATA_EXPONENT,
+    PAPER_HEADS,
+    PAPER_IMAGE_SIZE,
+    PAPER_PATCH_SIZE,
+    PAPER_STAR_CENTER,
+    PAPER_STAR_GRIDS,
+    PAPER_STAR_STEPS,
+    PAPER_SWEEP_BATCH_SIZE,
+)
+from .sweeps import shape_config
+
+# Examples seen by a star-sweep run of each length (SoViT App. B.2: 500K / 1M / 2M steps at batch 128, Table 5).
+STAR_EXAMPLES = tuple(float(steps * PAPER_SWEEP_BATCH_SIZE) for steps in PAPER_STAR_STEPS)
+
+
+def paper_like_law(
+    s: float, x_star: float, c: float = PAPER_DATA_EXPONENT, t_mid: float = 5e10, a_share: float = 0.5
+) -> ShapeLaw:
+    """An Eq. 2 law with exponent s = c / (a + b), optimum x_star at compute t_mid, and model-size term, compute term
+    and epsilon all 0.1 there (errors of 0.3-0.7 over a star arm, like ImageNet 10-shot error). c defaults to the
+    SoViT Fig. 5 value."""
+    a = a_share * c / s
+    b = c / s - a
+    alpha = 0.1 * x_star**a
+    beta = alpha * a * t_mid**c / (b * x_star ** (a + b))  # Eq. 4 solved for beta at x* = x_star
+    return ShapeLaw(alpha=alpha, a=a, beta=beta, b=b, xi=0.1 * t_mid**c, c=c, epsilon=0.1)
+
+
+# One law per star arm, with s_k of SoViT Sec. 4.1 and the optimum inside the arm's grid at t = 5e10.
+PAPER_LIKE_LAWS = {
+    "width": paper_like_law(0.22, 1000.0),
+    "depth": paper_like_law(0.45, 14.0),
+    "mlp_dim": paper_like_law(0.6, 1800.0),
+}
+
+
+def star_arm(
+    dim: str,
+    values: Sequence[float],
+    examples: Sequence[float] = STAR_EXAMPLES,
+    center: Mapping[str, int] = PAPER_STAR_CENTER,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(x, t) of a star-sweep arm: t = GFLOPs per image of the center with ``dim`` replaced x examples seen."""
+    x, t = [], []
+    for value in values:
+        config = shape_config({**center, dim: int(value)}, PAPER_HEADS, PAPER_PATCH_SIZE, PAPER_IMAGE_SIZE)
+        for n in examples:
+            x.append(float(value))
+            t.append(count_flops(config) * n)
+    return np.array(x), np.array(t)
+
+
+def wide_arm(dim: str) -> tuple[np.ndarray, np.ndarray]:
+    """A denser arm than the paper's: 10 values from a third of the smallest to 3x the largest grid value (widths
+    and MLP dims multiples of 16), 7 lengths from 16M to 1024M examples. Its delta-method standard error of s_k at
+    0.5% noise is about 1% (0.3% / 0.7% / 1.0% for width / depth / MLP with PAPER_LIKE_LAWS)."""
+    grid = PAPER_STAR_GRIDS[dim]
+    values = np.geomspace(grid[0] / 3, grid[-1] * 3, 10)
+    values = np.round(values) if dim == "depth" else np.round(values / 16) * 16
+    return star_arm(dim, values, np.geomspace(16e6, 1024e6, 7))
+
+
+def noisy(f: np.ndarray, level: float, seed: int) -> np.ndarray:
+    """Multiplicative Gaussian noise: f * (1 + level * N(0, 1))."""
+    return f * (1.0 + level * np.random.default_rng(seed).standard_normal(f.shape))
+
+
+__all__ = ["PAPER_LIKE_LAWS", "STAR_EXAMPLES", "noisy", "paper_like_law", "star_arm", "wide_arm"]
