@@ -16,6 +16,7 @@ the measured metrics, ``eval_results.json``, a training-curve plot and a run rec
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -29,8 +30,10 @@ from transformers import HfArgumentParser, Trainer, TrainerCallback, TrainingArg
 from ..configuration_sovit import SoViTConfig
 from ..image_processing_sovit import SoViTImageProcessor, to_8bit
 from ..modeling_sovit import SoViTForImageClassification
+from .data import IMAGE_CHECK_SAMPLE
+from .finish import finish_run
+from .fsdp import wants_cpu_fsdp
 from .resume import check_resume_checkpoint
-from .run_record import write_run_record
 from .tasks import task_usage
 from .transforms import flip_lr, inception_crop
 
@@ -73,6 +76,13 @@ class DataArguments:
     crop_area_min: float = field(default=0.6, metadata={"help": "smallest crop area fraction (big_vision: 0.05)"})
     flip: bool = field(default=False, metadata={"help": "random left-right flips (off for digits: 2 vs 5)"})
     fewshot_shots: str = field(default="", metadata={"help": "comma-separated n-shot probes at each eval"})
+    full_data_check: bool = field(
+        default=False, metadata={"help": "decode every image before training (default: 256 random rows per split)"}
+    )
+    streaming: bool = field(
+        default=False, metadata={"help": "read the dataset as a datasets IterableDataset (Hub or local files)"}
+    )
+    shuffle_buffer: int = field(default=10_000, metadata={"help": "--streaming: shuffle buffer, in examples"})
 
 
 @dataclass
@@ -95,8 +105,24 @@ class SoViTTrainingArguments(TrainingArguments):
     logging_steps: int = field(default=10)
     report_to: str = field(default="none")
     remove_unused_columns: bool = field(default=False)  # the image column must reach the transform
-    dataloader_num_workers: int = field(default=0)
-    dataloader_pin_memory: bool = field(default=False)
+    dataloader_num_workers: int = field(default=-1, metadata={"help": "-1: chosen for the machine (see below)"})
+    dataloader_pin_memory: bool = field(default=True, metadata={"help": "pinned host memory (GPU runs only)"})
+
+
+def set_loader_defaults(args: TrainingArguments) -> None:
+    """DataLoader workers and pinned memory where they help. Pinning only speeds host-to-GPU copies: off on CPU.
+    Workers decode and augment while the model trains; ``-1`` picks, per process, 0 with fewer than 4 cores on CPU
+    (the workers would take the training threads' cores), else half the cores (at most 4) on CPU and all but one
+    (at most 8) on a GPU."""
+    on_gpu = torch.cuda.is_available() and not args.use_cpu
+    if not on_gpu:
+        args.dataloader_pin_memory = False
+    if args.dataloader_num_workers < 0:
+        local = max(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), 1)
+        cpus = max(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 1)
+        cpus //= local
+        args.dataloader_num_workers = min(8, cpus - 1) if on_gpu else (min(4, cpus // 2) if cpus >= 4 else 0)
+        args.dataloader_num_workers = max(args.dataloader_num_workers, 0)
 
 
 def build_model(model_args: ModelArguments, labels: list[str]) -> tuple[SoViTForImageClassification, float | None]:
@@ -158,6 +184,52 @@ class AugmentationEpoch(TrainerCallback):
         self.epoch = int(state.epoch or 0)
 
 
+class IndexedSplit(torch.utils.data.Dataset):
+    """A map-style split whose rows go through ``transform`` with their row index in ``INDEX_COLUMN`` (the
+    augmentation's seed), read a batch at a time (``__getitems__``). ``Dataset.add_column`` would first rewrite the
+    whole split (seconds per 10k rows of a subsampled split)."""
+
+    def __init__(self, split, transform):
+        self.split, self.transform = split, transform
+
+    def __len__(self):
+        return len(self.split)
+
+    def __getitems__(self, indices: list[int]) -> list[dict]:
+        batch = self.split[list(indices)]
+        out = self.transform({**batch, INDEX_COLUMN: list(indices)})
+        return [{key: value[i] for key, value in out.items()} for i in range(len(indices))]
+
+    def __getitem__(self, index: int) -> dict:
+        return self.__getitems__([int(index)])[0]
+
+
+class SizedStream(torch.utils.data.IterableDataset):
+    """A ``datasets.IterableDataset`` of known length ``n``: the Trainer then counts an epoch as one pass over it
+    (without a length it takes ``max_steps`` for an epoch). ``set_epoch`` reshuffles, as the stream's own."""
+
+    def __init__(self, stream, n: int):
+        self.stream, self.n = stream, n
+
+    def __len__(self):
+        return self.n
+
+    def __iter__(self):
+        return iter(self.stream)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.stream.set_epoch(epoch)
+
+
+def _with_index(batch, indices):
+    return {**batch, INDEX_COLUMN: indices}
+
+
+def _labels(dataset, column: str) -> np.ndarray:
+    """A split's labels, read column-wise (no image decoded)."""
+    return np.asarray(dataset.with_format("arrow")[column])
+
+
 def make_transform(
     processor: SoViTImageProcessor,
     data_args: DataArguments,
@@ -205,7 +277,9 @@ def prepare_data(data_args: DataArguments, seed: int):
     """Load the splits, hold out an eval split if needed, subsample; returns ``(train, eval)``."""
     from .data import load_classification_dataset, train_eval_splits
 
-    dataset = load_classification_dataset(data_args.dataset_name, data_args.data_dir, data_args.dataset_config)
+    dataset = load_classification_dataset(
+        data_args.dataset_name, data_args.data_dir, data_args.dataset_config, streaming=data_args.streaming
+    )
     return train_eval_splits(dataset, data_args, seed)
 
 
@@ -263,39 +337,93 @@ def plot_training_curves(log_history: list[dict], path: Path) -> Path | None:
 
 def run(model_args: ModelArguments, data_args: DataArguments, args: SoViTTrainingArguments) -> dict:
     """Train, evaluate and write the hub-ready folder; returns the final evaluation metrics."""
-    from ..model_card import hub_id, write_model_card
-    from .data import check_output_dir, check_pretrained_path, config_overrides, label_names, validate_dataset
+    from ..model_card import hub_id
+    from .data import (
+        check_output_dir,
+        check_pretrained_path,
+        config_overrides,
+        is_stream,
+        label_names,
+        num_examples,
+        validate_dataset,
+    )
     from .fewshot import FewShotCallback
 
     start = time.perf_counter()
     args.remove_unused_columns = False
+    set_loader_defaults(args)
     check_output_dir(args.output_dir)
     check_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
     check_pretrained_path(model_args.model_name_or_path, "--model_name_or_path")
     config_overrides(model_args.model_overrides, "--model_overrides")  # a typo fails now, not after data loading
+    if data_args.streaming and (data_args.fewshot_shots or wants_cpu_fsdp(args)):
+        raise ValueError("--streaming works with the Trainer path without --fewshot_shots (they need random access).")
+    if wants_cpu_fsdp(args) and data_args.fewshot_shots:
+        raise ValueError("--fewshot_shots is a Trainer callback: not with --fsdp on CPU (it evaluates at the end).")
     train, evaluation = prepare_data(data_args, args.seed)
     labels = label_names(train, data_args.label_column)
+    sample = None if data_args.full_data_check else IMAGE_CHECK_SAMPLE
     for split, data in (("train", train), ("eval", evaluation)):
-        validate_dataset(data, data_args.image_column, data_args.label_column, len(labels), split)
+        validate_dataset(data, data_args.image_column, data_args.label_column, len(labels), split, sample, args.seed)
 
     transformers.set_seed(args.seed)
     model, budget_examples = build_model(model_args, labels)
+    n_train = num_examples(train, data_args.train_split)
+    if data_args.streaming:
+        n_train = min(n_train, data_args.max_train_samples or n_train) if n_train else data_args.max_train_samples
+    global_batch = args.per_device_train_batch_size * max(args.world_size, 1)
     if budget_examples is not None and args.max_steps <= 0:  # train on the examples the compute budget pays for
-        args.num_train_epochs = max(1.0, round(budget_examples / len(train), 2))
+        if n_train is None:  # a stream of unknown length: the budget's examples, counted in steps
+            args.max_steps = -(-int(budget_examples) // global_batch)
+        else:
+            args.num_train_epochs = max(1.0, round(budget_examples / n_train, 2))
+    if is_stream(train) and args.max_steps <= 0:  # the Trainer counts a stream in steps
+        if n_train is None:
+            raise ValueError("--streaming: the stream's length is unknown; set --max_steps.")
+        args.max_steps = int(-(-n_train // global_batch) * args.num_train_epochs)
     size = model.config.image_size
     processor = SoViTImageProcessor(size={"height": size, "width": size})
     epoch = AugmentationEpoch()
-    train_ds = train.add_column(INDEX_COLUMN, list(range(len(train))))
-    train_ds = train_ds.with_transform(make_transform(processor, data_args, size, True, args.seed, epoch))
-    eval_ds = evaluation.with_transform(make_transform(processor, data_args, size, train=False))
+    train_transform = make_transform(processor, data_args, size, True, args.seed, epoch)
+    plain = make_transform(processor, data_args, size, train=False)
+    if is_stream(train):  # shuffled per epoch (Trainer calls set_epoch); the index is the position in the epoch
+        train_ds = train.shuffle(seed=args.seed, buffer_size=data_args.shuffle_buffer)
+        train_ds = train_ds.map(_with_index, batched=True, with_indices=True).map(train_transform, batched=True)
+        if n_train:  # a known length: the Trainer counts epochs in passes over it, not in max_steps
+            train_ds = SizedStream(train_ds, n_train)
+        eval_ds = evaluation.map(plain, batched=True)
+    else:
+        train_ds = IndexedSplit(train, train_transform)  # no per-row index column to write: O(1) setup
+        eval_ds = evaluation.with_transform(plain)
     callbacks = [epoch]
-    if data_args.fewshot_shots:
+    if data_args.fewshot_shots:  # pools read in batches: memory independent of the splits' sizes
         shots = [int(s) for s in data_args.fewshot_shots.split(",")]
-        plain = make_transform(processor, data_args, size, train=False)
-        tr, ev = plain(train[:]), plain(evaluation[:])
-        callbacks.append(FewShotCallback(tr["pixel_values"], tr["labels"], ev["pixel_values"], ev["labels"], shots))
-    steps_per_epoch = -(-len(train_ds) // (args.per_device_train_batch_size * max(args.world_size, 1)))
+        train_labels = _labels(train, data_args.label_column)
+        eval_labels = _labels(evaluation, data_args.label_column)
+        callbacks.append(FewShotCallback(train.with_transform(plain), train_labels, eval_ds, eval_labels, shots))
+    steps_per_epoch = -(-(n_train or 0) // global_batch)
     total = args.max_steps if args.max_steps > 0 else int(steps_per_epoch * args.num_train_epochs)
+    model_fields = ("hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads", "patch_size")
+    report = dict(
+        start=start,
+        card_config=model.config,
+        base_model=hub_id(model_args.model_name_or_path),
+        source=f"trained with sovit_hf on '{data_args.dataset_name}'",
+        command="sovit train " + " ".join(sys.argv[1:]),
+        dataset=data_args.dataset_name,
+        record={
+            "dataset": data_args.dataset_name,
+            "train_examples": n_train,
+            "eval_examples": num_examples(evaluation, data_args.eval_split),
+            "model": {k: getattr(model.config, k) for k in (*model_fields, "image_size")},
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "epochs": args.num_train_epochs,
+        },
+        record_metrics=lambda metrics: {"eval_accuracy": metrics.get("eval_accuracy")},
+        plot=plot_training_curves,
+    )
+    if wants_cpu_fsdp(args):  # accelerate shards only on GPUs: FSDP2 on CPU/gloo without the Trainer
+        return run_cpu_fsdp(model, train_ds, eval_ds, processor, args, epoch, report)
     trainer = Trainer(
         model=model,
         args=args,
@@ -308,48 +436,37 @@ def run(model_args: ModelArguments, data_args: DataArguments, args: SoViTTrainin
         optimizers=build_optimizers(model, args, total),
     )
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
-    trainer.save_model()  # before anything else can fail (every rank calls it: Trainer decides who writes)
-    metrics = trainer.evaluate()
-    if trainer.is_world_process_zero():
-        trainer.save_metrics("eval", metrics)
-        trainer.save_state()
+    return finish_run(trainer, **report)
+
+
+def run_cpu_fsdp(model, train_ds, eval_ds, processor, args, epoch: AugmentationEpoch, report: dict) -> dict:
+    """The recipe under FSDP2 on CPU (:func:`sovit_hf.training.fsdp.train_cpu`): same outputs as the Trainer path
+    (model, processor, ``eval_results.json``, ``trainer_state.json``'s log history, card, plot, run record)."""
+    import json
+
+    import torch.distributed as dist
+
+    from .finish import write_report
+    from .fsdp import train_cpu
+
+    def set_epoch(value: int) -> None:
+        epoch.epoch = value
+
+    metrics, history, steps = train_cpu(
+        model,
+        train_ds,
+        eval_ds,
+        collate,
+        args,
+        lambda sharded, total: build_optimizers(sharded, args, total),
+        processor=processor,
+        set_epoch=set_epoch,
+    )
+    if dist.get_rank() == 0:
         out = Path(args.output_dir)
-        plot_training_curves(trainer.state.log_history, out / "training_curves.png")
-        write_model_card(
-            out,
-            model.config,
-            base_model=hub_id(model_args.model_name_or_path),
-            source=f"trained with sovit_hf on '{data_args.dataset_name}'",
-            command="sovit train " + " ".join(sys.argv[1:]),
-            command_label="training command",
-            results=metrics,
-            dataset=data_args.dataset_name,
-        )
-        (out / "training_args.bin").unlink(missing_ok=True)  # Trainer's pickle: no place in a hub-ready folder
-        record = {
-            "dataset": data_args.dataset_name,
-            "train_examples": len(train),
-            "eval_examples": len(evaluation),
-            "model": {
-                k: getattr(model.config, k)
-                for k in (
-                    "hidden_size",
-                    "num_hidden_layers",
-                    "intermediate_size",
-                    "num_attention_heads",
-                    "patch_size",
-                    "image_size",
-                )
-            },
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "epochs": args.num_train_epochs,
-            "steps": trainer.state.global_step,
-            "wall_s": time.perf_counter() - start,
-            "eval_accuracy": metrics.get("eval_accuracy"),
-            "processes": args.world_size,
-            "seed": args.seed,
-        }
-        write_run_record(out, record)
+        (out / "eval_results.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        (out / "trainer_state.json").write_text(json.dumps({"global_step": steps, "log_history": history}, indent=2))
+        write_report(out, metrics, history, steps=steps, processes=dist.get_world_size(), seed=args.seed, **report)
     return metrics
 
 

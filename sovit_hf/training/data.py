@@ -6,6 +6,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -57,18 +58,75 @@ def digits_dataset(image_size: int = 32, test_fraction: float = 0.2, seed: int =
     return datasets.DatasetDict({"train": split(~test), "test": split(test)})
 
 
-def load_classification_dataset(name: str | None, data_dir: str | None = None, config: str | None = None):
+def load_classification_dataset(
+    name: str | None, data_dir: str | None = None, config: str | None = None, streaming: bool = False
+):
     """``"digits"`` (embedded), a folder saved with ``save_to_disk``, ``"imagefolder"`` with ``data_dir``, or a Hub
-    dataset name (needs the network)."""
+    dataset name (needs the network). ``streaming``: a ``datasets.IterableDatasetDict`` read as training goes (Hub
+    and local files stream directly; the embedded and saved datasets are wrapped with ``to_iterable_dataset``)."""
     if name in (None, "digits"):
-        return digits_dataset()
+        return _as_stream(digits_dataset()) if streaming else digits_dataset()
     if name == "imagefolder":
         if not data_dir:
             raise ValueError("dataset 'imagefolder' needs --data_dir.")
         if not Path(data_dir).is_dir():
             raise ValueError(f"--data_dir {data_dir}: no such folder.")
-        return load_dataset_or_fail("imagefolder", data_dir=data_dir)
-    return load_dataset_or_fail(name, config)
+        listed = image_folder(data_dir)
+        if listed is None:  # another layout (metadata files, nested folders): datasets' own imagefolder builder
+            return load_dataset_or_fail("imagefolder", data_dir=data_dir, streaming=streaming)
+        return _as_stream(listed) if streaming else listed
+    if streaming and Path(name).is_dir():
+        return _as_stream(load_dataset_or_fail(name))
+    return load_dataset_or_fail(name, config, **({"streaming": True} if streaming else {}))
+
+
+SPLIT_FOLDERS = ("train", "validation", "test")
+
+
+def image_folder(data_dir: str):
+    """``DIR/CLASS/IMAGE`` or ``DIR/{train,validation,test}/CLASS/IMAGE`` as a ``DatasetDict`` of image paths
+    (decoded when read) and ``ClassLabel`` labels named by the sorted class folders, as datasets' ``imagefolder``
+    names them; ``None`` for any other layout (a file other than an image, deeper folders, a metadata file).
+
+    One directory walk: datasets' builder resolves its data-file patterns by walking the folder once per pattern and
+    then writes an Arrow copy, seconds per thousand images before the first step (benchmarks/bench_data_scale.py).
+    """
+    import datasets
+
+    root = Path(data_dir)
+    extensions = {ext.lower() for ext in Image.registered_extensions()}
+    tops = sorted((e for e in os.scandir(root) if not e.name.startswith(".")), key=lambda e: e.name)
+    if any(not e.is_dir() for e in tops):
+        return None
+    split_dirs = {e.name: Path(e.path) for e in tops if e.name in SPLIT_FOLDERS}
+    if split_dirs and len(split_dirs) != len(tops):
+        return None
+    splits = split_dirs or {"train": root}
+    folders = {}
+    for split, folder in splits.items():
+        folders[split] = sorted((e for e in os.scandir(folder) if not e.name.startswith(".")), key=lambda e: e.name)
+        if any(not c.is_dir() for c in folders[split]):
+            return None
+    classes = sorted({c.name for entries in folders.values() for c in entries})
+    index = {name: i for i, name in enumerate(classes)}
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=classes)})
+    result = {}
+    for split, entries in folders.items():
+        paths, labels = [], []
+        for cls in entries:  # sorted by class, then file: the order of the sorted paths
+            files = sorted(e.path for e in os.scandir(cls.path) if not e.name.startswith("."))
+            if any(Path(f).suffix.lower() not in extensions or not os.path.isfile(f) for f in files):
+                return None
+            paths += files
+            labels += [index[cls.name]] * len(files)
+        result[split] = datasets.Dataset.from_dict({"image": paths, "label": labels}, features=features)
+    return datasets.DatasetDict(result)
+
+
+def _as_stream(dataset_dict):
+    import datasets
+
+    return datasets.IterableDatasetDict({k: v.to_iterable_dataset() for k, v in dataset_dict.items()})
 
 
 def load_dataset_or_fail(name: str, config: str | None = None, **kwargs):
@@ -85,12 +143,41 @@ def load_dataset_or_fail(name: str, config: str | None = None, **kwargs):
         raise ValueError(f"Cannot load dataset {name!r} ({type(err).__name__}: {first_line(err)}).") from err
 
 
+def is_stream(dataset) -> bool:
+    """A ``datasets.IterableDataset`` (``--streaming``): no length, read in order."""
+    return not hasattr(dataset, "__len__")
+
+
+def num_examples(dataset, split: str) -> int | None:
+    """The number of rows of a split: ``len`` of a map-style one, else what the dataset's info records (None if
+    unknown, e.g. a stream of local files)."""
+    if not is_stream(dataset):
+        return len(dataset)
+    splits = getattr(getattr(dataset, "info", None), "splits", None) or {}
+    info = splits.get(split) if hasattr(splits, "get") else None
+    return getattr(info, "num_examples", None) or None
+
+
 def train_eval_splits(dataset, data_args, seed: int):
     """``(train, eval)`` of a ``DatasetDict``: the named splits, or ``eval_fraction`` of train held out when there is
-    no eval split, each cut to ``max_train_samples`` / ``max_eval_samples`` (fields of the recipe's DataArguments)."""
+    no eval split, each cut to ``max_train_samples`` / ``max_eval_samples`` (fields of the recipe's DataArguments).
+
+    A streaming ``IterableDatasetDict`` without an eval split holds out its first ``max_eval_samples`` rows (a
+    fraction needs the length a stream does not have)."""
     if data_args.train_split not in dataset:
         raise ValueError(f"No split '{data_args.train_split}' in the dataset; splits: {list(dataset)}.")
     train = dataset[data_args.train_split]
+    if is_stream(train):
+        if data_args.eval_split in dataset:
+            evaluation = dataset[data_args.eval_split]
+        elif data_args.max_eval_samples:
+            evaluation, train = train.take(data_args.max_eval_samples), train.skip(data_args.max_eval_samples)
+        else:
+            raise ValueError(
+                f"--streaming: no split '{data_args.eval_split}'; set --eval_split or hold out the first rows of "
+                "train with --max_eval_samples N."
+            )
+        return subsample(train, data_args.max_train_samples), subsample(evaluation, data_args.max_eval_samples)
     if len(train) == 0:
         raise ValueError(f"Split '{data_args.train_split}' is empty: nothing to train on.")
     if data_args.eval_split in dataset:
@@ -105,48 +192,118 @@ def train_eval_splits(dataset, data_args, seed: int):
 
 def subsample(dataset, limit: int | None):
     """The first ``limit`` examples (all when ``limit`` is None or larger)."""
-    return dataset.select(range(min(limit, len(dataset)))) if limit else dataset
+    if not limit:
+        return dataset
+    return dataset.take(limit) if is_stream(dataset) else dataset.select(range(min(limit, len(dataset))))
 
 
 def label_names(dataset, label_column: str) -> list[str]:
-    """Class names from a ``ClassLabel`` column, else the sorted distinct values."""
-    if label_column not in dataset.column_names:
+    """Class names from a ``ClassLabel`` column, else the sorted distinct values (a stream needs a ``ClassLabel``)."""
+    features = getattr(dataset, "features", None)
+    columns = list(features) if features is not None else getattr(dataset, "column_names", None)
+    if columns is not None and label_column not in columns:
         raise ValueError(
-            f"Split 'train' has no column(s) ['{label_column}']; its columns are {dataset.column_names} "
-            "(set --label_column)."
+            f"Split 'train' has no column(s) ['{label_column}']; its columns are {columns} (set --label_column)."
         )
-    feature = dataset.features[label_column]
+    feature = features[label_column] if features is not None else None
     if hasattr(feature, "names"):
         return list(feature.names)
+    if is_stream(dataset):
+        raise ValueError(f"--streaming needs '{label_column}' to be a ClassLabel feature (its class names).")
     return [str(v) for v in sorted(set(dataset[label_column]))]
 
 
-def validate_dataset(dataset, image_column: str, label_column: str, num_labels: int, split: str) -> None:
+IMAGE_CHECK_SAMPLE = 256  # images decoded per split before training; --full_data_check decodes every one
+
+
+def validate_dataset(
+    dataset,
+    image_column: str,
+    label_column: str,
+    num_labels: int,
+    split: str,
+    sample: int | None = IMAGE_CHECK_SAMPLE,
+    seed: int = 0,
+) -> None:
     """Raise ``ValueError`` naming the problem if a split lacks a column, has labels outside ``[0, num_labels)`` or
-    holds an image that fails :func:`check_images` (every label and every image is checked)."""
+    holds an image that fails :func:`check_images`.
+
+    Bounded time whatever the dataset's size: the schema, the label column (integers read column-wise, no image is
+    touched) and ``sample`` images at random rows (all of them when ``sample`` is None). A streaming split
+    (``datasets.IterableDataset``) is checked on its first ``sample`` rows.
+    """
+    if not hasattr(dataset, "__len__"):  # streaming: check the first rows, as a small in-memory split
+        dataset = _first_rows(dataset, sample or IMAGE_CHECK_SAMPLE)
+        sample = None
     missing = [c for c in (image_column, label_column) if c not in dataset.column_names]
     if missing:
         raise ValueError(
             f"Split '{split}' has no column(s) {missing}; its columns are {dataset.column_names} "
             "(set --image_column / --label_column)."
         )
-    labels = np.asarray(dataset[label_column])
+    labels = _label_column(dataset, label_column)
     if labels.dtype.kind not in "iu":
         raise ValueError(f"Split '{split}': labels in '{label_column}' must be integer class ids, got {labels.dtype}.")
     if labels.size and (labels.min() < 0 or labels.max() >= num_labels):
+        bad = int(np.flatnonzero((labels < 0) | (labels >= num_labels))[0])
         raise ValueError(
             f"Split '{split}': labels range over [{labels.min()}, {labels.max()}] but the head has "
-            f"{num_labels} classes."
+            f"{num_labels} classes (first outside: example {bad})."
         )
-    check_images(dataset, image_column, split)
+    check_images(dataset, image_column, split, sample, seed)
 
 
-def check_images(dataset, image_column: str, split: str) -> None:
-    """Every image must decode, be a PIL image, fit the 8-bit rule of its mode
-    (:func:`~sovit_hf.image_processing_sovit.to_8bit`) and convert to RGB (one image per mode is converted)."""
+def _label_column(dataset, label_column: str) -> np.ndarray:
+    """The label column as a numpy array, read column-wise from Arrow when the dataset has it (no image decoded)."""
+    if hasattr(dataset, "with_format"):
+        return np.asarray(dataset.with_format("arrow")[label_column])
+    return np.asarray(dataset[label_column])
+
+
+class _Rows:
+    """The first rows of a streaming split, held in memory: just what :func:`validate_dataset` reads."""
+
+    def __init__(self, rows: list[dict]):
+        self.rows = rows
+        self.column_names = list(rows[0]) if rows else []
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, key):
+        return self.rows[key] if isinstance(key, int) else [row[key] for row in self.rows]
+
+
+def _first_rows(dataset, count: int) -> _Rows:
+    from itertools import islice
+
+    try:
+        return _Rows(list(islice(iter(dataset), count)))
+    except DECODE_ERRORS as err:
+        raise ValueError(f"A streamed image cannot be decoded ({first_line(err)}).") from err
+
+
+def check_images(dataset, image_column: str, split: str, sample: int | None = IMAGE_CHECK_SAMPLE, seed: int = 0):
+    """Images must decode, be PIL images, fit the 8-bit rule of their mode
+    (:func:`~sovit_hf.image_processing_sovit.to_8bit`) and convert to RGB (one image per mode is converted).
+
+    Checks ``sample`` rows drawn at random (deterministic from ``seed``; every row when ``sample`` is None or the
+    split is smaller), decoded one at a time (bounded memory); a failing row is named, with its file if it has one.
+    """
+    n = len(dataset)
+    if sample is None or n <= sample:
+        rows = range(n)
+    else:
+        rows = np.sort(np.random.default_rng(seed).choice(n, size=sample, replace=False)).tolist()
     checked: set[str] = set()
-    for i, image in _images(dataset, image_column, split):
+    for i in rows:
         name = f"Split '{split}', example {i}"
+        try:
+            image = dataset[int(i)][image_column]
+        except DECODE_ERRORS as err:
+            raise ValueError(
+                f"{name}{_image_file(dataset, image_column, int(i))}: the image cannot be decoded ({first_line(err)})."
+            ) from err
         if not isinstance(image, Image.Image):
             raise ValueError(f"{name}: '{image_column}' holds {type(image).__name__}, not an image.")
         image = to_8bit(image, name)
@@ -160,36 +317,14 @@ def check_images(dataset, image_column: str, split: str) -> None:
             checked.add(image.mode)
 
 
-def _images(dataset, image_column: str, split: str):
-    """``(row, image)`` for every row, decoded one at a time (a ``datasets`` >= 4 column is lazy: bounded memory);
-    a file that cannot be decoded is named by row and path, not left to a PIL traceback naming neither."""
-    row = 0
-    try:
-        for image in dataset[image_column]:
-            yield row, image
-            row += 1
-    except DECODE_ERRORS as err:
-        # datasets 3 decodes the whole column at once: the bad row is then the first that fails on its own.
-        row = next((i for i in range(row, len(dataset)) if not _decodes(dataset, image_column, i)), row)
-        raise ValueError(
-            f"Split '{split}', example {row}{_image_file(dataset, image_column, row)}: the image cannot be decoded "
-            f"({first_line(err)})."
-        ) from err
-
-
-def _decodes(dataset, image_column: str, row: int) -> bool:
-    try:
-        dataset[row][image_column]
-    except DECODE_ERRORS:
-        return False
-    return True
-
-
 def _image_file(dataset, image_column: str, row: int) -> str:
     """`` (file PATH)`` for a row of an ``Image`` column that records its file, else an empty string."""
+    features = getattr(dataset, "features", None)
+    if not features:  # not a datasets split (nothing records a file)
+        return ""
     import datasets
 
-    if not isinstance(dataset.features.get(image_column), datasets.Image):
+    if not isinstance(features.get(image_column), datasets.Image):
         return ""
     raw = dataset.cast_column(image_column, datasets.Image(decode=False))[row][image_column]
     path = raw.get("path") if isinstance(raw, dict) else None
@@ -246,9 +381,12 @@ __all__ = [
     "check_pretrained_path",
     "config_overrides",
     "digits_dataset",
+    "image_folder",
+    "is_stream",
     "label_names",
     "load_classification_dataset",
     "load_dataset_or_fail",
+    "num_examples",
     "subsample",
     "train_eval_splits",
     "validate_dataset",

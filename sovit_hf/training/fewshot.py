@@ -69,26 +69,69 @@ def fewshot_accuracy(
 
 
 @torch.no_grad()
-def extract_features(model, pixel_values: torch.Tensor, batch_size: int = 64) -> np.ndarray:
-    """Frozen pre-logits (``pooler_output``) of a SoViT model (or a classifier's backbone), as float32 numpy."""
+def extract_features(model, pixel_values, batch_size: int = 64, indices=None) -> np.ndarray:
+    """Frozen pre-logits (``pooler_output``) of a SoViT model (or a classifier's backbone), as float32 numpy.
+
+    ``pixel_values``: a tensor `(N, 3, H, W)`, or a dataset whose rows hold ``"pixel_values"`` (e.g. a
+    ``with_transform`` split), read ``batch_size`` rows at a time; ``indices``: the rows to embed (default all).
+    """
+    return np.concatenate(list(_feature_batches(model, pixel_values, batch_size, indices)) or [np.zeros((0, 0))])
+
+
+@torch.no_grad()
+def _feature_batches(model, pixel_values, batch_size: int, indices=None):
+    """Yields `(B, D)` float32 features, one batch of rows at a time: memory independent of the pool's size."""
     base = getattr(model, "sovit", model)
     was_training = base.training
     base.eval()
     device = next(base.parameters()).device
-    feats = [
-        base(pixel_values[i : i + batch_size].to(device)).pooler_output.float().cpu()
-        for i in range(0, len(pixel_values), batch_size)
-    ]
-    base.train(was_training)
-    return torch.cat(feats).reshape(len(pixel_values), -1).numpy()
+    rows = np.arange(len(pixel_values)) if indices is None else np.asarray(indices)
+    try:
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start : start + batch_size]
+            pixels = _pixels(pixel_values, chunk)
+            yield base(pixels.to(device)).pooler_output.float().cpu().reshape(len(chunk), -1).numpy()
+    finally:
+        base.train(was_training)
+
+
+def _pixels(source, rows: np.ndarray) -> torch.Tensor:
+    if isinstance(source, torch.Tensor):
+        return source[torch.as_tensor(rows)]
+    return torch.stack([torch.as_tensor(source[int(i)]["pixel_values"]) for i in rows])
+
+
+def fewshot_accuracy_streamed(
+    model, train_pool, train_labels, test_pool, test_labels, shots=DEFAULT_SHOTS, l2_reg=1024.0, seed=0, batch_size=64
+) -> dict[int, float]:
+    """:func:`fewshot_accuracy` on features computed batch by batch: only the ``max(shots)`` examples per class
+    drawn for the probe are embedded (the draws are nested: the n-shot set is part of every larger one), and the
+    test pool is scored one batch at a time. Memory grows with shots x classes, not with the pools' sizes."""
+    train_labels, test_labels = np.asarray(train_labels), np.asarray(test_labels)
+    num_classes = int(max(train_labels.max(), test_labels.max())) + 1
+    pool = sample_shots(train_labels, max(shots), seed)  # sorted rows
+    features = extract_features(model, train_pool, batch_size, pool)
+    fits = {}
+    for n in shots:
+        rows = np.searchsorted(pool, sample_shots(train_labels, n, seed))
+        fits[n] = ridge_fit(features[rows], train_labels[pool][rows], num_classes, l2_reg)
+    correct = dict.fromkeys(shots, 0)
+    start = 0
+    for feats in _feature_batches(model, test_pool, batch_size):
+        labels = test_labels[start : start + len(feats)]
+        start += len(feats)
+        for n, params in fits.items():
+            correct[n] += int((ridge_predict(feats, *params) == labels).sum())
+    return {n: correct[n] / len(test_labels) for n in shots}
 
 
 class FewShotCallback(TrainerCallback):
     """Records few-shot accuracy on frozen pre-logits at every evaluation, as ``eval_fewshot_{n}shot`` metrics.
 
     Args:
-        train_pixels, train_labels: pool the n-shot examples are drawn from (preprocessed pixel tensors).
-        test_pixels, test_labels: where accuracy is measured.
+        train_pixels, train_labels: pool the n-shot examples are drawn from: preprocessed pixels (a tensor, or a
+            dataset whose rows hold ``"pixel_values"``, read in batches) and their labels.
+        test_pixels, test_labels: where accuracy is measured (same forms).
     """
 
     def __init__(
@@ -100,22 +143,17 @@ class FewShotCallback(TrainerCallback):
         shots=DEFAULT_SHOTS,
         l2_reg: float = 1024.0,
         seed: int = 0,
+        batch_size: int = 64,
     ):
         self.train = (train_pixels, np.asarray(train_labels))
         self.test = (test_pixels, np.asarray(test_labels))
-        self.shots, self.l2_reg, self.seed = tuple(shots), l2_reg, seed
+        self.shots, self.l2_reg, self.seed, self.batch_size = tuple(shots), l2_reg, seed, batch_size
 
     def on_evaluate(self, args, state, control, model=None, metrics=None, **kwargs):
         if model is None or metrics is None:
             return
-        accuracy = fewshot_accuracy(
-            extract_features(model, self.train[0]),
-            self.train[1],
-            extract_features(model, self.test[0]),
-            self.test[1],
-            self.shots,
-            self.l2_reg,
-            self.seed,
+        accuracy = fewshot_accuracy_streamed(
+            model, *self.train, *self.test, self.shots, self.l2_reg, self.seed, self.batch_size
         )
         for n, value in accuracy.items():
             metrics[f"eval_fewshot_{n}shot"] = value
@@ -123,4 +161,12 @@ class FewShotCallback(TrainerCallback):
             state.log_history[-1].update({f"eval_fewshot_{n}shot": v for n, v in accuracy.items()})
 
 
-__all__ = ["FewShotCallback", "extract_features", "fewshot_accuracy", "ridge_fit", "ridge_predict", "sample_shots"]
+__all__ = [
+    "FewShotCallback",
+    "extract_features",
+    "fewshot_accuracy",
+    "fewshot_accuracy_streamed",
+    "ridge_fit",
+    "ridge_predict",
+    "sample_shots",
+]

@@ -10,6 +10,7 @@ from transformers.trainer import OPTIMIZER_NAME, SCHEDULER_NAME, TRAINER_STATE_N
 from transformers.trainer_utils import get_last_checkpoint
 
 REQUIRED = (TRAINER_STATE_NAME, OPTIMIZER_NAME, SCHEDULER_NAME)
+FSDP_STATE_NAME = "fsdp_state.json"  # = sovit_hf.training.fsdp.STATE_NAME
 
 
 def check_resume_checkpoint(resume_from_checkpoint, output_dir: str) -> None:
@@ -26,6 +27,8 @@ def check_resume_checkpoint(resume_from_checkpoint, output_dir: str) -> None:
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"--resume_from_checkpoint: {folder} is not a folder.")
+    if (folder / FSDP_STATE_NAME).is_file():  # a CPU FSDP2 checkpoint (sovit_hf.training.fsdp): written last
+        return
     missing = [name for name in REQUIRED if not (folder / name).is_file()]
     if missing:
         raise ValueError(

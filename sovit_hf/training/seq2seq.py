@@ -13,7 +13,6 @@ import json
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import transformers
@@ -31,8 +30,9 @@ from .data import (
     subsample,
     train_eval_splits,
 )
+from .finish import finish_run
+from .fsdp import wants_cpu_fsdp
 from .resume import check_resume_checkpoint
-from .run_record import write_run_record
 from .tasks import task_usage
 
 
@@ -291,13 +291,18 @@ class GenerationEvalTrainer(Trainer):
 
 
 def run(task: Task, model_args: ModelArguments, data_args: DataArguments, args: Seq2SeqArguments) -> dict:
-    from ..model_card import hub_id, write_model_card
+    from ..model_card import hub_id
     from .data import check_output_dir
 
     start = time.perf_counter()
     args.remove_unused_columns = False
     check_output_dir(args.output_dir)
     check_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
+    if wants_cpu_fsdp(args):  # accelerate would silently run plain DDP on CPU
+        raise ValueError(
+            "--fsdp on CPU is the classification recipe's (sovit_hf.training.fsdp); captioning / VQA shard on GPUs "
+            "through accelerate (configs/accelerate_fsdp_seq2seq.yaml)."
+        )
     if data_args.text_column:
         task = Task(task.name, task.metric, data_args.text_column, task.uses_question)
     check_pretrained_path(model_args.model_name_or_path, "--model_name_or_path")
@@ -325,39 +330,23 @@ def run(task: Task, model_args: ModelArguments, data_args: DataArguments, args: 
         baseline_text=task.constant_prediction(train),
     )
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
-    trainer.save_model()  # before anything else can fail (every rank calls it: Trainer decides who writes)
-    if trainer.is_world_process_zero():
-        processor.save_pretrained(args.output_dir)
-    metrics = trainer.evaluate()
-    if trainer.is_world_process_zero():
-        trainer.save_metrics("eval", metrics)
-        trainer.save_state()
-        out = Path(args.output_dir)
-        numeric = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
-        write_model_card(
-            out,
-            model.config,
-            base_model=hub_id(model_args.vision_model_name_or_path or model_args.model_name_or_path),
-            source=f"SoViT {task.name} model trained with sovit_hf on '{data_args.dataset_name}'",
-            command=f"python -m sovit_hf.training.{task.name} " + " ".join(sys.argv[1:]),
-            command_label="training command",
-            results=numeric,
-            dataset=data_args.dataset_name,
-        )
-        (out / "training_args.bin").unlink(missing_ok=True)  # Trainer's pickle: no place in a hub-ready folder
-        record = {
+    return finish_run(
+        trainer,
+        start=start,
+        card_config=model.config,
+        base_model=hub_id(model_args.vision_model_name_or_path or model_args.model_name_or_path),
+        source=f"SoViT {task.name} model trained with sovit_hf on '{data_args.dataset_name}'",
+        command=f"python -m sovit_hf.training.{task.name} " + " ".join(sys.argv[1:]),
+        dataset=data_args.dataset_name,
+        record={
             "task": task.name,
             "dataset": data_args.dataset_name,
             "train_examples": len(train),
             "eval_examples": len(evaluation),
             "parameters": sum(p.numel() for p in model.parameters()),
-            "steps": trainer.state.global_step,
-            "wall_s": time.perf_counter() - start,
-            "seed": args.seed,
-            "metrics": numeric,
-        }
-        write_run_record(out, record)
-    return metrics
+        },
+        record_metrics=lambda metrics: {"metrics": {k: v for k, v in metrics.items() if isinstance(v, int | float)}},
+    )
 
 
 def main(task: Task, argv: list[str] | None = None) -> int:

@@ -31,14 +31,19 @@ def test_digits_split_is_stratified_and_faithful(digits):
 
 
 class _FakeSplit:
-    """Just enough of a datasets.Dataset for validate_dataset (column_names and column access)."""
+    """Just enough of a datasets.Dataset for validate_dataset (column_names, length, column and row access)."""
 
     def __init__(self, **columns):
         self.columns = columns
         self.column_names = list(columns)
 
-    def __getitem__(self, name):
-        return self.columns[name]
+    def __len__(self):
+        return len(next(iter(self.columns.values())))
+
+    def __getitem__(self, key):
+        if isinstance(key, int):
+            return {name: values[key] for name, values in self.columns.items()}
+        return self.columns[key]
 
 
 def test_bad_input_is_named():

@@ -35,3 +35,18 @@ def test_optimizer_state_memory_supports_the_papers_claim():
     assert abs(optimizers["adamw_fp32"]["state_over_params"] - 2.0) < 1e-5
     assert 0.5 < optimizers["adafactor_big_vision"]["state_over_params"] < 0.51
     assert optimizers["adafactor_no_momentum"]["state_over_params"] < 0.01
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_readme_quotes_the_multiprocess_and_data_scale_records():
+    """Doc consistency only (the behaviour is tested in test_distributed.py and test_data_scale.py)."""
+    readme = (ROOT / "README.md").read_text()
+    for name in ("record_multiprocess_runs", "bench_data_scale"):
+        module = _load(name)
+        assert module.render_markdown(json.loads(module.RESULTS.read_text())) in readme, name
