@@ -92,6 +92,7 @@ def image_folder(data_dir: str):
     then writes an Arrow copy, seconds per thousand images before the first step (benchmarks/bench_data_scale.py).
     """
     import datasets
+    import pyarrow as pa
 
     root = Path(data_dir)
     extensions = {ext.lower() for ext in Image.registered_extensions()}
@@ -112,14 +113,19 @@ def image_folder(data_dir: str):
     features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=classes)})
     result = {}
     for split, entries in folders.items():
-        paths, labels = [], []
+        paths, labels = [], []  # one Arrow chunk per class: Python objects for one folder at a time
         for cls in entries:  # sorted by class, then file: the order of the sorted paths
             files = sorted(e.path for e in os.scandir(cls.path) if not e.name.startswith("."))
             if any(Path(f).suffix.lower() not in extensions or not os.path.isfile(f) for f in files):
                 return None
-            paths += files
-            labels += [index[cls.name]] * len(files)
-        result[split] = datasets.Dataset.from_dict({"image": paths, "label": labels}, features=features)
+            paths.append(pa.array(files, pa.string()))
+            labels.append(np.full(len(files), index[cls.name], dtype=np.int64))
+        path_array = pa.concat_arrays(paths) if paths else pa.array([], pa.string())
+        # the Image feature's Arrow storage, {bytes, path}, written directly (from_dict encodes row by row)
+        image = pa.StructArray.from_arrays([pa.nulls(len(path_array), pa.binary()), path_array], ["bytes", "path"])
+        label = pa.array(np.concatenate(labels) if labels else np.zeros(0, np.int64))
+        table = pa.table({"image": image, "label": label})
+        result[split] = datasets.Dataset(table, info=datasets.DatasetInfo(features=features))
     return datasets.DatasetDict(result)
 
 
