@@ -115,10 +115,11 @@ def image_folder(data_dir: str):
     for split, entries in folders.items():
         paths, labels = [], []  # one Arrow chunk per class: Python objects for one folder at a time
         for cls in entries:  # sorted by class, then file: the order of the sorted paths
-            files = sorted(e.path for e in os.scandir(cls.path) if not e.name.startswith("."))
-            if any(Path(f).suffix.lower() not in extensions or not os.path.isfile(f) for f in files):
+            files = sorted((e for e in os.scandir(cls.path) if not e.name.startswith(".")), key=lambda e: e.name)
+            # DirEntry.is_file() answers from the directory listing: no stat call per image
+            if any(os.path.splitext(e.name)[1].lower() not in extensions or not e.is_file() for e in files):
                 return None
-            paths.append(pa.array(files, pa.string()))
+            paths.append(pa.array([e.path for e in files], pa.string()))
             labels.append(np.full(len(files), index[cls.name], dtype=np.int64))
         path_array = pa.concat_arrays(paths) if paths else pa.array([], pa.string())
         # the Image feature's Arrow storage, {bytes, path}, written directly (from_dict encodes row by row)
