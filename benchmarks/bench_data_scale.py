@@ -209,7 +209,7 @@ def main() -> None:
         "on a generated imagefolder (16x16 PNGs, 10 classes; tiny SoViT, batch 64); few-shot probe (1,5-shot) peak "
         "RSS in a fresh process. old = commit " + args.old_ref + " (every image decoded by the checks, probe pools "
         "in memory); new = this code (256 random images checked per split, probe pools read in batches).",
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores shared with other jobs (load during the runs)",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the start",
         "versions": {
             "torch": torch.__version__,
             "transformers": transformers.__version__,
