@@ -86,7 +86,6 @@ def child_train(argv: list[str]) -> dict:
 
 def child_probe(argv: list[str]) -> dict:
     """One few-shot probe over the recipe's pools (the data loaded, the model built, as the recipe does)."""
-    import numpy as np
     import transformers
 
     from sovit_hf import SoViTImageProcessor
@@ -101,8 +100,8 @@ def child_probe(argv: list[str]) -> dict:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     start = time.perf_counter()
     if hasattr(fewshot, "fewshot_accuracy_streamed"):  # this code: pools read in batches
-        train_labels = np.asarray(train.with_format("arrow")["label"])
-        eval_labels = np.asarray(evaluation.with_format("arrow")["label"])
+        train_labels = classification._labels(train, "label")  # as the recipe reads them
+        eval_labels = classification._labels(evaluation, "label")
         callback = fewshot.FewShotCallback(
             train.with_transform(plain), train_labels, evaluation.with_transform(plain), eval_labels, (1, 5)
         )

@@ -226,8 +226,9 @@ def _with_index(batch, indices):
 
 
 def _labels(dataset, column: str) -> np.ndarray:
-    """A split's labels, read column-wise (no image decoded)."""
-    return np.asarray(dataset.with_format("arrow")[column])
+    """A split's labels, read column-wise (no image decoded). The column is selected first: reading it from the whole
+    table gathers every column through the split's indices mapping (+45 MiB at 100k images)."""
+    return np.asarray(dataset.select_columns([column]).with_format("numpy")[column])
 
 
 def make_transform(
