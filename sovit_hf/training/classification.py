@@ -468,6 +468,10 @@ def run_cpu_fsdp(model, train_ds, eval_ds, processor, args, epoch: AugmentationE
         (out / "eval_results.json").write_text(json.dumps(metrics, indent=2) + "\n")
         (out / "trainer_state.json").write_text(json.dumps({"global_step": steps, "log_history": history}, indent=2))
         write_report(out, metrics, history, steps=steps, processes=dist.get_world_size(), seed=args.seed, **report)
+    # Every rank leaves together and closes the group: a rank that exits with gloo's threads still running aborts
+    # ("terminate called without an active exception"), and torchrun then reports the whole run as failed.
+    dist.barrier()
+    dist.destroy_process_group()
     return metrics
 
 
