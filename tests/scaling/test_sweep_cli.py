@@ -2,6 +2,7 @@
 file carries the grid anchor, the validation plan trains the shape ``compute_optimal_config`` gives for that law at
 4x the sweep's largest compute, and every plot is written."""
 
+import importlib.util
 import json
 
 from sovit_hf.cli import main
@@ -51,5 +52,7 @@ def test_sweep_all_end_to_end(tmp_path, capsys):
     noiseless = synthetic_loss(LAW, row["width"], row["depth"], row["mlp_dim"], row["compute_gflops"])
     assert abs(table["narrower_deeper"]["f_mean"] / noiseless - 1) < 0.05  # 1% noise, 3 seeds
     plots = {p.name for p in (folder / "plots").iterdir()}
-    assert plots == {"arms.png", "fit_frontier.png", "grid_anchor.png", "predicted_shape.png", "validation.png"}
+    drawn = {"arms.png", "fit_frontier.png", "grid_anchor.png", "predicted_shape.png", "validation.png"}
+    # without matplotlib (the GPU machine's set) the sweep still completes and draws nothing
+    assert plots == (drawn if importlib.util.find_spec("matplotlib") else set())
     assert json.loads((folder / "wall_time.json").read_text())["wall_s"] > 0
