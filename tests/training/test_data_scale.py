@@ -96,6 +96,24 @@ def test_streamed_fewshot_probe_equals_the_probe_on_all_features():
     assert sorted(test.read) == list(range(30))
 
 
+@needs("datasets")
+def test_features_of_a_transformed_dataset_are_read_a_batch_at_a_time():
+    import datasets
+
+    model = perturb_(SoViTModel(tiny_config())).eval()
+    pixels = torch.randn(20, 3, 36, 36, generator=torch.Generator().manual_seed(1))
+    calls = []
+
+    def transform(batch):
+        calls.append(len(batch["i"]))
+        return {"pixel_values": pixels[torch.as_tensor(batch["i"])]}
+
+    data = datasets.Dataset.from_dict({"i": list(range(20))}).with_transform(transform)
+    features = extract_features(model, data, batch_size=8)
+    np.testing.assert_array_equal(features, extract_features(model, pixels, batch_size=8))
+    assert calls == [8, 8, 4]  # one transform call per batch, not one per row
+
+
 STREAM = [
     "--streaming",
     "True",
