@@ -86,6 +86,8 @@ def shape_fits_figure(
             (line,) = ax.plot(x_grid, law.predict(x_grid, level), lw=1, label=f"t={level:.2g}")
             best = law.optimal(level)
             ax.scatter([best], [law.predict(best, level)], color=line.get_color(), marker="*", s=60, zorder=3)
+        lowest = float(np.min(law.predict(optima, levels)))
+        ax.set_ylim(0.9 * min(lowest, f.min()), 1.5 * f.max())  # the x^-a term explodes far below the data
         ax.set(xscale="log", xlabel=dim, ylabel=metric, title="IsoFLOP curves, x* marked (Eq. 4)")
         ax.legend(fontsize=7)
 

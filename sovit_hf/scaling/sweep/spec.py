@@ -96,16 +96,16 @@ CPU_TRAINER = {
     "shots": 10,
     "probe_draws": 10,
     "curve_points": 1,
-    "grid_curve_points": 5,
+    "grid_curve_points": 10,
 }
 
 PRESETS: dict[str, dict] = {
     "cpu": dict(
         center={"width": 48, "depth": 6, "mlp_dim": 192},
-        star_grids={"width": (8, 12, 20, 32), "depth": (1, 2, 3, 4), "mlp_dim": (12, 24, 48, 96)},
+        star_grids={"width": (8, 12, 16, 24, 32), "depth": (1, 2, 3, 4), "mlp_dim": (6, 12, 24, 48, 96)},
         star_steps=(200, 400, 800),
         include_center=False,
-        grid={"width": (16, 24, 32), "depth": (2, 3, 4), "mlp_dim": (48, 64, 80)},
+        grid={"width": (24, 32, 40), "depth": (1, 2, 3), "mlp_dim": (48, 64, 96)},
         grid_steps=400,
         batch_size=64,
         heads=4,
