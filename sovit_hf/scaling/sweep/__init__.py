@@ -6,6 +6,7 @@ held-out budget. ``sovit sweep`` is the command line; see docs/sweep.md.
 from .anchor import Anchor, find_anchor
 from .fitting import finished_rows, fit_summary, fit_sweep
 from .plan import load_plan, plan_rows, write_plan
+from .reuse import reuse_results
 from .runner import pending_rows, run_row, run_sweep
 from .spec import PRESETS, SweepSpec, preset
 from .store import read_records, row_states
@@ -27,6 +28,7 @@ __all__ = [
     "plan_validation",
     "preset",
     "read_records",
+    "reuse_results",
     "row_states",
     "run_row",
     "run_sweep",

@@ -106,7 +106,8 @@ def find_anchor(models: Sequence[dict], grid: dict[str, Sequence[int]]) -> Ancho
         messages.append(
             f"rule 1 (App. B.3) fails: the grid optimum has {dim} = {shape[dim]}, the {side} edge of the {dim} grid "
             f"{values_k}; extend it {'downward' if side == 'low' else 'upward'} (e.g. add {suggestion:.3g}) and "
-            "rerun the grid sweep"
+            "rerun the grid sweep (`sovit sweep plan NEW --override '{\"grid\": ...}' --reuse THIS` trains only "
+            "the new rows)"
         )
     rule2 = len(mine) >= 2
     if not rule2:

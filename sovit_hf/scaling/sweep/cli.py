@@ -4,6 +4,7 @@ sovit sweep plan runs/my_sweep --preset cpu      # star + grid sweep rows -> run
 sovit sweep run runs/my_sweep --jobs 2           # every pending row, 2 processes at a time (resumable)
 sovit sweep run runs/my_sweep --row 7            # one row (an array job's task: --row $SLURM_ARRAY_TASK_ID)
 sovit sweep fit runs/my_sweep                    # Eq. 2 per arm, s_k with intervals, anchor -> law.json
+sovit sweep plan runs/s2 --override '{"grid": {...}}' --reuse runs/my_sweep   # extended grid, old rows kept
 sovit sweep validate runs/my_sweep --jobs 2      # held-out budget: predicted shape vs 3 alternatives
 sovit sweep all runs/my_sweep --preset cpu --jobs 2
 """
@@ -43,6 +44,11 @@ def _plan(args: argparse.Namespace) -> int:
         f"{sum(r['sweep'] == 'grid' for r in rows)} grid); compute {min(r['compute_gflops'] for r in rows):.3g}"
         f"-{largest:.3g} GFLOPs"
     )
+    if getattr(args, "reuse", None):
+        from .reuse import reuse_results
+
+        filled = reuse_results(args.folder, args.reuse)
+        print(f"reused {filled} finished rows of {args.reuse}; {len(rows) - filled} left to train")
     return 0
 
 
@@ -184,6 +190,11 @@ def _add_common(parser: argparse.ArgumentParser, *names: str) -> None:
         parser.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
         parser.add_argument("--override", help="JSON object of SweepSpec fields replacing the preset's")
         parser.add_argument("--spec", help="a JSON file of every SweepSpec field (instead of --preset)")
+        parser.add_argument(
+            "--reuse",
+            metavar="OLD_FOLDER",
+            help="take the results of identical finished rows from an earlier sweep (e.g. after extending the grid)",
+        )
     if "jobs" in names:
         parser.add_argument("--jobs", type=int, default=1, help="rows trained at once, each its own process")
         parser.add_argument("--threads", type=int, default=None, help="threads per row (default cores // jobs)")
