@@ -77,3 +77,15 @@ def test_a_held_row_is_not_run_twice(tmp_path):
         assert run_row(tmp_path, 0) == "busy"
     assert run_row(tmp_path, 0) == "ok" and run_row(tmp_path, 0) == "done"
     assert _executions(tmp_path) == Counter({0: 1})
+
+
+def test_one_row_command_logs_the_training_and_reports_on_the_console(tmp_path):
+    _plan(tmp_path, 1)
+    command = [sys.executable, "-m", "sovit_hf", "sweep", "run", str(tmp_path), "--row", "0"]
+    done = subprocess.run(command, env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    log = (tmp_path / "rows" / "row_0000" / "log.txt").read_text()
+    assert "=== row 0 ok in" in log and "=== row" not in done.stdout + done.stderr  # the training goes to the log
+    assert "row 0: ok" in done.stderr and "row 0: ok" not in log  # the outcome to the array job's own output
+    again = subprocess.run(command, env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "row 0: done" in again.stderr

@@ -13,6 +13,7 @@ Each row's output and log live in ``FOLDER/rows/row_NNNN/`` (``log.txt``).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import subprocess
@@ -67,31 +68,52 @@ def run_row(folder: str | Path, index: int, redirect_log: bool = False) -> str:
         attempt = len(state["failures"]) + 1
         if attempt > spec.max_attempts:
             return "exhausted"
-        if redirect_log:
-            log = os.open(work / "log.txt", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            sys.stdout.flush(), sys.stderr.flush()
-            os.dup2(log, 1), os.dup2(log, 2)
-        print(f"=== row {index} ({row['name']}), attempt {attempt}, pid {os.getpid()}", flush=True)
-        start = time.perf_counter()
-        base = {"index": index, "name": row["name"], "attempt": attempt}
-        try:
-            result = get_trainer(spec)(row, spec, work)
-        except Exception as err:  # recorded, not raised: the sweep goes on with the other rows
-            traceback.print_exc()
-            append_record(
-                folder,
-                {
-                    **base,
-                    "status": "failed",
-                    "error": f"{type(err).__name__}: {err}",
-                    "wall_s": time.perf_counter() - start,
-                },
-            )
-            return "failed"
-        wall = time.perf_counter() - start
-        append_record(folder, {**base, "status": "ok", **result, "wall_s": wall})
-        print(f"=== row {index} ok in {wall:.1f} s: f = {result['f']:.4f}", flush=True)
-        return "ok"
+        with _row_log(work / "log.txt" if redirect_log else None):
+            return _train_row(folder, row, spec, work, attempt)
+
+
+@contextlib.contextmanager
+def _row_log(path: Path | None):
+    """Send file descriptors 1 and 2 (this process's and its children's output) to ``path``, then back."""
+    if path is None:
+        yield
+        return
+    sys.stdout.flush(), sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    log = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log, 1), os.dup2(log, 2)
+    os.close(log)
+    try:
+        yield
+    finally:
+        sys.stdout.flush(), sys.stderr.flush()
+        os.dup2(saved[0], 1), os.dup2(saved[1], 2)
+        os.close(saved[0]), os.close(saved[1])
+
+
+def _train_row(folder: Path, row: dict, spec, work: Path, attempt: int) -> str:
+    index = row["index"]
+    print(f"=== row {index} ({row['name']}), attempt {attempt}, pid {os.getpid()}", flush=True)
+    start = time.perf_counter()
+    base = {"index": index, "name": row["name"], "attempt": attempt}
+    try:
+        result = get_trainer(spec)(row, spec, work)
+    except Exception as err:  # recorded, not raised: the sweep goes on with the other rows
+        traceback.print_exc()
+        append_record(
+            folder,
+            {
+                **base,
+                "status": "failed",
+                "error": f"{type(err).__name__}: {err}",
+                "wall_s": time.perf_counter() - start,
+            },
+        )
+        return "failed"
+    wall = time.perf_counter() - start
+    append_record(folder, {**base, "status": "ok", **result, "wall_s": wall})
+    print(f"=== row {index} ok in {wall:.1f} s: f = {result['f']:.4f}", flush=True)
+    return "ok"
 
 
 def pending_rows(folder: str | Path, rows: Sequence[int] | None = None) -> tuple[list[int], dict[str, list[int]]]:
