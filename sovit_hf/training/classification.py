@@ -17,6 +17,7 @@ the measured metrics, ``eval_results.json``, a training-curve plot and a run rec
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -336,8 +337,11 @@ def plot_training_curves(log_history: list[dict], path: Path) -> Path | None:
     return path
 
 
-def run(model_args: ModelArguments, data_args: DataArguments, args: SoViTTrainingArguments) -> dict:
-    """Train, evaluate and write the hub-ready folder; returns the final evaluation metrics."""
+def run(
+    model_args: ModelArguments, data_args: DataArguments, args: SoViTTrainingArguments, command: str | None = None
+) -> dict:
+    """Train, evaluate and write the hub-ready folder; returns the final evaluation metrics. ``command`` is the
+    command line the model card and run record give (default: this process's arguments)."""
     from ..model_card import hub_id
     from .data import (
         check_output_dir,
@@ -410,7 +414,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, args: SoViTTrainin
         card_config=model.config,
         base_model=hub_id(model_args.model_name_or_path),
         source=f"trained with sovit_hf on '{data_args.dataset_name}'",
-        command="sovit train " + " ".join(sys.argv[1:]),
+        command=command or "sovit train " + shlex.join(sys.argv[1:]),
         dataset=data_args.dataset_name,
         record={
             "dataset": data_args.dataset_name,
@@ -481,9 +485,10 @@ def parse_args(argv: list[str] | None = None):
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     model_args, data_args, args = parse_args(argv)
     try:
-        metrics = run(model_args, data_args, args)
+        metrics = run(model_args, data_args, args, command="sovit train " + shlex.join(argv))
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

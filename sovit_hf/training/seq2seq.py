@@ -10,6 +10,7 @@ example (greedy or beam) and the task metric, plus the same metric for the best 
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -290,7 +291,13 @@ class GenerationEvalTrainer(Trainer):
         return metrics
 
 
-def run(task: Task, model_args: ModelArguments, data_args: DataArguments, args: Seq2SeqArguments) -> dict:
+def run(
+    task: Task,
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    args: Seq2SeqArguments,
+    command: str | None = None,
+) -> dict:
     from ..model_card import hub_id
     from .data import check_output_dir
 
@@ -336,7 +343,7 @@ def run(task: Task, model_args: ModelArguments, data_args: DataArguments, args: 
         card_config=model.config,
         base_model=hub_id(model_args.vision_model_name_or_path or model_args.model_name_or_path),
         source=f"SoViT {task.name} model trained with sovit_hf on '{data_args.dataset_name}'",
-        command=f"python -m sovit_hf.training.{task.name} " + " ".join(sys.argv[1:]),
+        command=command or f"sovit train --task {task.name} " + shlex.join(sys.argv[1:]),
         dataset=data_args.dataset_name,
         record={
             "task": task.name,
@@ -357,7 +364,7 @@ def main(task: Task, argv: list[str] | None = None) -> int:
         args=(defaults + argv) if "--output_dir" not in argv else argv
     )
     try:
-        metrics = run(task, model_args, data_args, args)
+        metrics = run(task, model_args, data_args, args, command=f"sovit train --task {task.name} " + shlex.join(argv))
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

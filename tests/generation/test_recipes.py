@@ -48,6 +48,8 @@ def test_captioning_recipe_writes_metrics_and_the_constant_baseline(tmp_path):
     index = {r.metric_name: r.metric_value for r in card.data.eval_results}
     assert index == {k: results[k] for k in ("eval_loss", "eval_cider", "eval_bleu")}
     assert not (out / "training_args.bin").exists()
+    command = "sovit train --task captioning --output_dir cap " + " ".join(TINY)  # what was run, machine paths cut
+    assert f"- training command: `{command}`" in (out / "README.md").read_text()
     for path in out.iterdir():
         assert str(tmp_path) not in path.read_bytes().decode("utf-8", "replace"), path.name
     for name in ("config.json", "model.safetensors", "tokenizer.json", "processor_config.json", "README.md",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shlex
+import sys
 
 import numpy as np
 import pytest
@@ -63,6 +65,14 @@ def test_recipe_writes_a_hub_ready_folder(tmp_path):
     accuracy = float((logits.argmax(-1).numpy() == np.asarray(evaluation["label"])).mean())
     assert accuracy == pytest.approx(metrics["eval_accuracy"], abs=1e-9)
     assert f"{metrics['eval_accuracy']:.4f}" in (out / "README.md").read_text()
+
+
+def test_card_gives_the_command_the_recipe_was_called_with(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["sovit", "sweep", "run", "elsewhere", "--row", "0"])  # a caller's own argv
+    argv = ["--output_dir", str(tmp_path / "out"), *TINY, "--max_steps", "2"]
+    assert main(argv) == 0
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert f"- training command: `sovit train --output_dir out {shlex.join(TINY)} --max_steps 2`" in card
 
 
 @pytest.mark.parametrize(
