@@ -10,7 +10,7 @@ import pytest
 
 from sovit_hf import SoViTConfig
 from sovit_hf.scaling import count_flops
-from sovit_hf.scaling.sweep import finished_rows, load_plan, summarise_validation, validation_markdown
+from sovit_hf.scaling.sweep import finished_rows, fit_sweep, load_plan, summarise_validation, validation_markdown
 from sovit_hf.scaling.sweep.fitting import arm_trends
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,3 +49,19 @@ def test_fit_report_and_validation_table_are_recomputed_from_the_results(tmp_pat
     committed = json.loads((RECORD / "validation.json").read_text())
     assert document["shapes"] == committed["shapes"] and document["outcome"] == committed["outcome"]
     assert validation_markdown(committed) in (ROOT / "README.md").read_text()
+
+
+def test_exponents_intervals_and_anchor_are_refitted_from_the_results(tmp_path):
+    committed = json.loads((RECORD / "fit.json").read_text())
+    copy = tmp_path / "sweep"
+    shutil.copytree(RECORD, copy, ignore=shutil.ignore_patterns("*.png", "rows", "validate"))
+    report = fit_sweep(copy)  # the spec's bootstrap count and seed 0, as `sovit sweep fit`
+    assert report["status"] == committed["status"] == "fitted"
+    assert report["anchor"] == committed["anchor"]
+    for dim, entry in committed["exponents"].items():
+        assert report["exponents"][dim]["s"] == pytest.approx(entry["s"], rel=1e-6)
+        assert report["exponents"][dim]["interval"] == pytest.approx(entry["interval"], rel=1e-3)
+    law, refitted = (json.loads((folder / "law.json").read_text()) for folder in (RECORD, copy))
+    assert refitted["anchor"] == law["anchor"]
+    for dim, entry in law["dimensions"].items():
+        assert refitted["dimensions"][dim]["law"] == pytest.approx(entry["law"], rel=1e-6)

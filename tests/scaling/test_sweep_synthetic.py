@@ -102,4 +102,9 @@ def test_anchor_rules_on_a_known_frontier():
     # the best model is on the high edge of depth: rule 1 fails, and the message says to extend depth upward
     edge = find_anchor([model(2, 3, 2, 1 / t), model(2, 2, 2, 1.1 / t)], grid)
     assert not edge.rule1_ok and edge.boundary == {"depth": "high"}
-    assert any("extend it upward" in m and "depth" in m for m in edge.messages)
+    assert any("depth grid [1, 2, 3]; extend it upward (e.g. add 5)" in m for m in edge.messages)
+    # on the low edge: a whole value to add, and no depth below 1
+    low = find_anchor([model(4, 1, 2, 1 / t), model(6, 2, 2, 1.1 / t)], {**grid, "width": (4, 6, 9)})
+    assert low.boundary == {"width": "low", "depth": "low"}
+    assert any("width grid [4, 6, 9]; extend it downward (e.g. add 2)" in m for m in low.messages)
+    assert any("depth cannot go below 1" in m for m in low.messages)

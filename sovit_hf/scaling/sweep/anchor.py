@@ -58,6 +58,24 @@ def _interpolate(curve: np.ndarray, level: float) -> float:
     return float(np.exp(np.interp(np.log(level), np.log(curve[:, 0]), np.log(curve[:, 1]))))
 
 
+def _rule1_message(dim: str, side: str, value: int, values: list[int]) -> str:
+    """What rule 1's failure means for ``dim`` and which value to add (a whole number; no depth below 1)."""
+    head = f"rule 1 (App. B.3) fails: the grid optimum has {dim} = {value}, the {side} edge of the {dim} grid {values}"
+    if side == "low" and values[0] <= 1:
+        return (
+            f"{head}; {dim} cannot go below 1, so at this compute the optimum is the smallest model possible in "
+            f"{dim}: give the grid more compute (longer training) or shrink the other dimensions"
+        )
+    step = values[1] / values[0] if side == "low" else values[-1] / values[-2]
+    add = max(1, int(values[0] / step)) if side == "low" else int(np.ceil(values[-1] * step))
+    if add in values:  # steps of ~20% round back onto the edge
+        add = values[0] - 1 if side == "low" else values[-1] + 1
+    return (
+        f"{head}; extend it {'downward' if side == 'low' else 'upward'} (e.g. add {add}) and rerun the grid sweep "
+        "(`sovit sweep plan NEW --override '{\"grid\": ...}' --reuse THIS` trains only the new rows)"
+    )
+
+
 def find_anchor(models: Sequence[dict], grid: dict[str, Sequence[int]]) -> Anchor:
     """Apply App. B.3's rules to grid-sweep results.
 
@@ -100,15 +118,7 @@ def find_anchor(models: Sequence[dict], grid: dict[str, Sequence[int]]) -> Ancho
         elif shape[dim] >= values_k[-1]:
             boundary[dim] = "high"
     for dim, side in boundary.items():
-        values_k = sorted(grid[dim])
-        step = values_k[1] / values_k[0] if side == "low" else values_k[-1] / values_k[-2]
-        suggestion = values_k[0] / step if side == "low" else values_k[-1] * step
-        messages.append(
-            f"rule 1 (App. B.3) fails: the grid optimum has {dim} = {shape[dim]}, the {side} edge of the {dim} grid "
-            f"{values_k}; extend it {'downward' if side == 'low' else 'upward'} (e.g. add {suggestion:.3g}) and "
-            "rerun the grid sweep (`sovit sweep plan NEW --override '{\"grid\": ...}' --reuse THIS` trains only "
-            "the new rows)"
-        )
+        messages.append(_rule1_message(dim, side, shape[dim], sorted(grid[dim])))
     rule2 = len(mine) >= 2
     if not rule2:
         messages.append(
