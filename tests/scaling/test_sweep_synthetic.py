@@ -108,3 +108,5 @@ def test_anchor_rules_on_a_known_frontier():
     assert low.boundary == {"width": "low", "depth": "low"}
     assert any("width grid [4, 6, 9]; extend it downward (e.g. add 2)" in m for m in low.messages)
     assert any("depth cannot go below 1" in m for m in low.messages)
+    heads = find_anchor([model(24, 2, 2, 1 / t), model(32, 2, 2, 1.1 / t)], {**grid, "width": (24, 32, 40)}, heads=4)
+    assert any("width grid [24, 32, 40]; extend it downward (e.g. add 16)" in m for m in heads.messages)

@@ -58,30 +58,35 @@ def _interpolate(curve: np.ndarray, level: float) -> float:
     return float(np.exp(np.interp(np.log(level), np.log(curve[:, 0]), np.log(curve[:, 1]))))
 
 
-def _rule1_message(dim: str, side: str, value: int, values: list[int]) -> str:
-    """What rule 1's failure means for ``dim`` and which value to add (a whole number; no depth below 1)."""
+def _rule1_message(dim: str, side: str, value: int, values: list[int], multiple: int = 1) -> str:
+    """What rule 1's failure means for ``dim`` and which value to add: a whole multiple of ``multiple`` (widths:
+    of the head count), one grid step beyond the edge; no depth below 1."""
     head = f"rule 1 (App. B.3) fails: the grid optimum has {dim} = {value}, the {side} edge of the {dim} grid {values}"
-    if side == "low" and values[0] <= 1:
+    if side == "low" and values[0] <= multiple:
         return (
-            f"{head}; {dim} cannot go below 1, so at this compute the optimum is the smallest model possible in "
-            f"{dim}: give the grid more compute (longer training) or shrink the other dimensions"
+            f"{head}; {dim} cannot go below {multiple}, so at this compute the optimum is the smallest model possible "
+            f"in {dim}: give the grid more compute (longer training) or shrink the other dimensions"
         )
-    step = values[1] / values[0] if side == "low" else values[-1] / values[-2]
-    add = max(1, int(values[0] / step)) if side == "low" else int(np.ceil(values[-1] * step))
-    if add in values:  # steps of ~20% round back onto the edge
-        add = values[0] - 1 if side == "low" else values[-1] + 1
+    if side == "low":
+        step = values[1] / values[0]
+        add = min(multiple * int(values[0] / step / multiple), values[0] - multiple)
+        add = max(multiple, add)
+    else:
+        step = values[-1] / values[-2]
+        add = max(multiple * int(np.ceil(values[-1] * step / multiple)), values[-1] + multiple)
     return (
         f"{head}; extend it {'downward' if side == 'low' else 'upward'} (e.g. add {add}) and rerun the grid sweep "
         "(`sovit sweep plan NEW --override '{\"grid\": ...}' --reuse THIS` trains only the new rows)"
     )
 
 
-def find_anchor(models: Sequence[dict], grid: dict[str, Sequence[int]]) -> Anchor:
+def find_anchor(models: Sequence[dict], grid: dict[str, Sequence[int]], heads: int = 1) -> Anchor:
     """Apply App. B.3's rules to grid-sweep results.
 
     Args:
         models: one dict per grid model: ``width``, ``depth``, ``mlp_dim`` and ``curve`` = [(t GFLOPs, f), ...].
         grid: the grid's values per dimension (to tell the interior from the edge).
+        heads: attention heads (a width to add must be a multiple of them).
     """
     if not models:
         raise ValueError("No finished grid-sweep rows: the anchor needs the grid sweep's results.")
@@ -118,7 +123,8 @@ def find_anchor(models: Sequence[dict], grid: dict[str, Sequence[int]]) -> Ancho
         elif shape[dim] >= values_k[-1]:
             boundary[dim] = "high"
     for dim, side in boundary.items():
-        messages.append(_rule1_message(dim, side, shape[dim], sorted(grid[dim])))
+        multiple = heads if dim == "width" else 1
+        messages.append(_rule1_message(dim, side, shape[dim], sorted(grid[dim]), multiple))
     rule2 = len(mine) >= 2
     if not rule2:
         messages.append(

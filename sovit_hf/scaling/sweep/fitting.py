@@ -105,7 +105,7 @@ def fit_sweep(folder: str | Path, bootstrap: int | None = None, seed: int = 0) -
         }
         for r in grid_rows
     ]
-    anchor = find_anchor(models, spec.grid) if ("grid", "grid") in planned else None
+    anchor = find_anchor(models, spec.grid, heads=spec.heads) if ("grid", "grid") in planned else None
     base = {
         "metric": METRIC,
         "confidence": spec.confidence,
