@@ -341,7 +341,7 @@ def run(
     model_args: ModelArguments, data_args: DataArguments, args: SoViTTrainingArguments, command: str | None = None
 ) -> dict:
     """Train, evaluate and write the hub-ready folder; returns the final evaluation metrics. ``command`` is the
-    command line the model card and run record give (default: this process's arguments)."""
+    command line the model card gives (default: this process's arguments)."""
     from ..model_card import hub_id
     from .data import (
         check_output_dir,
@@ -414,7 +414,7 @@ def run(
         card_config=model.config,
         base_model=hub_id(model_args.model_name_or_path),
         source=f"trained with sovit_hf on '{data_args.dataset_name}'",
-        command=command or "sovit train " + shlex.join(sys.argv[1:]),
+        command=command or training_command(sys.argv[1:]),
         dataset=data_args.dataset_name,
         record={
             "dataset": data_args.dataset_name,
@@ -484,11 +484,16 @@ def parse_args(argv: list[str] | None = None):
     return parser.parse_args_into_dataclasses(args=argv)
 
 
+def training_command(argv: list[str]) -> str:
+    """The ``sovit train`` command line of the recipe's arguments ``argv`` (for the model card)."""
+    return "sovit train " + shlex.join(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     model_args, data_args, args = parse_args(argv)
     try:
-        metrics = run(model_args, data_args, args, command="sovit train " + shlex.join(argv))
+        metrics = run(model_args, data_args, args, command=training_command(argv))
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

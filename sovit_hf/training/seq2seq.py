@@ -343,7 +343,7 @@ def run(
         card_config=model.config,
         base_model=hub_id(model_args.vision_model_name_or_path or model_args.model_name_or_path),
         source=f"SoViT {task.name} model trained with sovit_hf on '{data_args.dataset_name}'",
-        command=command or f"sovit train --task {task.name} " + shlex.join(sys.argv[1:]),
+        command=command or training_command(task, sys.argv[1:]),
         dataset=data_args.dataset_name,
         record={
             "task": task.name,
@@ -356,6 +356,11 @@ def run(
     )
 
 
+def training_command(task: Task, argv: list[str]) -> str:
+    """The ``sovit train --task`` command line of the recipe's arguments ``argv`` (for the model card)."""
+    return f"sovit train --task {task.name} " + shlex.join(argv)
+
+
 def main(task: Task, argv: list[str] | None = None) -> int:
     parser = HfArgumentParser((ModelArguments, DataArguments, Seq2SeqArguments), **task_usage(task.name))
     defaults = ["--output_dir", f"outputs/sovit-{task.name}"]
@@ -364,7 +369,7 @@ def main(task: Task, argv: list[str] | None = None) -> int:
         args=(defaults + argv) if "--output_dir" not in argv else argv
     )
     try:
-        metrics = run(task, model_args, data_args, args, command=f"sovit train --task {task.name} " + shlex.join(argv))
+        metrics = run(task, model_args, data_args, args, command=training_command(task, argv))
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
