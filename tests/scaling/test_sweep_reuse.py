@@ -29,7 +29,12 @@ def test_extended_grid_trains_only_its_new_rows(tmp_path, capsys):
     old, new = tmp_path / "old", tmp_path / "new"
     assert _plan(old, GRID) == 0
     assert not run_sweep(old, jobs=0, progress=False)["failed"]
+    (old / "rows" / "row_0000" / "log.txt").write_text("=== row 0 ok\n")  # (jobs=0 writes no log of its own)
+    failed_log = new / "rows" / "row_0000" / "log.txt"  # an earlier, failed attempt of a row that gets reused
+    failed_log.parent.mkdir(parents=True)
+    failed_log.write_text("attempt 1 failed\n")
     assert _plan(new, WIDER, "--reuse", str(old)) == 0
+    assert failed_log.read_text().startswith("attempt 1 failed\n") and failed_log.read_text().endswith("=== row 0 ok\n")
     plan_old, plan_new = load_plan(old)["rows"], load_plan(new)["rows"]
     new_grid = [r for r in plan_new if r["sweep"] == "grid" and r["width"] == 24]
     assert f"{len(plan_new) - len(new_grid)} finished rows" in capsys.readouterr().out

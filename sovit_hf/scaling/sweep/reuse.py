@@ -9,7 +9,6 @@ old row's ``ok`` record, marked ``reused_from``, so ``run`` trains only the rows
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from .plan import load_plan
@@ -57,6 +56,8 @@ def reuse_results(folder: str | Path, source: str | Path) -> int:
             filled += 1
             target = row_dir(folder, row["index"])
             target.mkdir(parents=True, exist_ok=True)
-            if (origin / "log.txt").is_file():
-                shutil.copyfile(origin / "log.txt", target / "log.txt")
+            if (origin / "log.txt").is_file():  # appended: a failed attempt's log of this row stays
+                with (target / "log.txt").open("a") as log:
+                    log.write(f"=== row {row['index']}: the result of {origin}, whose log follows\n")
+                    log.write((origin / "log.txt").read_text())
     return filled
