@@ -5,6 +5,8 @@ Importing the package registers the SoViT classes with the transformers Auto cla
 ``save_pretrained`` hub folders that load with ``trust_remote_code=True`` where sovit_hf is not installed.
 """
 
+import inspect
+
 from transformers import (
     AutoConfig,
     AutoImageProcessor,
@@ -39,6 +41,17 @@ try:  # transformers < 5.18 makes AutoImageProcessor itself require torchvision,
         AutoImageProcessor.register(config_class, image_processor_classes={"pil": SoViTImageProcessor}, exist_ok=True)
 except ImportError:
     pass
+# transformers >= 5.25: pipeline() also asks AutoVideoProcessor, which follows preprocessor_config.json's auto_map
+# (AutoImageProcessor's entry, renamed) to remote code and so asks the trust_remote_code question. Registering "no video
+# processor" for the SoViT configs makes the answer local: none, and no question (tests/test_pipelines_no_prompt.py).
+try:  # the real class (transformers' top-level name is a placeholder that needs torchvision)
+    from transformers.models.auto.video_processing_auto import AutoVideoProcessor as _AutoVideoProcessor
+except ImportError:
+    _AutoVideoProcessor = None
+_register_video = _AutoVideoProcessor and inspect.signature(_AutoVideoProcessor.register).parameters
+if _register_video and "video_processor_classes" in _register_video:  # transformers >= 5.18 spells it this way
+    for config_class in (SoViTConfig, SoViTForConditionalGenerationConfig):
+        _AutoVideoProcessor.register(config_class, video_processor_classes={}, exist_ok=True)
 
 # Hub folders written by save_pretrained carry the code and an auto_map for these classes.
 SoViTConfig.register_for_auto_class()
