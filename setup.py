@@ -41,6 +41,8 @@ setup(
         "text": ["pycocoevalcap>=1.2", "sacrebleu>=2.4", "evaluate>=0.4.6"],
         "triton": ["triton>=3.6"],
         "plot": ["matplotlib>=3.7"],
+        # The ecosystem's clients that tests/ecosystem runs SoViT through (LoRA adapters, ONNX export + onnxruntime).
+        "ecosystem": ["peft>=0.17", "onnx>=1.17", "onnxruntime>=1.20", "onnxscript>=0.3"],
         "dev": [
             "pytest>=8",
             "ruff>=0.6",
@@ -51,6 +53,10 @@ setup(
             "pycocoevalcap>=1.2",
             "sacrebleu>=2.4",
             "evaluate>=0.4.6",
+            "peft>=0.17",
+            "onnx>=1.17",
+            "onnxruntime>=1.20",
+            "onnxscript>=0.3",
             "triton==3.6.0; platform_system == 'Linux'",  # the version CI tests (and the GPU machine's)
         ],
     },

@@ -49,7 +49,7 @@ try:  # the real class (transformers' top-level name is a placeholder that needs
 except ImportError:
     _AutoVideoProcessor = None
 _register_video = _AutoVideoProcessor and inspect.signature(_AutoVideoProcessor.register).parameters
-if _register_video and "video_processor_classes" in _register_video:  # transformers >= 5.18 spells it this way
+if _register_video and "video_processor_classes" in _register_video:  # the newer register() signature
     for config_class in (SoViTConfig, SoViTForConditionalGenerationConfig):
         _AutoVideoProcessor.register(config_class, video_processor_classes={}, exist_ok=True)
 

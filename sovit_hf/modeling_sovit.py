@@ -21,9 +21,11 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPooling, ImageClassifierOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from .configuration_sovit import SoViTConfig, pool_type_spec
+from .configuration_sovit import KERNEL_IMPLEMENTATIONS, QKV_IMPLEMENTATIONS, SoViTConfig, pool_type_spec
 from .losses import image_classification_loss
-from .ops_registry import eager_attention_forward, fused_qkv, get_layer_norm, get_mlp
+from .ops_registry import eager_attention_forward, fused_qkv, qkv_fusable
+from .ops_registry import layer_norm as layer_norm_impl
+from .ops_registry import mlp as mlp_impl
 from .position_embeddings import posemb_sincos_2d, resample_pos_embedding
 
 _GELU_APPROXIMATION = {"gelu_pytorch_tanh": "tanh", "gelu": "none"}  # config.hidden_act -> F.gelu(approximate=)
@@ -48,9 +50,10 @@ class SoViTImageClassifierOutput(ImageClassifierOutput):
 def apply_layer_norm(
     config: SoViTConfig, norm: nn.LayerNorm, x: torch.Tensor, residual: torch.Tensor | None = None
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """``norm(x)``, or with ``residual`` the pair ``(norm(x + residual), x + residual)``, computed by
-    ``config.layer_norm_implementation`` (``eager``: reference math; ``triton``: one fused kernel)."""
-    return get_layer_norm(config.layer_norm_implementation)(x, norm.weight, norm.bias, norm.eps, residual=residual)
+    """``norm(x)``, or with ``residual`` the pair ``(norm(x + residual), x + residual)``: the module called (``eager``),
+    or one fused kernel with ``config.layer_norm_implementation="triton"`` where ``norm`` is a plain ``nn.LayerNorm``
+    (``ops_registry.layer_norm``)."""
+    return layer_norm_impl(config.layer_norm_implementation, norm, x, residual)
 
 
 class SoViTEmbeddings(nn.Module):
@@ -162,7 +165,11 @@ class SoViTAttention(nn.Module):
                 raise ValueError("Cross-attention needs key_value_states or a cache that holds them.")
             q = self.q_proj(hidden_states).view(batch, q_len, self.num_heads, self.head_dim).transpose(1, 2)
             k, v = cache.layers[cache_layer].keys, cache.layers[cache_layer].values  # (B, H, Lk, D)
-        elif key_value_states is None and getattr(self.config, "qkv_implementation", "separate") == "fused":
+        elif (
+            key_value_states is None
+            and getattr(self.config, "qkv_implementation", "separate") == "fused"
+            and qkv_fusable(self)  # plain nn.Linear q/k/v only (else the modules, one warning)
+        ):
             q, k, v = fused_qkv(self, hidden_states)  # one (3W x W) GEMM, same values (ops_registry)
         else:
             kv = hidden_states if key_value_states is None else key_value_states
@@ -203,17 +210,8 @@ class SoViTMLP(nn.Module):
         self.fc1.sovit_init = self.fc2.sovit_init = "mlp"
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        mlp = get_mlp(self.config.mlp_implementation)  # eager: reference.mlp_ref; triton: fused fc1 + bias + GELU
-        return mlp(
-            hidden_states,
-            self.fc1.weight,
-            self.fc1.bias,
-            self.fc2.weight,
-            self.fc2.bias,
-            approximate=self.approximate,
-            dropout=self.dropout,
-            training=self.training,
-        )
+        # fc2(gelu(fc1(x))) on the modules (reference.mlp), or the fused kernel with mlp_implementation="triton"
+        return mlp_impl(self, hidden_states)
 
 
 class SoViTEncoderLayer(GradientCheckpointingLayer):
@@ -317,7 +315,42 @@ class SoViTPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["SoViTEmbeddings", "SoViTEncoderLayer", "SoViTMAPHead"]
     _supports_sdpa = True
+    _supports_flex_attn = True  # flex matches eager at head dims 72 and 55, MAP probe included (tests/ecosystem)
+    _supports_flash_attn = True  # flash_attention_2/3 where flash-attn is installed (transformers checks that)
     _supports_attention_backend = True
+
+    def post_init(self) -> None:
+        """transformers' ``post_init``, and each SoViT module learns its path (named in the kernels' warnings)."""
+        super().post_init()
+        for name, module in self.named_modules():
+            if isinstance(module, SoViTMLP | SoViTAttention | nn.LayerNorm):
+                module.sovit_path = name
+
+    def set_kernel_implementation(
+        self,
+        mlp: str | None = None,
+        layer_norm: str | None = None,
+        qkv: str | None = None,
+        attention: str | None = None,
+    ) -> None:
+        """Switch the layer implementations of this model at once: ``mlp`` / ``layer_norm`` ``"eager"`` (the modules
+        called, reference math) or ``"triton"`` (the fused kernels, used where the layers are plain ``nn.Linear`` /
+        ``nn.LayerNorm``), ``qkv`` ``"separate"`` or ``"fused"``, ``attention`` any ``attn_implementation``
+        (``set_attn_implementation``). None leaves a choice as it is. Runtime choices: nothing here reaches a
+        checkpoint."""
+        fields = {"mlp_implementation": mlp, "layer_norm_implementation": layer_norm, "qkv_implementation": qkv}
+        fields = {field: value for field, value in fields.items() if value is not None}
+        for field, value in fields.items():  # every value checked before anything changes
+            choices = QKV_IMPLEMENTATIONS if field == "qkv_implementation" else KERNEL_IMPLEMENTATIONS
+            if value not in choices:
+                raise ValueError(f"Unknown {field} {value!r}; expected one of {choices}.")
+        configs = {id(m.config): m.config for m in self.modules() if hasattr(m, "config")}
+        for config in configs.values():  # the model's and, in a composite model, every sub-config with the field
+            for field, value in fields.items():
+                if hasattr(config, field):
+                    setattr(config, field, value)
+        if attention is not None:
+            self.set_attn_implementation(attention)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
