@@ -51,6 +51,7 @@ setup(
             "pycocoevalcap>=1.2",
             "sacrebleu>=2.4",
             "evaluate>=0.4.6",
+            "peft>=0.17",  # the ecosystem tests: LoRA on the models, with transformers' own as controls
             "triton==3.6.0; platform_system == 'Linux'",  # the version CI tests (and the GPU machine's)
         ],
     },

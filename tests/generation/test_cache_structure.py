@@ -64,8 +64,9 @@ def test_cropped_cache_continues_as_a_recomputation():
         assert cache.cross_attention_cache.get_seq_length() == IMAGE_TOKENS
         step_mask = torch.cat([mask, ones], 1)
         step = model(next_ids, attention_mask=step_mask, **{NEW_NAME: cache}).logits[:, -1]
-        recomputed = model(torch.cat([ids, next_ids], 1), pixel_values=PIXELS, attention_mask=step_mask, use_cache=False)
-    torch.testing.assert_close(step, recomputed.logits[:, -1], rtol=1e-5, atol=1e-5)
+        kept = torch.cat([ids, next_ids], 1)
+        recomputed = model(kept, pixel_values=PIXELS, attention_mask=step_mask, use_cache=False).logits[:, -1]
+    torch.testing.assert_close(step, recomputed, rtol=1e-5, atol=1e-5)
 
 
 def test_generate_from_inputs_embeds_equals_generate_from_ids():
