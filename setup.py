@@ -52,6 +52,7 @@ setup(
             "sacrebleu>=2.4",
             "evaluate>=0.4.6",
             "peft>=0.17",  # the ecosystem tests: LoRA on the models, with transformers' own as controls
+            "parameterized>=0.9",  # transformers' test mixins (tests/ecosystem) import it
             "triton==3.6.0; platform_system == 'Linux'",  # the version CI tests (and the GPU machine's)
         ],
     },

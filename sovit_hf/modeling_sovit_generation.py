@@ -266,11 +266,15 @@ class SoViTImageToTextModel(SoViTImageToTextPreTrainedModel):
         self,
         pixel_values: torch.Tensor,
         interpolate_pos_encoding: bool = False,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
-    ) -> BaseModelOutputWithPooling:
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling | tuple:
         """The encoder's output with ``pooler_output`` set to its tokens projected to the decoder width,
-        `(B, N, hidden_size)`: what the decoder cross-attends to."""
+        `(B, N, hidden_size)`: what the decoder cross-attends to. ``output_attentions`` / ``output_hidden_states``
+        default to the encoder config's."""
+        return_dict = self.config.return_dict if return_dict is None else return_dict
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_vision):
             encoded = self.vision_model(
                 pixel_values,
@@ -280,7 +284,7 @@ class SoViTImageToTextModel(SoViTImageToTextPreTrainedModel):
                 return_dict=True,
             )
         encoded.pooler_output = self.encoder_proj(encoded.last_hidden_state)
-        return encoded
+        return encoded if return_dict else encoded.to_tuple()
 
     def _self_attention_mask(
         self, attention_mask: torch.Tensor | None, batch: int, q_len: int, past: int, kv_len: int, dtype, device
@@ -373,7 +377,7 @@ class SoViTImageToTextModel(SoViTImageToTextPreTrainedModel):
         image = image_outputs = None
         if pixel_values is not None:
             image_outputs = self.get_image_features(
-                pixel_values, interpolate_pos_encoding, output_attentions, output_hidden_states
+                pixel_values, interpolate_pos_encoding, output_attentions, output_hidden_states, return_dict=True
             )
             image = image_outputs.pooler_output
             if cache is not None:
@@ -464,6 +468,10 @@ class SoViTForConditionalGeneration(SoViTImageToTextPreTrainedModel, GenerationM
 
     def get_encoder(self, modality: str | None = None):
         return self.model.vision_model
+
+    def get_image_features(self, pixel_values: torch.Tensor, **kwargs) -> BaseModelOutputWithPooling | tuple:
+        """The base model's ``get_image_features``: the encoder's output, ``pooler_output`` the projected tokens."""
+        return self.model.get_image_features(pixel_values, **kwargs)
 
     def create_masks_for_generate(self, attention_mask=None, **kwargs):
         """What ``generate`` passes with a static cache: the 2-D padding mask as it is (transformers would build a
