@@ -145,3 +145,30 @@ def test_image_outputs_are_the_encoders_outputs():
     for a, b in zip(image.hidden_states + image.attentions, encoder.hidden_states + encoder.attentions, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert step.image_outputs is None  # the image came from the cache: not encoded again
+
+
+def test_cache_layers_hold_the_text_and_image_keys_and_values():
+    """The layout generation utilities read (``2 != 4`` before): one entry per decoder layer, the text's
+    self-attention keys/values then the image's cross-attention keys/values, each equal to the layer's own key/value
+    projection applied to its input, computed here from the modules."""
+    model = tiny_model()
+    ids = torch.tensor([[1, 5, 6, 8, 11, 4], [1, 7, 9, 12, 13, 4]])
+    with torch.no_grad():
+        cache = model(ids, pixel_values=PIXELS)[NEW_NAME]
+        image = model.model.encoder_proj(model.model.vision_model(PIXELS).last_hidden_state)  # (B, N, W)
+        text = model.model.embed_tokens(ids) + model.model.embed_positions(torch.arange(6))[None]  # layer 0 input
+    entries = list(cache)
+    assert len(entries) == LAYERS
+
+    def heads(x, attention):  # (B, L, W) -> (B, H, L, D)
+        return x.view(2, x.shape[1], attention.num_heads, attention.head_dim).transpose(1, 2)
+
+    for index, (layer, entry) in enumerate(zip(model.model.layers, entries, strict=True)):
+        cross_k, cross_v = entry[3], entry[4]
+        torch.testing.assert_close(cross_k, heads(layer.cross_attn.k_proj(image), layer.cross_attn), rtol=0, atol=0)
+        torch.testing.assert_close(cross_v, heads(layer.cross_attn.v_proj(image), layer.cross_attn), rtol=0, atol=0)
+        if index == 0:
+            normed = layer.self_attn_layer_norm(text)
+            expected_k = heads(layer.self_attn.k_proj(normed), layer.self_attn)
+            torch.testing.assert_close(entry[0], expected_k, rtol=1e-6, atol=1e-6)
+        assert entry[0].shape == entry[1].shape == (2, 4, 6, 8) and cross_k.shape == (2, 4, IMAGE_TOKENS, 8)
