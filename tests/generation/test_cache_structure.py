@@ -47,6 +47,16 @@ def test_assisted_decoding_equals_greedy(assistant_seed):
     assert torch.equal(assisted, greedy)
 
 
+def test_prompt_lookup_decoding_equals_greedy():
+    """Prompt-lookup decoding drafts tokens from the prompt and crops the cache back on a mismatch, like an assistant
+    model: its tokens are the greedy ones."""
+    model = _double()
+    ids = torch.tensor([[1, 5, 6, 5, 6, 5, 6, 4]])  # repeated n-grams: drafts get proposed
+    pixels = PIXELS[:1].double()
+    greedy = _greedy(model, input_ids=ids, pixel_values=pixels)
+    assert torch.equal(_greedy(model, input_ids=ids, pixel_values=pixels, prompt_lookup_num_tokens=3), greedy)
+
+
 def test_cropped_cache_continues_as_a_recomputation():
     """``Cache.crop`` (what assisted decoding does after rejecting drafts) drops text positions only: a step after
     cropping 3 tokens equals an uncached forward over the kept text, and the image's keys/values stay whole."""
