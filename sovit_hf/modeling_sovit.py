@@ -161,7 +161,7 @@ class SoViTAttention(nn.Module):
         batch, q_len = hidden_states.shape[:2]
         from_cache = self.is_cross_attention and key_value_states is None  # the source's keys/values, cached
         if from_cache:
-            if cache is None or not cache.layers[cache_layer].is_initialized:
+            if cache is None or len(cache.layers) <= cache_layer or not cache.layers[cache_layer].is_initialized:
                 raise ValueError("Cross-attention needs key_value_states or a cache that holds them.")
             q = self.q_proj(hidden_states).view(batch, q_len, self.num_heads, self.head_dim).transpose(1, 2)
             k, v = cache.layers[cache_layer].keys, cache.layers[cache_layer].values  # (B, H, Lk, D)
