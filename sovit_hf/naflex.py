@@ -168,6 +168,29 @@ def naflex_embeddings(
     return embeddings.dropout(x), mask
 
 
+def from_big_vision_inputs(
+    patches: torch.Tensor, ptype: torch.Tensor, yabs: torch.Tensor, xabs: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """big_vision's NaFlex image tuple (``patches`` `(B, L, p*p*C)`, ``ptype`` 1 = patch / 0 = padding, patch rows
+    ``yabs`` and columns ``xabs``, `(B, L)` each) as this module's inputs. big_vision's grid is
+    ``coords.max(axis=1) + 1``; its patches must come first, row-major (what its ``patchify`` op makes), since the
+    model reads positions from the grid."""
+    is_patch = ptype == 1  # (B, L)
+    masked = lambda t: torch.where(is_patch, t, torch.zeros_like(t))
+    shapes = torch.stack([masked(yabs).amax(1), masked(xabs).amax(1)], dim=-1) + 1  # (B, 2)
+    length = patches.shape[1]
+    expected = patch_mask(shapes, length)
+    position = torch.arange(length, device=shapes.device)[None]  # (1, L)
+    rows, cols = position // shapes[:, 1:], position % shapes[:, 1:]  # (B, L): row-major positions
+    if not (
+        torch.equal(is_patch, expected)
+        and torch.equal(masked(yabs), masked(rows))
+        and torch.equal(masked(xabs), masked(cols))
+    ):
+        raise ValueError("big_vision NaFlex inputs must hold each image's patches first, in row-major order.")
+    return {"pixel_values": patches, "pixel_attention_mask": is_patch.long(), "spatial_shapes": shapes}
+
+
 def key_padding_bias(mask: torch.Tensor, dtype: torch.dtype, query_length: int) -> torch.Tensor:
     """Additive attention mask `(B, 1, Lq, Lk)` from a key mask `(B, Lk)` (True = attend): 0 where attended, the
     dtype's lowest value where not (transformers' ``_prepare_4d_attention_mask`` values). It is a broadcast view of
@@ -198,6 +221,7 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 __all__ = [
     "bilinear_antialias_weights",
     "check_naflex_inputs",
+    "from_big_vision_inputs",
     "key_padding_bias",
     "masked_mean",
     "naflex_embeddings",
