@@ -9,6 +9,10 @@ the size of the converted weights. The converted model is run once and checked f
 config, code for ``trust_remote_code``, image processor, model card) is written to a temporary folder and moved into
 place: an error never leaves a half-written output. ``--reference`` takes big_vision's own outputs for an input
 (``image_nhwc`` and any of ``encoded`` / ``pre_logits`` / ``logits``) and records the measured agreement.
+
+A NaFlex ViT checkpoint (big_vision ``models/proj/image_text/naflex_vit.py``, SigLIP 2's ``*_naflex`` towers) converts
+the same way (``layouts``); its folder gets the NaFlex image processor, and its ``--reference`` holds NaFlex inputs
+(``patches``, ``ptype``, ``yabs``, ``xabs``; tests/fixtures/big_vision/make_naflex_fixtures.py).
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from tqdm.auto import tqdm
 
 from sovit_hf import SoViTConfig, SoViTForImageClassification, SoViTImageProcessor, SoViTModel
 from sovit_hf.configuration_sovit import POOL_TYPES
+from sovit_hf.image_processing_sovit_naflex import SoViTNaFlexImageProcessor
+from sovit_hf.naflex import from_big_vision_inputs
 
 from .big_vision_keys import TRANSFORMS, checkpoint_rules, expected_shapes, infer_config_kwargs
 from .layouts import BigVisionCheckpoint
@@ -48,6 +54,7 @@ class ConversionReport:
     skipped: list[str] = field(default_factory=list)
     resampled_from: int | None = None
     parity: dict[str, float] = field(default_factory=dict)  # output name -> max abs error / output scale
+    naflex: bool = False  # a NaFlex ViT checkpoint (naflex_vit.py)
 
 
 def resample_posemb(posemb: np.ndarray, new_grid: int) -> np.ndarray:
@@ -107,7 +114,7 @@ def load_big_vision(
     if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
         raise CheckpointError(f"--image-size must be a positive number of pixels, got {image_size!r}.")
     config = SoViTConfig(**{**kwargs, **({"image_size": image_size} if image_size is not None else {})})
-    report = ConversionReport(source=str(source), skipped=ckpt.skipped)
+    report = ConversionReport(source=str(source), skipped=ckpt.skipped, naflex=ckpt.naflex)
     resample = config.posemb == "learn" and config.grid_size != source_config.grid_size
     if resample:
         report.resampled_from = source_config.image_size
@@ -131,17 +138,26 @@ def parity_errors(model, reference: str | Path) -> dict[str, tuple[float, float]
     (the ``.ref.npz`` layout of tests/fixtures/big_vision/README.md: ``image_nhwc`` and the outputs it names)."""
     ref = np.load(reference, allow_pickle=False)
     base = model.sovit if hasattr(model, "sovit") else model
-    pixels = torch.from_numpy(ref["image_nhwc"]).permute(0, 3, 1, 2).to(model.dtype)  # NHWC -> NCHW
+    valid = None  # NaFlex: (B, L) real tokens; big_vision's padding rows attend to nothing and are not comparable
+    if "patches" in ref:
+        inputs = from_big_vision_inputs(*(torch.from_numpy(ref[k]) for k in ("patches", "ptype", "yabs", "xabs")))
+        inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+        valid = inputs["pixel_attention_mask"].bool().numpy()
+    else:
+        inputs = {"pixel_values": torch.from_numpy(ref["image_nhwc"]).permute(0, 3, 1, 2).to(model.dtype)}  # NCHW
     with torch.no_grad():
-        out = base(pixels)
+        out = base(**inputs)
         ours = {"encoded": out.last_hidden_state, "pre_logits": out.pooler_output}
         if hasattr(model, "classifier"):
             ours["logits"] = model.classifier(out.pooler_output)
     errors = {}
     for name, value in ours.items():
         if name in ref:
-            err = float(np.abs(value.float().numpy() - ref[name]).max())
-            errors[name] = (err, err / float(np.abs(ref[name]).max()))
+            value, target = value.float().numpy(), ref[name]
+            if name == "encoded" and valid is not None:
+                value, target = value[valid], target[valid]  # (tokens, W)
+            err = float(np.abs(value - target).max())
+            errors[name] = (err, err / float(np.abs(target).max()))
     return errors
 
 
@@ -174,7 +190,7 @@ def convert(
 
     out_dir = check_output_folder(out_dir, overwrite, sources=[source] + ([reference] if reference else []))
     model, report = load_big_vision(source, image_size=image_size, dtype=dtype, progress=progress, **overrides)
-    size, channels = model.config.image_size, model.config.num_channels
+    size, channels, patch = model.config.image_size, model.config.num_channels, model.config.patch_size
     with torch.no_grad():
         out = model(torch.zeros(1, channels, size, size, dtype=model.dtype))
     if not torch.isfinite(out.logits if hasattr(out, "logits") else out.last_hidden_state).all():
@@ -187,7 +203,12 @@ def convert(
 
     def fill(folder: Path) -> None:
         model.save_pretrained(folder)
-        SoViTImageProcessor(size={"height": size, "width": size}).save_pretrained(folder)
+        if report.naflex:  # SigLIP 2's NaFlex preprocessing; max_num_patches: the posemb grid's patch count
+            SoViTNaFlexImageProcessor(patch_size=patch, max_num_patches=model.config.grid_size**2).save_pretrained(
+                folder
+            )
+        else:
+            SoViTImageProcessor(size={"height": size, "width": size}).save_pretrained(folder)
         path = Path(report.source.split(":")[0]) if ":" in report.source else Path(report.source)
         write_model_card(
             folder,

@@ -1,18 +1,23 @@
 """Turn a transformers SigLIP folder (``SiglipVisionModel``, or ``SiglipModel`` whose vision tower is taken) into a
-SoViT folder. The public so400m SigLIP checkpoints on the Hub use this layout.
+SoViT folder. The public so400m SigLIP checkpoints on the Hub use this layout. SigLIP 2 NaFlex folders
+(``Siglip2VisionModel`` / ``Siglip2Model``) convert the same way: their Dense patch embedding becomes the stem conv
+(the same map on a flattened ``(patch, patch, channels)`` patch), their ``num_patches`` position table a square
+grid, and the SoViT model then takes the same NaFlex inputs (``sovit_hf.naflex``).
 
     python -m sovit_hf.conversion.hf_siglip SRC_DIR OUT_DIR [--pool-type none|gap|0] [--no-verify] [--overwrite]
 
 SigLIP's vision tower is a SoViT with a MAP head, so the map is a rename except for the MAP head, whose
 ``nn.MultiheadAttention`` packs q/k/v into one ``in_proj`` that is split here. With verification on (the default)
-the SigLIP model is loaded with transformers and both models are run on the same random input; the conversion fails
-if they differ by more than 1e-4 relative. Output goes to a temporary folder that is moved into place at the end.
+the SigLIP model is loaded with transformers and both models are run on the same random input (for SigLIP 2: a
+NaFlex batch of two images of different patch grids, padded); the conversion fails if they differ by more than 1e-4
+relative. Output goes to a temporary folder that is moved into place at the end.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -21,6 +26,7 @@ from safetensors.torch import load_file
 
 from sovit_hf import SoViTConfig, SoViTImageProcessor, SoViTModel
 from sovit_hf.configuration_sovit import POOL_TYPE_SPECS, pool_type_spec
+from sovit_hf.image_processing_sovit_naflex import SoViTNaFlexImageProcessor
 from sovit_hf.model_card import write_model_card
 
 from .output_folder import check_output_folder, portable, write_folder
@@ -29,18 +35,30 @@ SKIPPED_PREFIXES = ("text_model.", "logit_scale", "logit_bias")  # parts of a fu
 VERIFY_TOLERANCE = 1e-4  # relative to the output scale, float32
 
 
+MODEL_TYPES = ("siglip", "siglip_vision_model", "siglip2", "siglip2_vision_model")
+
+
 def read_siglip_vision_config(src: Path) -> dict:
-    """The vision-tower config dict of a SiglipVisionModel or SiglipModel folder."""
+    """The vision-tower config dict of a SiglipVisionModel / SiglipModel (or SigLIP 2) folder; a SigLIP 2 tower's
+    dict carries ``"naflex": True``."""
     config_path = src / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"No config.json in {src}.")
     config = json.loads(config_path.read_text())
     model_type = config.get("model_type")
-    if model_type == "siglip":
-        return config["vision_config"]
-    if model_type == "siglip_vision_model":
-        return config
-    raise ValueError(f"{src} holds a {model_type!r} model; expected 'siglip' or 'siglip_vision_model'.")
+    if model_type not in MODEL_TYPES:
+        raise ValueError(f"{src} holds a {model_type!r} model; expected one of {', '.join(map(repr, MODEL_TYPES))}.")
+    vision = config["vision_config"] if model_type in ("siglip", "siglip2") else config
+    return {**vision, "naflex": model_type.startswith("siglip2")}
+
+
+def _naflex_grid(vision: dict) -> int:
+    """Side of SigLIP 2's square position-embedding grid (``num_patches`` = side^2)."""
+    num_patches = vision.get("num_patches", 256)
+    side = math.isqrt(num_patches)
+    if side * side != num_patches:
+        raise ValueError(f"SigLIP 2 num_patches={num_patches} is not a square grid.")
+    return side
 
 
 def sovit_config_from_siglip(vision: dict, pool_type: str | None = None) -> SoViTConfig:
@@ -50,14 +68,17 @@ def sovit_config_from_siglip(vision: dict, pool_type: str | None = None) -> SoVi
         pool_type = "map" if use_head else "none"
     elif use_head and not pool_type_spec(pool_type).map_head:
         raise ValueError(f"The SigLIP tower has a MAP head; pool_type={pool_type!r} would drop it.")
+    patch_size = vision.get("patch_size", 16)
+    # SigLIP 2 NaFlex: the position table is a num_patches = g x g grid; SoViT's image_size is that grid's pixels.
+    image_size = _naflex_grid(vision) * patch_size if vision.get("naflex") else vision.get("image_size", 224)
     return SoViTConfig(
         hidden_size=vision.get("hidden_size", 768),
         intermediate_size=vision.get("intermediate_size", 3072),
         num_hidden_layers=vision.get("num_hidden_layers", 12),
         num_attention_heads=vision.get("num_attention_heads", 12),
         num_channels=vision.get("num_channels", 3),
-        image_size=vision.get("image_size", 224),
-        patch_size=vision.get("patch_size", 16),
+        image_size=image_size,
+        patch_size=patch_size,
         hidden_act=vision.get("hidden_act", "gelu_pytorch_tanh"),
         layer_norm_eps=vision.get("layer_norm_eps", 1e-6),
         attention_dropout=vision.get("attention_dropout", 0.0),
@@ -85,9 +106,10 @@ def read_safetensors(src: Path) -> dict[str, torch.Tensor]:
 
 
 def siglip_to_sovit_state_dict(
-    tensors: dict[str, torch.Tensor], width: int
+    tensors: dict[str, torch.Tensor], width: int, patch_size: int | None = None
 ) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """Rename SigLIP vision weights to SoViT names; returns ``(state_dict, skipped_keys)``."""
+    """Rename SigLIP vision weights to SoViT names; returns ``(state_dict, skipped_keys)``. A SigLIP 2 (NaFlex)
+    Dense patch embedding `(W, p*p*C)` becomes the stem conv `(W, C, p, p)` (needs ``patch_size``)."""
     state, skipped = {}, []
     for key, value in tensors.items():
         if key.startswith(SKIPPED_PREFIXES):
@@ -96,6 +118,12 @@ def siglip_to_sovit_state_dict(
         name = key.removeprefix("vision_model.")
         if name == "embeddings.position_embedding.weight":  # nn.Embedding (N, W) -> parameter (1, N, W)
             state["embeddings.position_embedding"] = value[None]
+        elif name == "embeddings.patch_embedding.weight" and value.dim() == 2:  # SigLIP 2: Dense on flat patches
+            if patch_size is None or value.shape[1] % (patch_size * patch_size):
+                raise ValueError(f"{key} {tuple(value.shape)} is not a Dense on {patch_size}x{patch_size} patches.")
+            channels = value.shape[1] // (patch_size * patch_size)
+            # (W, p*p*C) over (p, p, C)-flattened patches -> conv (W, C, p, p)
+            state[name] = value.reshape(value.shape[0], patch_size, patch_size, channels).permute(0, 3, 1, 2).clone()
         elif name.startswith("head.attention.in_proj_"):  # packed (3W, W) / (3W,) -> q, k, v
             kind = name.rsplit("_", 1)[-1]  # "weight" or "bias"
             for proj, part in zip(("q_proj", "k_proj", "v_proj"), value.split(width, dim=0), strict=True):
@@ -109,7 +137,7 @@ def load_siglip_as_sovit(src: str | Path, pool_type: str | None = None) -> tuple
     """A float32 ``SoViTModel`` holding the SigLIP vision tower of ``src``, and the skipped keys."""
     src = Path(src)
     config = sovit_config_from_siglip(read_siglip_vision_config(src), pool_type)
-    state, skipped = siglip_to_sovit_state_dict(read_safetensors(src), config.hidden_size)
+    state, skipped = siglip_to_sovit_state_dict(read_safetensors(src), config.hidden_size, config.patch_size)
     if pool_type is not None and not pool_type_spec(pool_type).map_head:  # no MAP head: nothing under head.* may remain
         state = {k: v for k, v in state.items() if not k.startswith("head.")}
     model = SoViTModel(config)
@@ -125,28 +153,57 @@ def load_siglip_as_sovit(src: str | Path, pool_type: str | None = None) -> tuple
     return model.eval(), skipped
 
 
+def naflex_verification_batch(config: SoViTConfig, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random NaFlex inputs for a model of ``config``: two images, one wider and one taller than the position grid
+    (one upsampled, one downsampled on an axis), padded to the larger's patch count."""
+    grid, patch_dim = config.grid_size, config.num_channels * config.patch_size**2
+    shapes = torch.tensor([[max(1, grid // 2), grid + 3], [grid + 1, max(1, grid - 2)]])
+    length = int(shapes.prod(-1).max())
+    pixels = torch.randn(2, length, patch_dim, generator=torch.Generator().manual_seed(seed))
+    mask = torch.arange(length)[None] < shapes.prod(-1)[:, None]  # (2, L)
+    return {"pixel_values": pixels * mask[..., None], "pixel_attention_mask": mask.long(), "spatial_shapes": shapes}
+
+
 def verify_against_siglip(model: SoViTModel, src: Path, seed: int = 0) -> dict[str, float]:
-    """Max relative error of ``last_hidden_state`` and ``pooler_output`` vs transformers' SiglipVisionModel."""
+    """Max relative error of ``last_hidden_state`` and ``pooler_output`` vs transformers' SiglipVisionModel (or
+    Siglip2VisionModel on a NaFlex batch mixing patch grids)."""
     from transformers import AutoConfig, SiglipModel, SiglipVisionModel
 
-    if AutoConfig.from_pretrained(src).model_type == "siglip":
-        siglip = SiglipModel.from_pretrained(src, dtype=torch.float32).vision_model
+    model_type = AutoConfig.from_pretrained(src).model_type
+    if model_type.startswith("siglip2"):
+        from transformers import Siglip2Model, Siglip2VisionModel
+
+        if model_type == "siglip2":
+            siglip = Siglip2Model.from_pretrained(src, dtype=torch.float32).vision_model
+        else:
+            siglip = Siglip2VisionModel.from_pretrained(src, dtype=torch.float32)
+        inputs = naflex_verification_batch(model.config, seed)
     else:
-        siglip = SiglipVisionModel.from_pretrained(src, dtype=torch.float32)
+        if model_type == "siglip":
+            siglip = SiglipModel.from_pretrained(src, dtype=torch.float32).vision_model
+        else:
+            siglip = SiglipVisionModel.from_pretrained(src, dtype=torch.float32)
+        size = model.config.image_size
+        generator = torch.Generator().manual_seed(seed)
+        inputs = {"pixel_values": torch.randn(2, model.config.num_channels, size, size, generator=generator)}
     siglip.eval()
-    size = model.config.image_size
-    pixels = torch.randn(2, model.config.num_channels, size, size, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
-        ref, ours = siglip(pixels), model(pixels)
+        ref, ours = siglip(**inputs), model(**inputs)
     errors = {"last_hidden_state": (ours.last_hidden_state, ref.last_hidden_state)}
     if ref.pooler_output is not None:
         errors["pooler_output"] = (ours.pooler_output, ref.pooler_output)
     return {k: float((a - b).abs().max() / b.abs().max()) for k, (a, b) in errors.items()}
 
 
-def image_processor_for(src: Path, image_size: int) -> SoViTImageProcessor:
-    """Carry over SigLIP's preprocessing (size, resampling, mean/std) when the folder has it."""
+def image_processor_for(src: Path, image_size: int, naflex: bool = False, patch_size: int = 16):
+    """Carry over SigLIP's preprocessing (size, resampling, mean/std) when the folder has it; a SigLIP 2 tower gets
+    the NaFlex processor with its ``max_num_patches``."""
     path = src / "preprocessor_config.json"
+    if naflex:
+        cfg = json.loads(path.read_text()) if path.is_file() else {}
+        keys = ("max_num_patches", "resample", "image_mean", "image_std", "rescale_factor", "do_resize", "do_rescale")
+        kwargs = {k: cfg[k] for k in (*keys, "do_normalize") if k in cfg}
+        return SoViTNaFlexImageProcessor(patch_size=patch_size, **kwargs)
     if not path.is_file():
         return SoViTImageProcessor(size={"height": image_size, "width": image_size})
     cfg = json.loads(path.read_text())
@@ -177,14 +234,17 @@ def convert(
 
     def fill(folder: Path) -> None:
         model.save_pretrained(folder)
-        image_processor_for(src, model.config.image_size).save_pretrained(folder)
+        naflex = read_siglip_vision_config(src)["naflex"]
+        image_processor_for(src, model.config.image_size, naflex, model.config.patch_size).save_pretrained(folder)
         write_model_card(
             folder,
             model.config,
             source=portable(src),
             command=command,
             parity=parity,
-            parity_reference="transformers' SiglipVisionModel on random input",
+            parity_reference=(
+                "transformers' SiglipVisionModel (Siglip2VisionModel: a padded NaFlex batch) on random input"
+            ),
         )
 
     write_folder(out_dir, fill, tool="sovit_hf.conversion.hf_siglip")
@@ -197,7 +257,9 @@ def convert(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Convert a transformers SigLIP folder to a SoViT folder.")
+    parser = argparse.ArgumentParser(
+        description="Convert a transformers SigLIP (or SigLIP 2 NaFlex) folder to a SoViT folder."
+    )
     parser.add_argument("src_dir")
     parser.add_argument("out_dir")
     parser.add_argument(

@@ -1,11 +1,14 @@
 """Export a SoViT folder back to a big_vision ``.npz`` (the inverse of ``sovit_hf.conversion.big_vision``).
 
     python -m sovit_hf.conversion.to_big_vision HF_DIR OUT.npz [--scan] [--prefix params/] [--dtype float32|bfloat16]
+        [--naflex]
 
 Writes big_vision's canonical layout: linen names, ``pos_embedding`` at the root, the MAP head under ``MAPHead_0``,
 blocks unrolled (``Transformer/encoderblock_{i}``) or, with ``--scan``, stacked under ``Transformer/encoderblock``
 with a leading depth axis. bfloat16 is stored as numpy void ``V2`` as big_vision writes it. Converting a canonical
-float32 checkpoint to SoViT and back is bit-exact.
+float32 checkpoint to SoViT and back is bit-exact. ``--naflex`` writes the layout of big_vision's NaFlex ViT
+(``models/proj/image_text/naflex_vit.py``): the Dense patch embedding `(p*p*C, W)` and a `(g, g, W)` position
+embedding (the same numbers: SoViT's one model takes both input forms, so the layout is the exporter's choice).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from safetensors.numpy import load_file as load_numpy
 from safetensors.torch import load_file as load_torch
 
 from sovit_hf import SoViTConfig
+from sovit_hf.configuration_sovit import pool_type_spec
 
 from .big_vision_keys import INVERSE_TRANSFORMS, checkpoint_rules
 from .npz import CheckpointError, float32_to_bfloat16_bits, save_npz_atomic
@@ -38,8 +42,8 @@ def _read_weights(folder: Path) -> dict[str, np.ndarray]:
         return {k: v.float().numpy() for k, v in load_torch(path).items()}
 
 
-def to_big_vision_arrays(folder: str | Path, scan: bool = False) -> dict[str, np.ndarray]:
-    """big_vision arrays (float32, no prefix) of the SoViT folder ``folder``."""
+def to_big_vision_arrays(folder: str | Path, scan: bool = False, naflex: bool = False) -> dict[str, np.ndarray]:
+    """big_vision arrays (float32, no prefix) of the SoViT folder ``folder`` (``naflex``: NaFlex ViT layout)."""
     folder = Path(folder)
     config = SoViTConfig.from_pretrained(folder)
     weights = _read_weights(folder)
@@ -51,7 +55,23 @@ def to_big_vision_arrays(folder: str | Path, scan: bool = False) -> dict[str, np
         raise CheckpointError(f"{folder} does not match its config: unknown {unknown[:3]}, missing {missing[:3]}.")
     heads = config.num_attention_heads
     arrays = {bv: np.ascontiguousarray(INVERSE_TRANSFORMS[t](weights[hf], heads)) for bv, hf, t in rules}
+    if naflex:
+        arrays = naflex_layout(arrays, config)
     return stack_blocks(arrays, config.num_hidden_layers) if scan else arrays
+
+
+def naflex_layout(arrays: dict[str, np.ndarray], config: SoViTConfig) -> dict[str, np.ndarray]:
+    """The conv kernel `(p, p, C, W)` as NaFlex's Dense `(p*p*C, W)`, the `(1, g*g, W)` position embedding as
+    `(g, g, W)` (reshapes: bit-exact)."""
+    if config.posemb != "learn" or pool_type_spec(config.pool_type).class_token:
+        raise CheckpointError("big_vision's NaFlex ViT has a learned position embedding and no class token.")
+    kernel = arrays["embedding/kernel"]
+    grid = config.grid_size
+    return {
+        **arrays,
+        "embedding/kernel": kernel.reshape(-1, kernel.shape[-1]),  # (p, p, C, W) -> (p*p*C, W)
+        "pos_embedding": arrays["pos_embedding"].reshape(grid, grid, -1),  # (1, g*g, W) -> (g, g, W)
+    }
 
 
 def stack_blocks(arrays: dict[str, np.ndarray], depth: int) -> dict[str, np.ndarray]:
@@ -75,6 +95,7 @@ def export(
     prefix: str = "",
     dtype: str = "float32",
     overwrite: bool = False,
+    naflex: bool = False,
 ) -> Path:
     """Write ``folder`` as a big_vision ``.npz`` at ``out`` (atomically); an existing ``out`` needs ``overwrite``."""
     if dtype not in ("float32", "bfloat16"):
@@ -88,7 +109,7 @@ def export(
         raise FileExistsError(f"{out} is a folder; give the path of the .npz file to write.")
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it.")
-    arrays = to_big_vision_arrays(folder, scan=scan)
+    arrays = to_big_vision_arrays(folder, scan=scan, naflex=naflex)
     if dtype == "bfloat16":
         arrays = {k: float32_to_bfloat16_bits(v) for k, v in arrays.items()}
     return save_npz_atomic(out, {prefix + k: v for k, v in arrays.items()})
@@ -104,9 +125,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prefix", default="", help="key prefix, e.g. 'params/' (trainer layout)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    parser.add_argument("--naflex", action="store_true", help="big_vision's NaFlex ViT layout (naflex_vit.py)")
     args = parser.parse_args(argv)
     try:
-        path = export(args.folder, args.out, args.scan, args.prefix, args.dtype, overwrite=args.overwrite)
+        path = export(
+            args.folder, args.out, args.scan, args.prefix, args.dtype, overwrite=args.overwrite, naflex=args.naflex
+        )
     except (CheckpointError, FileNotFoundError, OSError, ValueError) as err:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2

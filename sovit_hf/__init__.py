@@ -21,6 +21,7 @@ from ._source_checkout import install as _install_checkout_finder
 from .configuration_sovit import VARIANTS, SoViTConfig, parse_variant
 from .configuration_sovit_generation import SoViTForConditionalGenerationConfig
 from .image_processing_sovit import SoViTImageProcessor
+from .image_processing_sovit_naflex import SoViTNaFlexImageProcessor
 from .modeling_sovit import SoViTForImageClassification, SoViTModel, SoViTPreTrainedModel
 from .modeling_sovit_generation import SoViTForConditionalGeneration
 from .processing_sovit import SoViTProcessor, train_tokenizer
@@ -39,6 +40,14 @@ try:  # transformers < 5.18 makes AutoImageProcessor itself require torchvision,
     # Both configs: a pipeline on a captioning folder then finds the image processor in-process (no remote-code prompt).
     for config_class in (SoViTConfig, SoViTForConditionalGenerationConfig):
         AutoImageProcessor.register(config_class, image_processor_classes={"pil": SoViTImageProcessor}, exist_ok=True)
+
+    class _NaFlexImageProcessorKey(SoViTConfig):
+        """AutoImageProcessor finds a folder's ``image_processor_type`` among registered classes by name, one class
+        per config class and backend: this key registers the NaFlex processor beside the fixed-size one."""
+
+    AutoImageProcessor.register(
+        _NaFlexImageProcessorKey, image_processor_classes={"pil": SoViTNaFlexImageProcessor}, exist_ok=True
+    )
 except ImportError:
     pass
 # transformers >= 5.25: pipeline() also asks AutoVideoProcessor, which follows preprocessor_config.json's auto_map
@@ -58,6 +67,7 @@ SoViTConfig.register_for_auto_class()
 SoViTModel.register_for_auto_class("AutoModel")
 SoViTForImageClassification.register_for_auto_class("AutoModelForImageClassification")
 SoViTImageProcessor.register_for_auto_class()
+SoViTNaFlexImageProcessor.register_for_auto_class()
 SoViTForConditionalGenerationConfig.register_for_auto_class()
 SoViTForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
 SoViTProcessor.register_for_auto_class("AutoProcessor")
@@ -70,6 +80,7 @@ __all__ = [
     "SoViTForImageClassification",
     "SoViTImageProcessor",
     "SoViTModel",
+    "SoViTNaFlexImageProcessor",
     "SoViTPreTrainedModel",
     "SoViTProcessor",
     "parse_variant",

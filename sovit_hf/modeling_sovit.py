@@ -23,6 +23,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .configuration_sovit import KERNEL_IMPLEMENTATIONS, QKV_IMPLEMENTATIONS, SoViTConfig, pool_type_spec
 from .losses import image_classification_loss
+from .naflex import masked_mean, naflex_embeddings, padding_attention_mask
 from .ops_registry import eager_attention_forward, fused_qkv, qkv_fusable
 from .ops_registry import layer_norm as layer_norm_impl
 from .ops_registry import mlp as mlp_impl
@@ -227,10 +228,16 @@ class SoViTEncoderLayer(GradientCheckpointingLayer):
         self.dropout = nn.Dropout(config.hidden_dropout)
 
     def forward(
-        self, hidden_states: torch.Tensor, output_attentions: bool = False, **kwargs
+        self,
+        hidden_states: torch.Tensor,
+        output_attentions: bool = False,
+        attention_mask: torch.Tensor | None = None,
+        **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         normed = apply_layer_norm(self.config, self.layer_norm1, hidden_states)
-        attn_out, attn_weights = self.self_attn(normed, output_attentions=output_attentions)
+        attn_out, attn_weights = self.self_attn(
+            normed, attention_mask=attention_mask, output_attentions=output_attentions
+        )
         # hidden_states + attn_out and LayerNorm_1 of the sum, in one kernel with layer_norm_implementation="triton"
         normed, hidden_states = apply_layer_norm(
             self.config, self.layer_norm2, self.dropout(attn_out), residual=hidden_states
@@ -248,12 +255,19 @@ class SoViTEncoder(nn.Module):
         self.gradient_checkpointing = False
 
     def forward(
-        self, hidden_states: torch.Tensor, output_attentions: bool = False, output_hidden_states: bool = False
+        self,
+        hidden_states: torch.Tensor,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        attention_mask: torch.Tensor | None = None,
     ) -> BaseModelOutput:
+        """``attention_mask``: additive `(B, 1, L, L)` (NaFlex padding: ``naflex.key_padding_bias``) or None."""
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
         for layer in self.layers:
-            hidden_states, attn_weights = layer(hidden_states, output_attentions=output_attentions)
+            hidden_states, attn_weights = layer(
+                hidden_states, output_attentions=output_attentions, attention_mask=attention_mask
+            )
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
             if output_attentions:
@@ -279,10 +293,13 @@ class SoViTMAPHead(nn.Module):
         self.mlp = SoViTMLP(config, dropout=0.0)  # MAPHead_0/MlpBlock_0
 
     def forward(
-        self, hidden_states: torch.Tensor, output_attentions: bool = False
+        self, hidden_states: torch.Tensor, output_attentions: bool = False, attention_mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``attention_mask``: additive `(B, 1, 1, L)` over the tokens (NaFlex padding) or None."""
         probe = self.probe.to(hidden_states.dtype).expand(hidden_states.shape[0], -1, -1)  # (B, 1, W)
-        x, weights = self.attention(probe, key_value_states=hidden_states, output_attentions=output_attentions)
+        x, weights = self.attention(
+            probe, key_value_states=hidden_states, attention_mask=attention_mask, output_attentions=output_attentions
+        )
         x = x + self.mlp(apply_layer_norm(self.config, self.layernorm, x))
         return x[:, 0], weights  # (B, W)
 
@@ -315,7 +332,9 @@ class SoViTPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["SoViTEmbeddings", "SoViTEncoderLayer", "SoViTMAPHead"]
     _supports_sdpa = True
-    _supports_flex_attn = True  # flex matches eager at head dims 72 and 55, MAP probe included (tests/ecosystem)
+    # flex matches eager at head dims 72 and 55, MAP probe included (tests/ecosystem); NaFlex's padding mask reaches
+    # it as its score mask
+    _supports_flex_attn = True
     _supports_flash_attn = True  # flash_attention_2/3 where flash-attn is installed (transformers checks that)
     _supports_attention_backend = True
 
@@ -417,13 +436,20 @@ class SoViTModel(SoViTPreTrainedModel):
     def get_input_embeddings(self) -> nn.Module:
         return self.embeddings.patch_embedding
 
-    def pool(self, encoded: torch.Tensor, output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """big_vision's pooling of the normed tokens `(B, L, W)` by ``pool_type``."""
+    def pool(
+        self, encoded: torch.Tensor, output_attentions: bool = False, token_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """big_vision's pooling of the normed tokens `(B, L, W)` by ``pool_type``; ``token_mask`` `(B, L)` (NaFlex:
+        True for real tokens) leaves padding out of the MAP head's attention and the mean."""
         pooling = pool_type_spec(self.config.pool_type).pooling
         if pooling == "map":
-            return self.head(encoded, output_attentions=output_attentions)
+            mask = None
+            if token_mask is not None:  # (B, 1, 1, L) additive, or a flex BlockMask
+                implementation = "eager" if output_attentions else self.config._attn_implementation
+                mask = padding_attention_mask(token_mask, encoded.dtype, 1, implementation)
+            return self.head(encoded, output_attentions=output_attentions, attention_mask=mask)
         if pooling == "mean":
-            return encoded.mean(dim=1), None
+            return (encoded.mean(dim=1) if token_mask is None else masked_mean(encoded, token_mask)), None
         if pooling == "first":
             return encoded[:, 0], None
         return encoded, None  # "all"
@@ -435,18 +461,32 @@ class SoViTModel(SoViTPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        pixel_attention_mask: torch.Tensor | None = None,
+        spatial_shapes: torch.Tensor | None = None,
         **kwargs,
     ) -> SoViTModelOutput | tuple:
+        r"""``pixel_values`` `(B, C, H, W)` images, or NaFlex patches `(B, L, p*p*C)` with ``spatial_shapes`` `(B, 2)`
+        and optionally ``pixel_attention_mask`` `(B, L)` (``sovit_hf.naflex``; what ``Siglip2ImageProcessor`` and
+        ``SoViTNaFlexImageProcessor`` return): padding is masked in every attention and left out of the pooling."""
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
         output_hidden_states = (
             self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
         )
         return_dict = self.config.return_dict if return_dict is None else return_dict
 
-        embeddings = self.embeddings(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
-        encoder_out = self.encoder(embeddings, output_attentions, output_hidden_states)
+        token_mask = attention_mask = None
+        if pixel_values.dim() == 3:  # NaFlex: pre-patchified images of different grids, padded
+            embeddings, token_mask = naflex_embeddings(
+                self.embeddings, pixel_values, spatial_shapes, pixel_attention_mask
+            )  # (B, L, W), (B, L)
+            implementation = "eager" if output_attentions else self.config._attn_implementation
+            # (B, 1, L, L) additive (a broadcast view of one row per image), or a flex BlockMask
+            attention_mask = padding_attention_mask(token_mask, embeddings.dtype, embeddings.shape[1], implementation)
+        else:
+            embeddings = self.embeddings(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
+        encoder_out = self.encoder(embeddings, output_attentions, output_hidden_states, attention_mask=attention_mask)
         encoded = apply_layer_norm(self.config, self.post_layernorm, encoder_out.last_hidden_state)  # (B, L, W)
-        pooled, map_attention = self.pool(encoded, output_attentions)
+        pooled, map_attention = self.pool(encoded, output_attentions, token_mask=token_mask)
         if self.pre_logits is not None:
             pooled = self.pre_logits(pooled)
         out = SoViTModelOutput(
@@ -500,12 +540,16 @@ class SoViTForImageClassification(SoViTPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        pixel_attention_mask: torch.Tensor | None = None,
+        spatial_shapes: torch.Tensor | None = None,
         **kwargs,
     ) -> SoViTImageClassifierOutput | tuple:
         return_dict = self.config.return_dict if return_dict is None else return_dict
         outputs = self.sovit(
             pixel_values,
             interpolate_pos_encoding=interpolate_pos_encoding,
+            pixel_attention_mask=pixel_attention_mask,
+            spatial_shapes=spatial_shapes,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
             return_dict=True,
