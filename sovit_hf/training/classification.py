@@ -491,6 +491,10 @@ def training_command(argv: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not {"-h", "--help"} & set(argv):
+        from ..extras import check_extras
+
+        check_extras("train --task classification")  # before any work: datasets, accelerate, scikit-learn
     model_args, data_args, args = parse_args(argv)
     try:
         metrics = run(model_args, data_args, args, command=training_command(argv))
