@@ -167,7 +167,14 @@ def _passthrough(name: str, rest: list[str]) -> int:
     if name == "train":
         task, module, rest = _train_module(rest)
         command = f"train --task {task}"
-    if not {"-h", "--help"} & set(rest):
+    if name == "train" and {"-h", "--help"} & set(rest):  # a screenful: the recipe's own options
+        from .training.tasks import recipe_help
+
+        print(recipe_help(task), end="")
+        raise SystemExit(0)  # as argparse's --help
+    if name == "train" and "--help-trainer" in rest:  # every option, TrainingArguments' included
+        rest = [arg if arg != "--help-trainer" else "--help" for arg in rest]
+    elif not {"-h", "--help"} & set(rest):
         check_extras(command)
     argv0, sys.argv[0] = sys.argv[0], f"sovit {command}"
     try:

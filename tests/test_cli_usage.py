@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -99,3 +100,29 @@ def test_captioning_without_the_text_extra_stops_before_any_work(tmp_path, monke
     with pytest.raises(SystemExit):
         main(["train", "--output_dir", str(out_dir)])
     assert "[train] (datasets not installed)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("task", ["classification", "captioning", "vqa"])
+def test_train_help_fits_a_screen_and_points_to_trainers_options(task, capsys):
+    """`sovit train --help` was 677 lines: the recipe's options now, TrainingArguments' behind --help-trainer."""
+    import dataclasses
+    import importlib
+
+    from sovit_hf.training.tasks import TASK_ARGUMENTS
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--task", task, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    lines = text.splitlines()
+    assert len(lines) <= 100 and max(map(len, lines)) <= 120
+    module, names = TASK_ARGUMENTS[task]
+    for dataclass in (getattr(importlib.import_module(module), name) for name in names[:2]):
+        assert all(re.search(rf"--{f.name}(\s|$)", text, re.M) for f in dataclasses.fields(dataclass))
+    assert "--gradient_accumulation_steps" not in text.split("applies too")[0]  # Trainer's own, listed apart
+    assert f"sovit train --task {task} --help-trainer" in " ".join(text.split())
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--task", task, "--help-trainer"])
+    assert exit_info.value.code == 0
+    full = capsys.readouterr().out
+    assert "--gradient_accumulation_steps" in full and "--label_smoothing_factor" in full

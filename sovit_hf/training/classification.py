@@ -45,8 +45,8 @@ class ModelArguments:
     compute_budget_gflops: float = field(
         default=1000.0,
         metadata={
-            "help": "training compute in GFLOPs: a new model gets the compute-optimal shape of the SoViT "
-            "paper's law for it (sovit_hf.scaling) and trains on the examples the budget pays for; 0 = --variant"
+            "help": "GFLOPs: a new model gets the paper's compute-optimal shape for it and trains on the examples "
+            "it pays for; 0 = --variant"
         },
     )
     variant: str = field(default="mu/4", metadata={"help": "big_vision variant when --compute_budget_gflops 0"})
@@ -57,7 +57,9 @@ class ModelArguments:
     pool_type: str = field(default="map")
     classification_loss: str = field(default="softmax", metadata={"help": "softmax or sigmoid"})
     head_bias_init: float = field(default=0.0, metadata={"help": "e.g. -6.9 with the sigmoid loss"})
-    label_smoothing: float = field(default=0.0)
+    label_smoothing: float = field(
+        default=0.0, metadata={"help": "in the model's loss (big_vision's); keep Trainer's --label_smoothing_factor 0"}
+    )
     attn_implementation: str = field(default="sdpa")
 
 
@@ -93,7 +95,13 @@ class SoViTTrainingArguments(TrainingArguments):
     """``TrainingArguments`` with defaults for SoViT and the papers' optimizers."""
 
     output_dir: str = field(default="outputs/sovit-digits")
-    optimizer: str = field(default="adamw", metadata={"help": "adamw | big_vision_adafactor | sgd_finetune"})
+    optimizer: str = field(
+        default="adamw",
+        metadata={
+            "help": "adamw (Trainer's: --optim picks it) | big_vision_adafactor | sgd_finetune (the papers', "
+            "docs/training_optim.md)"
+        },
+    )
     layer_decay: float | None = field(default=None, metadata={"help": "layer-wise lr decay, e.g. 0.85"})
     num_train_epochs: float = field(default=30.0, metadata={"help": "set from the budget for compute-optimal shapes"})
     per_device_train_batch_size: int = field(default=64)
