@@ -18,6 +18,9 @@ setup(
     # in site-packages); run from a checkout without installing, sovit_hf/_source_checkout.py finds the same name.
     packages=[*find_packages(include=["sovit_hf", "sovit_hf.*"]), "sovit_hf.conversion"],
     package_dir={"sovit_hf.conversion": "conversion"},
+    # The `sovit` command's entry point, outside the package so that `sovit --help` imports neither torch nor
+    # transformers (importing any sovit_hf module first runs the package's __init__).
+    py_modules=["sovit_cli"],
     install_requires=[
         "torch>=2.6",
         "transformers>=5.17,<6",
@@ -63,5 +66,5 @@ setup(
     },
     # evaluate metric scripts (sovit_hf/metrics/<name>/<name>.py) are data: evaluate.load copies and imports them.
     package_data={"sovit_hf.scaling": ["data/*.csv"], "sovit_hf.metrics": ["*/*.py"]},
-    entry_points={"console_scripts": ["sovit=sovit_hf.cli:main"]},
+    entry_points={"console_scripts": ["sovit=sovit_cli:main"]},
 )

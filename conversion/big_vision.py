@@ -226,7 +226,8 @@ def convert(
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m sovit_hf.conversion.big_vision", description=__doc__.split("\n\n")[0]
+        prog=sys.argv[0] if sys.argv[0].startswith("sovit ") else "python -m sovit_hf.conversion.big_vision",
+        description=__doc__.split("\n\n")[0],
     )
     parser.add_argument("source", help="big_vision checkpoint: FILE.npz or FILE.npz:SUBTREE (e.g. ':img' of SigLIP)")
     parser.add_argument("out_dir", help="output folder (a transformers model folder)")

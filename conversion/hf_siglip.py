@@ -17,17 +17,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 
-from sovit_hf import SoViTConfig, SoViTImageProcessor, SoViTModel
+from sovit_hf import SoViTImageProcessor, SoViTModel
 from sovit_hf.configuration_sovit import POOL_TYPE_SPECS, pool_type_spec
 from sovit_hf.image_processing_sovit_naflex import SoViTNaFlexImageProcessor
 from sovit_hf.model_card import write_model_card
+from sovit_hf.siglip_loading import sovit_config_from_siglip
 
 from .output_folder import check_output_folder, portable, write_folder
 
@@ -50,40 +50,6 @@ def read_siglip_vision_config(src: Path) -> dict:
         raise ValueError(f"{src} holds a {model_type!r} model; expected one of {', '.join(map(repr, MODEL_TYPES))}.")
     vision = config["vision_config"] if model_type in ("siglip", "siglip2") else config
     return {**vision, "naflex": model_type.startswith("siglip2")}
-
-
-def _naflex_grid(vision: dict) -> int:
-    """Side of SigLIP 2's square position-embedding grid (``num_patches`` = side^2)."""
-    num_patches = vision.get("num_patches", 256)
-    side = math.isqrt(num_patches)
-    if side * side != num_patches:
-        raise ValueError(f"SigLIP 2 num_patches={num_patches} is not a square grid.")
-    return side
-
-
-def sovit_config_from_siglip(vision: dict, pool_type: str | None = None) -> SoViTConfig:
-    """SoViTConfig for a SigLIP vision config; without the MAP head the pooling defaults to ``none``."""
-    use_head = vision.get("vision_use_head", True)
-    if pool_type is None:
-        pool_type = "map" if use_head else "none"
-    elif use_head and not pool_type_spec(pool_type).map_head:
-        raise ValueError(f"The SigLIP tower has a MAP head; pool_type={pool_type!r} would drop it.")
-    patch_size = vision.get("patch_size", 16)
-    # SigLIP 2 NaFlex: the position table is a num_patches = g x g grid; SoViT's image_size is that grid's pixels.
-    image_size = _naflex_grid(vision) * patch_size if vision.get("naflex") else vision.get("image_size", 224)
-    return SoViTConfig(
-        hidden_size=vision.get("hidden_size", 768),
-        intermediate_size=vision.get("intermediate_size", 3072),
-        num_hidden_layers=vision.get("num_hidden_layers", 12),
-        num_attention_heads=vision.get("num_attention_heads", 12),
-        num_channels=vision.get("num_channels", 3),
-        image_size=image_size,
-        patch_size=patch_size,
-        hidden_act=vision.get("hidden_act", "gelu_pytorch_tanh"),
-        layer_norm_eps=vision.get("layer_norm_eps", 1e-6),
-        attention_dropout=vision.get("attention_dropout", 0.0),
-        pool_type=pool_type,
-    )
 
 
 def read_safetensors(src: Path) -> dict[str, torch.Tensor]:

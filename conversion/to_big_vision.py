@@ -117,7 +117,8 @@ def export(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m sovit_hf.conversion.to_big_vision", description=__doc__.split("\n\n")[0]
+        prog=sys.argv[0] if sys.argv[0].startswith("sovit ") else "python -m sovit_hf.conversion.to_big_vision",
+        description=__doc__.split("\n\n")[0],
     )
     parser.add_argument("folder", help="SoViT folder written by save_pretrained")
     parser.add_argument("out", help="output .npz")

@@ -371,6 +371,17 @@ class SoViTPreTrainedModel(PreTrainedModel):
         if attention is not None:
             self.set_attn_implementation(attention)
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """``PreTrainedModel.from_pretrained``; a transformers SigLIP folder (``SiglipVisionModel``, ``SiglipModel``)
+        loads too, through transformers' weight conversion (sovit_hf/siglip_loading.py)."""
+        from .siglip_loading import load_siglip_folder
+
+        model = load_siglip_folder(cls, pretrained_model_name_or_path, model_args, kwargs)
+        if model is None:
+            model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        return model
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         """big_vision's initialisers (vit.py @0127fb6), for from-scratch training such as scaling sweeps.

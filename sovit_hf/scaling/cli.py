@@ -70,6 +70,9 @@ def _fit(args: argparse.Namespace) -> int:
         fits = fit_shape_laws(
             data, shared_c=not args.no_shared_c, bootstrap=args.bootstrap, confidence=args.confidence, seed=args.seed
         )
+    except OSError as err:  # a missing or unreadable CSV: one line, no traceback
+        print(f"sovit fit: error: {args.runs}: {err.strerror or err}", file=sys.stderr)
+        return 2
     except (ValueError, FitError) as err:
         print(f"sovit fit: error: {err}", file=sys.stderr)
         return 2

@@ -17,6 +17,10 @@ from .seq2seq import main as _main
 
 
 def main(argv: list[str] | None = None) -> int:
+    if not {"-h", "--help"} & set(sys.argv[1:] if argv is None else argv):
+        from ..extras import check_extras
+
+        check_extras("train --task captioning")  # before any work: [train] and [text] (CIDEr, BLEU)
     return _main(CAPTIONING, argv)
 
 

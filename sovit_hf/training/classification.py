@@ -45,8 +45,8 @@ class ModelArguments:
     compute_budget_gflops: float = field(
         default=1000.0,
         metadata={
-            "help": "training compute in GFLOPs: a new model gets the compute-optimal shape of the SoViT "
-            "paper's law for it (sovit_hf.scaling) and trains on the examples the budget pays for; 0 = --variant"
+            "help": "GFLOPs: a new model gets the paper's compute-optimal shape for it and trains on the examples "
+            "it pays for; 0 = --variant"
         },
     )
     variant: str = field(default="mu/4", metadata={"help": "big_vision variant when --compute_budget_gflops 0"})
@@ -57,7 +57,9 @@ class ModelArguments:
     pool_type: str = field(default="map")
     classification_loss: str = field(default="softmax", metadata={"help": "softmax or sigmoid"})
     head_bias_init: float = field(default=0.0, metadata={"help": "e.g. -6.9 with the sigmoid loss"})
-    label_smoothing: float = field(default=0.0)
+    label_smoothing: float = field(
+        default=0.0, metadata={"help": "in the model's loss (big_vision's); keep Trainer's --label_smoothing_factor 0"}
+    )
     attn_implementation: str = field(default="sdpa")
 
 
@@ -67,7 +69,9 @@ class DataArguments:
     dataset_config: str | None = field(default=None)
     data_dir: str | None = field(default=None)
     train_split: str = field(default="train")
-    eval_split: str = field(default="test")
+    eval_split: str | None = field(
+        default=None, metadata={"help": "default: 'validation' if the dataset has it, else 'test', else held out"}
+    )
     image_column: str = field(default="image")
     label_column: str = field(default="label")
     eval_fraction: float = field(default=0.02, metadata={"help": "held out from train if there is no eval split"})
@@ -91,7 +95,13 @@ class SoViTTrainingArguments(TrainingArguments):
     """``TrainingArguments`` with defaults for SoViT and the papers' optimizers."""
 
     output_dir: str = field(default="outputs/sovit-digits")
-    optimizer: str = field(default="adamw", metadata={"help": "adamw | big_vision_adafactor | sgd_finetune"})
+    optimizer: str = field(
+        default="adamw",
+        metadata={
+            "help": "adamw (Trainer's: --optim picks it) | big_vision_adafactor | sgd_finetune (the papers', "
+            "docs/training_optim.md)"
+        },
+    )
     layer_decay: float | None = field(default=None, metadata={"help": "layer-wise lr decay, e.g. 0.85"})
     num_train_epochs: float = field(default=30.0, metadata={"help": "set from the budget for compute-optimal shapes"})
     per_device_train_batch_size: int = field(default=64)
@@ -408,6 +418,23 @@ def run(
         callbacks.append(FewShotCallback(train.with_transform(plain), train_labels, eval_ds, eval_labels, shots))
     steps_per_epoch = -(-(n_train or 0) // global_batch)
     total = args.max_steps if args.max_steps > 0 else int(steps_per_epoch * args.num_train_epochs)
+    from .schedules import decaying_warmup
+
+    args.warmup_steps, warmup_note = decaying_warmup(args.warmup_steps, total)
+    n_eval = num_examples(evaluation, data_args.eval_split)
+    if args.process_index == 0:
+        print(
+            training_plan(
+                model.config,
+                model_args,
+                data_args,
+                args,
+                dict(n_train=n_train, n_eval=n_eval, total=total, per_epoch=steps_per_epoch, batch=global_batch),
+                budget_examples,
+                warmup_note,
+            ),
+            flush=True,
+        )
     model_fields = ("hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads", "patch_size")
     report = dict(
         start=start,
@@ -419,7 +446,7 @@ def run(
         record={
             "dataset": data_args.dataset_name,
             "train_examples": n_train,
-            "eval_examples": num_examples(evaluation, data_args.eval_split),
+            "eval_examples": n_eval,
             "model": {k: getattr(model.config, k) for k in (*model_fields, "image_size")},
             "parameters": sum(p.numel() for p in model.parameters()),
             "epochs": args.num_train_epochs,
@@ -442,6 +469,71 @@ def run(
     )
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     return finish_run(trainer, **report)
+
+
+def choose_threads(args: TrainingArguments) -> str | None:
+    """On CPU, with ``OMP_NUM_THREADS`` unset: as many torch threads as the other processes leave cores free (the
+    1-minute load average counts them), at least one; a note saying so when that is fewer than torch's default.
+    With one other busy process on 2 cores, 1 thread trained several times faster than 2 (benchmarks/results/
+    busy_threads.json)."""
+    if (torch.cuda.is_available() and not args.use_cpu) or os.environ.get("OMP_NUM_THREADS"):
+        return None
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    free, current = max(1, int(cpus - load + 0.5)), torch.get_num_threads()
+    if free >= current:
+        return None
+    torch.set_num_threads(free)
+    return (
+        f"the machine is busy (1-minute load {load:.1f} on {cpus} cores): training with {free} torch thread"
+        f"{'s' * (free > 1)} instead of {current} (OMP_NUM_THREADS=N chooses)"
+    )
+
+
+def training_plan(config, model_args, data_args, args, sizes: dict, budget_examples, warmup_note) -> str:
+    """The block printed before training: shape, data sizes, steps, epochs, batch, budget and evaluation split."""
+    shape = (
+        f"width {config.hidden_size}, depth {config.num_hidden_layers}, MLP {config.intermediate_size}, "
+        f"{config.num_attention_heads} heads, patch {config.patch_size}, {config.image_size} px"
+    )
+    if model_args.model_name_or_path:
+        origin = f"fine-tuned from {model_args.model_name_or_path}"
+    elif budget_examples is not None:
+        origin = (
+            f"compute-optimal for {model_args.compute_budget_gflops:,.0f} GFLOPs (--compute_budget_gflops), which "
+            f"pays for {budget_examples:,.0f} training examples"
+        )
+    else:
+        origin = f"variant {model_args.variant}"
+    n_train, n_eval, total = sizes["n_train"], sizes["n_eval"], sizes["total"]
+    schedule = getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)  # a SchedulerType enum or a string
+    epochs = total / sizes["per_epoch"] if sizes["per_epoch"] else float("nan")
+    evaluation = f"split '{data_args.eval_split}'"
+    if getattr(data_args, "eval_held_out", False):
+        evaluation = (
+            f"{data_args.eval_fraction:.0%} of '{data_args.train_split}' held out (no split '{data_args.eval_split}')"
+        )
+    step = args.eval_steps or 0
+    every = f"every {int(step if step >= 1 else max(round(step * total), 1)):,} steps and " if step else ""
+    lines = [
+        f"plan: SoViT {shape}; {origin}",
+        f"  data: {_count(n_train)} training examples (split '{data_args.train_split}'), {_count(n_eval)} evaluation "
+        f"examples ({evaluation})",
+        f"  steps: {total:,} = {epochs:,.2f} epochs x {sizes['per_epoch']:,} steps of batch {sizes['batch']:,}; "
+        f"learning rate {args.learning_rate:g}, {schedule} after {int(args.warmup_steps):,} warm-up "
+        f"steps ({args.optimizer})",
+        f"  evaluation: {every}at the end, on {evaluation}"
+        + (f"; few-shot probes {data_args.fewshot_shots}" if data_args.fewshot_shots else ""),
+    ]
+    if warmup_note:
+        lines.append(f"  note: {warmup_note}")
+    if n_eval is not None and n_eval < 50:
+        lines.append(f"  note: {n_eval} evaluation examples: accuracy moves in steps of {1 / n_eval:.1%}")
+    return "\n".join(lines)
+
+
+def _count(n: int | None) -> str:
+    return "an unknown number of" if n is None else f"{n:,}"
 
 
 def run_cpu_fsdp(model, train_ds, eval_ds, processor, args, epoch: AugmentationEpoch, report: dict) -> dict:
@@ -491,7 +583,14 @@ def training_command(argv: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not {"-h", "--help"} & set(argv):
+        from ..extras import check_extras
+
+        check_extras("train --task classification")  # before any work: datasets, accelerate, scikit-learn
     model_args, data_args, args = parse_args(argv)
+    note = choose_threads(args)
+    if note and args.process_index == 0:
+        print(f"note: {note}")
     try:
         metrics = run(model_args, data_args, args, command=training_command(argv))
     except ValueError as err:

@@ -165,14 +165,29 @@ def num_examples(dataset, split: str) -> int | None:
     return getattr(info, "num_examples", None) or None
 
 
+EVAL_SPLITS = ("validation", "test")  # tried in this order when no eval split is named (transformers' examples)
+
+
+def resolve_eval_split(dataset, requested: str | None) -> str | None:
+    """The split that evaluates: ``requested`` when named, else ``validation`` when the dataset has one, else
+    ``test``; None when the dataset has neither (part of train is then held out)."""
+    if requested is not None:
+        return requested if requested in dataset else None
+    return next((name for name in EVAL_SPLITS if name in dataset), None)
+
+
 def train_eval_splits(dataset, data_args, seed: int):
-    """``(train, eval)`` of a ``DatasetDict``: the named splits, or ``eval_fraction`` of train held out when there is
-    no eval split, each cut to ``max_train_samples`` / ``max_eval_samples`` (fields of the recipe's DataArguments).
+    """``(train, eval)`` of a ``DatasetDict``: the named splits (``data_args.eval_split`` None: ``validation``, else
+    ``test``; the name used is written back), or ``eval_fraction`` of train held out when there is no eval split,
+    each cut to ``max_train_samples`` / ``max_eval_samples`` (fields of the recipe's DataArguments).
 
     A streaming ``IterableDatasetDict`` without an eval split holds out its first ``max_eval_samples`` rows (a
     fraction needs the length a stream does not have)."""
     if data_args.train_split not in dataset:
         raise ValueError(f"No split '{data_args.train_split}' in the dataset; splits: {list(dataset)}.")
+    requested = data_args.eval_split
+    data_args.eval_split = resolve_eval_split(dataset, requested) or (requested or "test")
+    data_args.eval_held_out = data_args.eval_split not in dataset  # says so in the plan printed before training
     train = dataset[data_args.train_split]
     if is_stream(train):
         if data_args.eval_split in dataset:

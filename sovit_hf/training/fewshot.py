@@ -130,7 +130,8 @@ def fewshot_accuracy_streamed(
 
 
 class FewShotCallback(TrainerCallback):
-    """Records few-shot accuracy on frozen pre-logits at every evaluation, as ``eval_fewshot_{n}shot`` metrics.
+    """Records few-shot accuracy on frozen pre-logits at every evaluation, as ``eval_fewshot_{n}shot`` metrics, and
+    prints it on the console under Trainer's eval line.
 
     Args:
         train_pixels, train_labels: pool the n-shot examples are drawn from: preprocessed pixels (a tensor, or a
@@ -163,6 +164,11 @@ class FewShotCallback(TrainerCallback):
             metrics[f"eval_fewshot_{n}shot"] = value
         if state.log_history and "eval_loss" in state.log_history[-1]:
             state.log_history[-1].update({f"eval_fewshot_{n}shot": v for n, v in accuracy.items()})
+        if state.is_world_process_zero:  # Trainer printed its eval line before this callback ran: one line more
+            from tqdm.auto import tqdm
+
+            shots = ", ".join(f"{n}-shot {value:.4f}" for n, value in accuracy.items())
+            tqdm.write(f"few-shot accuracy at step {state.global_step}: {shots}")
 
 
 __all__ = [

@@ -91,7 +91,11 @@ def big_vision_schedule(
     if decay_type not in DECAY_TYPES:
         raise ValueError(f"Unknown decay_type {decay_type!r}; expected one of {DECAY_TYPES}.")
     if total_steps > 1 and warmup_steps >= total_steps:
-        raise ValueError(f"warmup_steps ({warmup_steps}) must be < total_steps ({total_steps}).")
+        raise ValueError(
+            f"warmup_steps ({warmup_steps}) must be < total_steps ({total_steps}): pass a shorter warm-up, e.g. "
+            f"warmup_steps={max(total_steps // 10, 1)} (10%), or cooldown_steps too (presets: create_optimizer_and_"
+            "scheduler(..., warmup_steps=...))."
+        )
     if min(warmup_steps, cooldown_steps) < 0 or cooldown_steps > total_steps:
         raise ValueError(f"Need 0 <= cooldown_steps ({cooldown_steps}) <= total_steps ({total_steps}).")
     return functools.partial(
@@ -102,6 +106,21 @@ def big_vision_schedule(
         cooldown_steps=cooldown_steps,
         **kwargs,
     )
+
+
+def decaying_warmup(warmup_steps: float, total_steps: int) -> tuple[int, str | None]:
+    """The warm-up a run of ``total_steps`` gets, so that its learning rate always decays: ``warmup_steps`` (a
+    fraction of the run when below 1, as in ``TrainingArguments``), or 10% of the run when that is more than half of
+    it (a 20-step run with the default 50 warm-up steps would be all warm-up, its rate never decaying). Returns the
+    steps and, when they were shortened, a note saying so."""
+    steps = math.ceil(warmup_steps * total_steps) if 0 < warmup_steps < 1 else int(warmup_steps)
+    if total_steps > 1 and steps > total_steps // 2:
+        shorter = total_steps // 10
+        return shorter, (
+            f"warm-up {steps} steps is more than half of the {total_steps}-step run: {shorter} steps (10%), so the "
+            "learning rate decays"
+        )
+    return steps, None
 
 
 def rsqrt_schedule(
@@ -194,6 +213,7 @@ __all__ = [
     "big_vision_schedule",
     "branch_cooldown",
     "cosine_schedule",
+    "decaying_warmup",
     "lambda_lr",
     "learning_rate_multiplier",
     "rsqrt_schedule",

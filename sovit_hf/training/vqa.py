@@ -18,6 +18,10 @@ from .seq2seq import main as _main
 
 
 def main(argv: list[str] | None = None) -> int:
+    if not {"-h", "--help"} & set(sys.argv[1:] if argv is None else argv):
+        from ..extras import check_extras
+
+        check_extras("train --task vqa")  # before any work: [train]
     return _main(VQA, argv)
 
 

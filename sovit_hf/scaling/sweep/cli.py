@@ -174,7 +174,13 @@ def _all(args: argparse.Namespace) -> int:
         if code == NOT_IDENTIFIED and name == "fit" and args.fallback:
             continue
         if code and name != "validate":
-            print(f"sovit sweep all: stopped after `{name}` (exit {code})", file=sys.stderr)
+            hint = ""
+            if code == NOT_IDENTIFIED and name == "fit":  # e.g. the micro preset: a pipeline check, too small to fit
+                hint = (
+                    ": the star sweep did not identify Eq. 2 (tiny presets such as micro cannot); add --fallback to "
+                    "validate the paper's exponents on this sweep's grid anchor instead"
+                )
+            print(f"sovit sweep all: stopped after `{name}` (exit {code}){hint}", file=sys.stderr)
             return code
     record = {"wall_s": time.perf_counter() - start, "stages_s": stamps, "jobs": args.jobs}
     from .plan import write_json_atomic
@@ -187,7 +193,12 @@ def _all(args: argparse.Namespace) -> int:
 def _add_common(parser: argparse.ArgumentParser, *names: str) -> None:
     parser.add_argument("folder", help="the sweep folder (plan, results, rows, law, plots)")
     if "spec" in names:
-        parser.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
+        parser.add_argument(
+            "--preset",
+            default="cpu",
+            choices=sorted(PRESETS),
+            help="micro: a minutes-long check of the pipeline, too small to fit Eq. 2 (use `all --fallback`)",
+        )
         parser.add_argument("--override", help="JSON object of SweepSpec fields replacing the preset's")
         parser.add_argument("--spec", help="a JSON file of every SweepSpec field (instead of --preset)")
         parser.add_argument(
