@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from sovit_hf import SoViTImageProcessor, SoViTModel
+from sovit_hf import SoViTConfig, SoViTImageProcessor, SoViTModel
 from sovit_hf.configuration_sovit import POOL_TYPE_SPECS, pool_type_spec
 from sovit_hf.image_processing_sovit_naflex import SoViTNaFlexImageProcessor
 from sovit_hf.model_card import write_model_card
