@@ -12,7 +12,8 @@ big_vision's ``vit.fix_old_checkpoints`` and ``load_params`` (big_vision @0127fb
 * a ``pos_embedding`` with g*g + 1 rows (class-token row included) split, its first row added into ``cls``;
 * a MAP head inlined at the root (``probe``, ``MultiHeadDotProductAttention_0``, ``LayerNorm_0``, ``MlpBlock_0``)
   moved under ``MAPHead_0``;
-* scanned blocks (``Transformer/encoderblock`` with a leading depth axis) indexed per layer (never squeezed).
+* scanned blocks (``Transformer/encoderblock``, or a text tower's ``Encoder_0/encoderblock``, with a leading depth
+  axis) indexed per layer (never squeezed).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from .npz import CheckpointError, npz_header, recover_dtype, split_subtree
 
 PREFIXES = ("params/", "opt/target/")
 _INLINED_MAP = ("probe", "MultiHeadDotProductAttention_0", "LayerNorm_0", "MlpBlock_0")
-_SCANNED = "Transformer/encoderblock/"
+# Scanned encoders: the ViT's ``Transformer`` and the text transformer's ``Encoder_0`` (two-tower ``txt/``).
+_SCANNED = ("Transformer/encoderblock/", "Encoder_0/encoderblock/")
 MAX_SCANNED_DEPTH = INT_FIELD_RANGES["num_hidden_layers"][1]  # the same bound as a config's depth
 
 
@@ -111,14 +113,14 @@ class BigVisionCheckpoint:
 
     def _add(self, key: str, source: str, shape: tuple[int, ...]) -> None:
         if key.startswith(_SCANNED):  # (depth, ...) -> encoderblock_{i}
-            rest = key[len(_SCANNED) :]
+            root, rest = key.split("/encoderblock/", 1)
             if not shape or not 1 <= shape[0] <= MAX_SCANNED_DEPTH:
                 raise CheckpointError(
                     f"{source}: a scanned tensor needs a leading depth in [1, {MAX_SCANNED_DEPTH}], got shape {shape}."
                 )
             for i in range(shape[0]):
                 self._put(
-                    f"Transformer/encoderblock_{i}/{rest}",
+                    f"{root}/encoderblock_{i}/{rest}",
                     Entry(source, shape[1:], lambda get, s=source, i=i: get(s)[i]),
                 )
         else:

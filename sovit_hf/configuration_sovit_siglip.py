@@ -119,7 +119,7 @@ class SoViTTextConfig(PreTrainedConfig):
         return self.hidden_size // self.num_attention_heads
 
     @property
-    def embed_dim(self) -> int:
+    def output_size(self) -> int:
         """Width of the text embedding (the head's output, or the encoder width without a head)."""
         return self.projection_size or self.hidden_size
 
@@ -197,9 +197,9 @@ class SoViTSiglipConfig(PreTrainedConfig):
         if self.vision_config.pool_type == "none":
             raise ValueError("The image tower of a two-tower model must pool (pool_type 'none' keeps every token).")
         vision_dim = self.vision_embed_dim
-        if vision_dim != self.text_config.embed_dim:
+        if vision_dim != self.text_config.output_size:
             raise ValueError(
-                f"The image embedding has {vision_dim} dims but the text embedding {self.text_config.embed_dim}: "
+                f"The image embedding has {vision_dim} dims but the text embedding {self.text_config.output_size}: "
                 "set vision_projection_size / text_config.projection_size so that they agree."
             )
 
