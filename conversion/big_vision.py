@@ -185,7 +185,10 @@ def convert(
 
     if is_two_tower(source):
         return _convert_two_towers(source, out_dir, image_size, dtype, reference, progress, command, **overrides)
+    if overrides.pop("tokenizer", None) is not None:
+        raise CheckpointError("--tokenizer goes with a text tower: convert a whole two-tower file for it.")
     overrides.pop("text_pool_type", None)
+    overrides.pop("canonicalize", None)
     model, report = load_big_vision(source, image_size=image_size, dtype=dtype, progress=progress, **overrides)
     size, channels = model.config.image_size, model.config.num_channels
     with torch.no_grad():
@@ -236,6 +239,9 @@ def _convert_two_towers(
         raise CheckpointError(f"Unknown dtype {dtype!r}; expected one of {list(DTYPES)}.")
     if image_size is not None:
         raise CheckpointError("--image-size resamples an image tower: convert FILE.npz:img for that.")
+    tokenizer, canonicalize = overrides.pop("tokenizer", None), overrides.pop("canonicalize", False)
+    if tokenizer is not None and not Path(tokenizer).is_file():
+        raise CheckpointError(f"--tokenizer {tokenizer}: no such SentencePiece model file.")
     model, skipped = load_two_towers(source, dtype=DTYPES[dtype], progress=progress, **overrides)
     report = ConversionReport(source=str(source), skipped=skipped)
     vision, text = model.config.vision_config, model.config.text_config
@@ -253,7 +259,10 @@ def _convert_two_towers(
 
     def fill(folder: Path) -> None:
         model.save_pretrained(folder)
-        SoViTImageProcessor(size={"height": size, "width": size}).save_pretrained(folder)
+        image_processor = SoViTImageProcessor(size={"height": size, "width": size})
+        image_processor.save_pretrained(folder)
+        if tokenizer is not None:
+            save_text_processing(folder, image_processor, tokenizer, text.max_position_embeddings, canonicalize)
         write_model_card(
             folder,
             model.config,
@@ -264,6 +273,20 @@ def _convert_two_towers(
         )
 
     return write_folder(out_dir, fill, tool="sovit_hf.conversion.big_vision"), report
+
+
+def save_text_processing(
+    folder: Path, image_processor: SoViTImageProcessor, spm_model: str | Path, text_length: int, canonicalize: bool
+) -> None:
+    """Write the tokenizer (the SentencePiece model and the checkpoint's text settings) and the image + text
+    processor into a two-tower folder, so that ``AutoTokenizer`` / ``AutoProcessor`` reproduce the preprocessing."""
+    from sovit_hf import SoViTSiglipProcessor, SoViTSiglipTokenizer
+
+    try:
+        tokenizer = SoViTSiglipTokenizer(str(spm_model), text_length=text_length, canonicalize=canonicalize)
+    except (OSError, RuntimeError) as err:
+        raise CheckpointError(f"--tokenizer {spm_model}: not a readable SentencePiece model ({err}).") from err
+    SoViTSiglipProcessor(image_processor, tokenizer).save_pretrained(folder)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -288,6 +311,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="two-tower files: the text tower's pooling (default last, SigLIP's; the tensors cannot tell)",
     )
+    parser.add_argument(
+        "--tokenizer",
+        default=None,
+        help="two-tower files: the checkpoint's SentencePiece .model (big_vision's c4_en / mc4 file), saved into the "
+        "folder with the text length, for AutoTokenizer / AutoProcessor and the zero-shot pipeline",
+    )
+    parser.add_argument(
+        "--canonicalize",
+        action="store_true",
+        help="with --tokenizer: canonicalise every text (big_vision's canonicalize_text: punctuation removed, ...)",
+    )
     parser.add_argument("--image-size", type=int, default=None, help="resample the position embedding to this size")
     parser.add_argument("--dtype", choices=list(DTYPES), default="float32")
     parser.add_argument("--reference", default=None, help="big_vision outputs (.npz) to measure agreement against")
@@ -300,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {"pool_type": args.pool_type} if args.pool_type else {}
     if args.text_pool_type:
         overrides["text_pool_type"] = args.text_pool_type
+    if args.tokenizer:
+        overrides.update(tokenizer=args.tokenizer, canonicalize=args.canonicalize)
     command = portable("python -m sovit_hf.conversion.big_vision " + " ".join(sys.argv[1:] if argv is None else argv))
     try:
         path, report = convert(

@@ -185,9 +185,7 @@ def load_siglip_two_towers(src: str | Path) -> SoViTSiglipModel:
         raise ValueError(f"{src} holds a {config.get('model_type')!r} model; two towers need a 'siglip' SiglipModel.")
     vision = sovit_config_from_siglip(config["vision_config"])
     text = sovit_text_config_from_siglip(config.get("text_config") or {})
-    sovit_config = SoViTSiglipConfig(
-        vision_config=vision.to_dict(), text_config=text.to_dict()
-    )
+    sovit_config = SoViTSiglipConfig(vision_config=vision.to_dict(), text_config=text.to_dict())
     tensors = read_safetensors(src)
     vision_tensors = {k: v for k, v in tensors.items() if k.startswith("vision_model.")}
     vision_state, _ = siglip_to_sovit_state_dict(vision_tensors, vision.hidden_size)
@@ -249,6 +247,8 @@ def convert(
     overwrite: bool = False,
     command: str | None = None,
     towers: str = "vision",
+    tokenizer: str | Path | None = None,
+    canonicalize: bool = False,
 ) -> Path:
     """Convert ``src`` into ``out_dir``: its vision tower (a ``SoViTModel``), or with ``towers="both"`` a
     ``SiglipModel``'s two towers (a ``SoViTSiglipModel``)."""
@@ -257,7 +257,9 @@ def convert(
     if towers == "both":
         if pool_type is not None:
             raise ValueError("--pool-type applies to a vision tower alone; SigLIP's two towers keep the MAP head.")
-        return _convert_two_towers(src, out_dir, verify, command)
+        return _convert_two_towers(src, out_dir, verify, command, tokenizer, canonicalize)
+    if tokenizer is not None:
+        raise ValueError("--tokenizer goes with a text tower: pass --towers both.")
     model, skipped = load_siglip_as_sovit(src, pool_type)
     bad = [name for name, tensor in model.state_dict().items() if not torch.isfinite(tensor).all()]
     if bad:  # checked with or without --no-verify: never write NaN/Inf weights
@@ -290,7 +292,13 @@ def convert(
     return out_dir
 
 
-def _convert_two_towers(src: Path, out_dir: Path, verify: bool, command: str | None) -> Path:
+def _convert_two_towers(
+    src: Path, out_dir: Path, verify: bool, command: str | None, tokenizer=None, canonicalize: bool = False
+) -> Path:
+    from .big_vision import save_text_processing
+
+    if tokenizer is not None and not Path(tokenizer).is_file():
+        raise FileNotFoundError(f"--tokenizer {tokenizer}: no such SentencePiece model file.")
     model = load_siglip_two_towers(src)
     bad = [name for name, tensor in model.state_dict().items() if not torch.isfinite(tensor).all()]
     if bad:
@@ -303,7 +311,11 @@ def _convert_two_towers(src: Path, out_dir: Path, verify: bool, command: str | N
 
     def fill(folder: Path) -> None:
         model.save_pretrained(folder)
-        image_processor_for(src, model.config.vision_config.image_size).save_pretrained(folder)
+        image_processor = image_processor_for(src, model.config.vision_config.image_size)
+        image_processor.save_pretrained(folder)
+        if tokenizer is not None:
+            length = model.config.text_config.max_position_embeddings
+            save_text_processing(folder, image_processor, tokenizer, length, canonicalize)
         write_model_card(
             folder,
             model.config,
@@ -332,13 +344,23 @@ def main(argv: list[str] | None = None) -> int:
         default="vision",
         help="vision: the image tower alone (SoViTModel); both: a SiglipModel's two towers (SoViTSiglipModel)",
     )
+    parser.add_argument("--tokenizer", default=None, help="with --towers both: the SentencePiece .model to save")
+    parser.add_argument("--canonicalize", action="store_true", help="with --tokenizer: canonicalise every text")
     parser.add_argument("--no-verify", action="store_true", help="skip the comparison with SiglipVisionModel")
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
     command = portable("python -m sovit_hf.conversion.hf_siglip " + " ".join(sys.argv[1:] if argv is None else argv))
     try:
         out = convert(
-            args.src_dir, args.out_dir, args.pool_type, not args.no_verify, args.overwrite, command, args.towers
+            args.src_dir,
+            args.out_dir,
+            args.pool_type,
+            not args.no_verify,
+            args.overwrite,
+            command,
+            args.towers,
+            args.tokenizer,
+            args.canonicalize,
         )
     except (FileExistsError, FileNotFoundError, KeyError, ValueError, RuntimeError, OSError) as err:
         message = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)

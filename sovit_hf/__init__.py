@@ -13,6 +13,7 @@ from transformers import (
     AutoModelForImageTextToText,
     AutoModelForZeroShotImageClassification,
     AutoProcessor,
+    AutoTokenizer,
 )
 
 from . import ops_registry  # noqa: F401  registers attn_implementation="sovit_triton" (docs/kernels.md)
@@ -25,6 +26,8 @@ from .modeling_sovit import SoViTForImageClassification, SoViTModel, SoViTPreTra
 from .modeling_sovit_generation import SoViTForConditionalGeneration
 from .modeling_sovit_siglip import SoViTSiglipModel, SoViTTextModel
 from .processing_sovit import SoViTProcessor, train_tokenizer
+from .processing_sovit_siglip import SoViTSiglipProcessor
+from .tokenization_sovit_siglip import SoViTSiglipTokenizer
 
 __version__ = "0.1.0"
 
@@ -42,6 +45,8 @@ AutoModel.register(SoViTTextConfig, SoViTTextModel, exist_ok=True)
 AutoConfig.register(SoViTSiglipConfig.model_type, SoViTSiglipConfig, exist_ok=True)
 AutoModel.register(SoViTSiglipConfig, SoViTSiglipModel, exist_ok=True)
 AutoModelForZeroShotImageClassification.register(SoViTSiglipConfig, SoViTSiglipModel, exist_ok=True)
+AutoTokenizer.register(SoViTSiglipConfig, SoViTSiglipTokenizer, exist_ok=True)
+AutoProcessor.register(SoViTSiglipConfig, SoViTSiglipProcessor, exist_ok=True)
 try:  # transformers < 5.18 makes AutoImageProcessor itself require torchvision, which this package never needs
     # Both configs: a pipeline on a captioning folder then finds the image processor in-process (no remote-code prompt).
     for config_class in (SoViTConfig, SoViTForConditionalGenerationConfig, SoViTSiglipConfig):
@@ -59,6 +64,8 @@ SoViTForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToTe
 SoViTProcessor.register_for_auto_class("AutoProcessor")
 SoViTSiglipConfig.register_for_auto_class()
 SoViTSiglipModel.register_for_auto_class("AutoModel")
+SoViTSiglipTokenizer.register_for_auto_class("AutoTokenizer")
+SoViTSiglipProcessor.register_for_auto_class("AutoProcessor")
 
 __all__ = [
     "VARIANTS",
@@ -72,6 +79,8 @@ __all__ = [
     "SoViTProcessor",
     "SoViTSiglipConfig",
     "SoViTSiglipModel",
+    "SoViTSiglipProcessor",
+    "SoViTSiglipTokenizer",
     "SoViTTextConfig",
     "SoViTTextModel",
     "parse_variant",
