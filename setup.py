@@ -40,6 +40,8 @@ setup(
         # modules in sovit_hf/metrics (without it the recipes call the same functions directly).
         "text": ["pycocoevalcap>=1.2", "sacrebleu>=2.4", "evaluate>=0.4.6"],
         "triton": ["triton>=3.6"],
+        # Two towers: SoViTSiglipTokenizer reads big_vision's SentencePiece .model files.
+        "siglip": ["sentencepiece>=0.2"],
         "plot": ["matplotlib>=3.7"],
         "dev": [
             "pytest>=8",
@@ -51,6 +53,7 @@ setup(
             "pycocoevalcap>=1.2",
             "sacrebleu>=2.4",
             "evaluate>=0.4.6",
+            "sentencepiece>=0.2",
             "triton==3.6.0; platform_system == 'Linux'",  # the version CI tests (and the GPU machine's)
         ],
     },

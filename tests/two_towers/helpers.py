@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -64,4 +65,8 @@ def perturbed_siglip(text_length: int = 8, vocab: int = VOCAB, seed: int = 0):
     from tests.conftest import perturb_
 
     torch.manual_seed(seed)
-    return perturb_(SiglipModel(siglip_config(text_length, vocab)), 0.02, seed=seed).eval()
+    model = perturb_(SiglipModel(siglip_config(text_length, vocab)), 0.02, seed=seed).eval()
+    with torch.no_grad():  # SigLIP's trained scale: t = log(10) and b = -10 (the SigLIP paper's initialisation)
+        model.logit_scale.fill_(math.log(10.0))
+        model.logit_bias.fill_(-10.0)
+    return model
