@@ -29,7 +29,7 @@ from sovit_hf import SoViTConfig, SoViTForImageClassification, SoViTImageProcess
 from sovit_hf.configuration_sovit import POOL_TYPES
 from sovit_hf.configuration_sovit_siglip import TEXT_POOL_TYPES
 
-from .big_vision_keys import TRANSFORMS, checkpoint_rules, expected_shapes, infer_config_kwargs
+from .big_vision_keys import TRANSFORMS, check_rules, checkpoint_rules, expected_shapes, infer_config_kwargs
 from .layouts import BigVisionCheckpoint
 from .npz import CheckpointError
 from .output_folder import check_output_folder, portable, write_folder
@@ -63,31 +63,6 @@ def _check_tensors(ckpt: BigVisionCheckpoint, config: SoViTConfig, with_head: bo
     """The rules to apply; raises ``CheckpointError`` naming any missing, unknown or mis-shaped tensor."""
     rules = checkpoint_rules(config, with_head)
     return check_rules(ckpt, rules, expected_shapes(config, with_head), "the image model")
-
-
-def check_rules(
-    ckpt: BigVisionCheckpoint, rules: list[tuple[str, str, str]], expected: dict[str, tuple[int, ...]], part: str
-) -> list[tuple[str, str, str]]:
-    """``rules`` if ``ckpt`` holds exactly their tensors with the ``expected`` shapes; else a ``CheckpointError``
-    naming the first missing, unknown (in ``part``) or mis-shaped tensor."""
-    missing = [bv for bv, _, _ in rules if bv not in ckpt.entries]
-    if missing:
-        raise CheckpointError(
-            f"Missing tensor {missing[0]} (expected shape {expected[missing[0]]})"
-            + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
-            + "."
-        )
-    unknown = sorted(set(ckpt.keys()) - {bv for bv, _, _ in rules})
-    if unknown:
-        raise CheckpointError(
-            f"Unknown tensor {ckpt.entries[unknown[0]].source} in {part}"
-            + (f" and {len(unknown) - 1} more" if len(unknown) > 1 else "")
-            + "."
-        )
-    for bv, _, _ in rules:
-        if tuple(ckpt.shape(bv)) != expected[bv]:
-            raise CheckpointError(f"{ckpt.entries[bv].source} has shape {ckpt.shape(bv)}, expected {expected[bv]}.")
-    return rules
 
 
 def _materialize_buffers(model: torch.nn.Module) -> None:

@@ -245,6 +245,31 @@ def infer_config_kwargs(shapes: dict[str, tuple[int, ...]]) -> dict:
     return kwargs
 
 
+def check_rules(
+    ckpt, rules: list[tuple[str, str, str]], expected: dict[str, tuple[int, ...]], part: str
+) -> list[tuple[str, str, str]]:
+    """``rules`` if ``ckpt`` holds exactly their tensors with the ``expected`` shapes; else a ``CheckpointError``
+    naming the first missing, unknown (in ``part``) or mis-shaped tensor."""
+    missing = [bv for bv, _, _ in rules if bv not in ckpt.entries]
+    if missing:
+        raise CheckpointError(
+            f"Missing tensor {missing[0]} (expected shape {expected[missing[0]]})"
+            + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
+            + "."
+        )
+    unknown = sorted(set(ckpt.keys()) - {bv for bv, _, _ in rules})
+    if unknown:
+        raise CheckpointError(
+            f"Unknown tensor {ckpt.entries[unknown[0]].source} in {part}"
+            + (f" and {len(unknown) - 1} more" if len(unknown) > 1 else "")
+            + "."
+        )
+    for bv, _, _ in rules:
+        if tuple(ckpt.shape(bv)) != expected[bv]:
+            raise CheckpointError(f"{ckpt.entries[bv].source} has shape {ckpt.shape(bv)}, expected {expected[bv]}.")
+    return rules
+
+
 def _require(shapes: dict[str, tuple[int, ...]], key: str, ndim: int) -> tuple[int, ...]:
     if key not in shapes:
         raise CheckpointError(f"Missing tensor {key}.")
@@ -308,6 +333,7 @@ __all__ = [
     "INVERSE_TRANSFORMS",
     "TRANSFORMS",
     "block_rules",
+    "check_rules",
     "checkpoint_rules",
     "expected_shapes",
     "expected_text_shapes",

@@ -19,6 +19,7 @@ from sovit_hf import SoViTSiglipConfig, SoViTSiglipModel
 
 from .big_vision_keys import (
     TRANSFORMS,
+    check_rules,
     expected_shapes,
     expected_text_shapes,
     infer_config_kwargs,
@@ -86,8 +87,6 @@ def load_two_towers(
             raise CheckpointError(f"{key} has shape {tuple(header[key][0])}, expected (1,).")
     config = read_two_tower_config(towers, scalar_keys, **overrides)
     rules = two_tower_rules(config)
-    from .big_vision import check_rules  # the image converter's strict check, per part
-
     expected = {
         "img": expected_shapes(config.vision_config, with_head=False),
         "txt": expected_text_shapes(config.text_config),
