@@ -246,14 +246,14 @@ def infer_config_kwargs(shapes: dict[str, tuple[int, ...]]) -> dict:
 
 
 def check_rules(
-    ckpt, rules: list[tuple[str, str, str]], expected: dict[str, tuple[int, ...]], part: str
+    ckpt, rules: list[tuple[str, str, str]], expected: dict[str, tuple[int, ...]], part: str, where: str = ""
 ) -> list[tuple[str, str, str]]:
     """``rules`` if ``ckpt`` holds exactly their tensors with the ``expected`` shapes; else a ``CheckpointError``
-    naming the first missing, unknown (in ``part``) or mis-shaped tensor."""
+    naming the first missing (as ``where`` + its canonical name), unknown (in ``part``) or mis-shaped tensor."""
     missing = [bv for bv, _, _ in rules if bv not in ckpt.entries]
     if missing:
         raise CheckpointError(
-            f"Missing tensor {missing[0]} (expected shape {expected[missing[0]]})"
+            f"Missing tensor {where}{missing[0]} (expected shape {expected[missing[0]]})"
             + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
             + "."
         )

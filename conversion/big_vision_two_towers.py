@@ -96,7 +96,8 @@ def load_two_towers(
         expected["img"].update({"head/kernel": (width, config.vision_projection_size)})
         expected["img"].update({"head/bias": (config.vision_projection_size,)})
     for part in PARTS:
-        check_rules(towers[part], rules[part], expected[part], f"the {'image' if part == 'img' else 'text'} tower")
+        tower = f"the {'image' if part == 'img' else 'text'} tower"
+        check_rules(towers[part], rules[part], expected[part], tower, where=f"{prefix}{part}/")
     state = {}
     total = sum(len(r) for r in rules.values())
     bar = tqdm(total=total, desc="tensors", unit="t", disable=not progress)

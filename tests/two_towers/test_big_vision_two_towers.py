@@ -101,7 +101,7 @@ def _write_variant(tmp_path, edit) -> str:
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda a: a.pop("params/txt/head/bias"), "Missing tensor head/bias"),
+        (lambda a: a.pop("params/txt/head/bias"), "Missing tensor params/txt/head/bias (expected shape (144,))"),
         (lambda a: a.update({"params/txt/Encoder_0/extra": np.zeros(3, np.float32)}), "params/txt/Encoder_0/extra"),
         (lambda a: a.update({"params/txt/pos_embedding": np.zeros((1, 16, 8), np.float32)}), "pos_embedding"),
         (lambda a: a.update({"params/lost": np.zeros(1, np.float32)}), "Unknown top-level name params/lost"),
