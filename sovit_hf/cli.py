@@ -117,13 +117,14 @@ _PASSTHROUGH = {
     "export": ("sovit_hf.conversion.to_big_vision", "SoViT folder -> big_vision .npz"),
     "train": (
         "sovit_hf.training.classification",
-        "train / fine-tune with the Trainer (default: the digits demo; --task captioning|vqa)",
+        "train / fine-tune with the Trainer (default: the digits demo; --task captioning|vqa|contrastive)",
     ),
 }
 
 
 def _train_module(argv: list[str]) -> tuple[str, list[str]]:
-    """``sovit train [--task classification|captioning|vqa] ...``: the recipe module and the remaining arguments."""
+    """``sovit train [--task classification|captioning|vqa|contrastive] ...``: the recipe module and the remaining
+    arguments."""
     rest, task, i = [], "classification", 0
     while i < len(argv):
         if argv[i] == "--task" and i + 1 < len(argv):
