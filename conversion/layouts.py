@@ -12,6 +12,8 @@ big_vision's ``vit.fix_old_checkpoints`` and ``load_params`` (big_vision @0127fb
 * a ``pos_embedding`` with g*g + 1 rows (class-token row included) split, its first row added into ``cls``;
 * a MAP head inlined at the root (``probe``, ``MultiHeadDotProductAttention_0``, ``LayerNorm_0``, ``MlpBlock_0``)
   moved under ``MAPHead_0``;
+* a text tower's second position embedding inside its encoder (``Encoder_0/pos_embedding``, old two-tower
+  checkpoints) added into ``pos_embedding``, as ``text_transformer.load`` does;
 * scanned blocks (``Transformer/encoderblock``, or a text tower's ``Encoder_0/encoderblock``, with a leading depth
   axis) indexed per layer (never squeezed).
 """
@@ -99,6 +101,7 @@ class BigVisionCheckpoint:
             self._add(key, full, shapes[full])
         self._fix_cls_posemb()
         self._fix_inlined_map()
+        self._fix_text_posemb_twice()
 
     @staticmethod
     def _select(keys: list[str], subtree: str | None) -> tuple[dict[str, str], list[str]]:
@@ -147,6 +150,15 @@ class BigVisionCheckpoint:
         for key in list(self.entries):
             if key.split("/")[0] in _INLINED_MAP:
                 self._put(f"MAPHead_0/{key}", self.entries.pop(key))
+
+    def _fix_text_posemb_twice(self) -> None:
+        """Old text towers add a second position embedding inside the encoder (``Encoder_0/pos_embedding``);
+        big_vision's ``text_transformer.load`` adds it into ``pos_embedding``, and so does this view."""
+        extra, pe = self.entries.get("Encoder_0/pos_embedding"), self.entries.get("pos_embedding")
+        if extra is None or pe is None or extra.shape != pe.shape:
+            return
+        del self.entries["Encoder_0/pos_embedding"]
+        self.entries["pos_embedding"] = Entry(pe.source, pe.shape, lambda get, p=pe, e=extra: p.load(get) + e.load(get))
 
     def keys(self) -> list[str]:
         return list(self.entries)

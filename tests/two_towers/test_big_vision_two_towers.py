@@ -128,3 +128,24 @@ def test_reference_check_records_agreement_in_the_card(tmp_path):
     card = (tmp_path / "out" / "README.md").read_text()
     assert "pipeline_tag: zero-shot-image-classification" in card
     assert "`logits_per_image`" in card
+
+
+def test_text_posemb_added_twice_is_merged_as_big_vision_loads_it(tmp_path):
+    """Old text towers hold a second position embedding in the encoder; big_vision's text_transformer.load adds it
+    into pos_embedding. Split the fixture's into two parts: the outputs must stay big_vision's."""
+    rng = np.random.default_rng(0)
+
+    def split(arrays):
+        extra = rng.standard_normal(arrays["params/txt/pos_embedding"].shape).astype(np.float32)
+        arrays["params/txt/Encoder_0/pos_embedding"] = extra
+        arrays["params/txt/pos_embedding"] = arrays["params/txt/pos_embedding"] - extra
+
+    source = _write_variant(tmp_path, split)
+    assert sovit(["convert", source, str(tmp_path / "out")]) == 0
+    model = SoViTSiglipModel.from_pretrained(tmp_path / "out").eval()
+    ref = np.load(_paths("two_towers_so400m_like")[1])
+    ours = two_tower_outputs(
+        model, torch.from_numpy(ref["image_nhwc"]).permute(0, 3, 1, 2), torch.from_numpy(ref["input_ids"])
+    )
+    scale = float(np.abs(ref["text_embeds"]).max())
+    assert float(np.abs(ours["text_embeds"].numpy() - ref["text_embeds"]).max()) <= RELATIVE * scale
