@@ -4,7 +4,11 @@ SoViT folder. The public so400m SigLIP checkpoints on the Hub use this layout. S
 (the same map on a flattened ``(patch, patch, channels)`` patch), their ``num_patches`` position table a square
 grid, and the SoViT model then takes the same NaFlex inputs (``sovit_hf.naflex``).
 
-    python -m sovit_hf.conversion.hf_siglip SRC_DIR OUT_DIR [--pool-type none|gap|0] [--no-verify] [--overwrite]
+    python -m sovit_hf.conversion.hf_siglip SRC_DIR OUT_DIR [--towers vision|both] [--pool-type none|gap|0]
+        [--no-verify] [--overwrite]
+
+``--towers both`` converts a ``SiglipModel`` folder's two towers, ``logit_scale`` and ``logit_bias`` into a
+``SoViTSiglipModel`` (verified against ``SiglipModel`` on random pixels and token rows).
 
 SigLIP's vision tower is a SoViT with a MAP head, so the map is a rename except for the MAP head, whose
 ``nn.MultiheadAttention`` packs q/k/v into one ``in_proj`` that is split here. With verification on (the default)
@@ -23,7 +27,14 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from sovit_hf import SoViTConfig, SoViTImageProcessor, SoViTModel
+from sovit_hf import (
+    SoViTConfig,
+    SoViTImageProcessor,
+    SoViTModel,
+    SoViTSiglipConfig,
+    SoViTSiglipModel,
+    SoViTTextConfig,
+)
 from sovit_hf.configuration_sovit import POOL_TYPE_SPECS, pool_type_spec
 from sovit_hf.image_processing_sovit_naflex import SoViTNaFlexImageProcessor
 from sovit_hf.model_card import write_model_card
@@ -161,6 +172,80 @@ def verify_against_siglip(model: SoViTModel, src: Path, seed: int = 0) -> dict[s
     return {k: float((a - b).abs().max() / b.abs().max()) for k, (a, b) in errors.items()}
 
 
+def sovit_text_config_from_siglip(text: dict) -> SoViTTextConfig:
+    """SoViTTextConfig for a SigLIP text config (transformers' ``SiglipTextConfig`` defaults where a key is absent):
+    last-token pooling, a ``head`` Dense to ``projection_size``."""
+    width = text.get("hidden_size", 768)
+    vocab = text.get("vocab_size", 32000)
+    ids = {k: text.get(k) for k in ("pad_token_id", "eos_token_id")}
+    return SoViTTextConfig(
+        vocab_size=vocab,
+        hidden_size=width,
+        intermediate_size=text.get("intermediate_size", 3072),
+        num_hidden_layers=text.get("num_hidden_layers", 12),
+        num_attention_heads=text.get("num_attention_heads", 12),
+        max_position_embeddings=text.get("max_position_embeddings", 64),
+        projection_size=text.get("projection_size") or width,
+        hidden_act=text.get("hidden_act", "gelu_pytorch_tanh"),
+        layer_norm_eps=text.get("layer_norm_eps", 1e-6),
+        attention_dropout=text.get("attention_dropout", 0.0),
+        **{k: v for k, v in ids.items() if v is not None and 0 <= v < vocab},
+    )
+
+
+def load_siglip_two_towers(src: str | Path) -> SoViTSiglipModel:
+    """A float32 ``SoViTSiglipModel`` holding both towers, ``logit_scale`` and ``logit_bias`` of the ``SiglipModel``
+    folder ``src``."""
+    src = Path(src)
+    config = json.loads((src / "config.json").read_text()) if (src / "config.json").is_file() else {}
+    if config.get("model_type") != "siglip":
+        raise ValueError(f"{src} holds a {config.get('model_type')!r} model; two towers need a 'siglip' SiglipModel.")
+    vision = sovit_config_from_siglip(config["vision_config"])
+    text = sovit_text_config_from_siglip(config.get("text_config") or {})
+    sovit_config = SoViTSiglipConfig(vision_config=vision.to_dict(), text_config=text.to_dict())
+    tensors = read_safetensors(src)
+    vision_tensors = {k: v for k, v in tensors.items() if k.startswith("vision_model.")}
+    vision_state, _ = siglip_to_sovit_state_dict(vision_tensors, vision.hidden_size)
+    state = {"vision_model." + k: v for k, v in vision_state.items()}
+    for key, value in tensors.items():
+        if key.startswith("vision_model."):
+            continue
+        if key == "text_model.embeddings.position_embedding.weight":  # nn.Embedding (L, W) -> parameter (1, L, W)
+            state["text_model.embeddings.position_embedding"] = value[None]
+        elif key == "text_model.embeddings.position_ids":  # a buffer of older transformers, 0..L-1
+            continue
+        else:
+            state[key] = value
+    model = SoViTSiglipModel(sovit_config)
+    expected = model.state_dict()
+    unknown = sorted(set(state) - set(expected))
+    missing = sorted(set(expected) - set(state))
+    if unknown or missing:
+        raise KeyError(f"SigLIP weights do not match SoViT's two towers: unknown {unknown[:5]}, missing {missing[:5]}.")
+    for key, value in state.items():
+        if value.shape != expected[key].shape:
+            raise ValueError(f"{key}: checkpoint shape {tuple(value.shape)}, expected {tuple(expected[key].shape)}.")
+    model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    return model.eval()
+
+
+def verify_two_towers_against_siglip(model: SoViTSiglipModel, src: Path, seed: int = 0) -> dict[str, float]:
+    """Max relative error of the embeddings and logits vs transformers' ``SiglipModel`` on random pixels and random
+    full-length token rows (no attention mask, as SigLIP was trained)."""
+    from transformers import SiglipModel
+
+    siglip = SiglipModel.from_pretrained(src, dtype=torch.float32).eval()
+    generator = torch.Generator().manual_seed(seed)
+    size, text = model.config.vision_config.image_size, model.config.text_config
+    pixels = torch.randn(2, model.config.vision_config.num_channels, size, size, generator=generator)
+    ids = torch.randint(0, text.vocab_size, (3, text.max_position_embeddings), generator=generator)
+    with torch.no_grad():
+        ref, ours = siglip(input_ids=ids, pixel_values=pixels), model(input_ids=ids, pixel_values=pixels)
+    pairs = {name: (getattr(ours, name), getattr(ref, name)) for name in ("image_embeds", "text_embeds")}
+    pairs["logits_per_image"] = (ours.logits_per_image, ref.logits_per_image)
+    return {k: float((a - b).abs().max() / b.abs().max()) for k, (a, b) in pairs.items()}
+
+
 def image_processor_for(src: Path, image_size: int, naflex: bool = False, patch_size: int = 16):
     """Carry over SigLIP's preprocessing (size, resampling, mean/std) when the folder has it; a SigLIP 2 tower gets
     the NaFlex processor with its ``max_num_patches``."""
@@ -184,9 +269,20 @@ def convert(
     verify: bool = True,
     overwrite: bool = False,
     command: str | None = None,
+    towers: str = "vision",
+    tokenizer: str | Path | None = None,
+    canonicalize: bool = False,
 ) -> Path:
+    """Convert ``src`` into ``out_dir``: its vision tower (a ``SoViTModel``), or with ``towers="both"`` a
+    ``SiglipModel``'s two towers (a ``SoViTSiglipModel``)."""
     src = Path(src)
     out_dir = check_output_folder(out_dir, overwrite, sources=[src])
+    if towers == "both":
+        if pool_type is not None:
+            raise ValueError("--pool-type applies to a vision tower alone; SigLIP's two towers keep the MAP head.")
+        return _convert_two_towers(src, out_dir, verify, command, tokenizer, canonicalize)
+    if tokenizer is not None:
+        raise ValueError("--tokenizer goes with a text tower: pass --towers both.")
     model, skipped = load_siglip_as_sovit(src, pool_type)
     bad = [name for name, tensor in model.state_dict().items() if not torch.isfinite(tensor).all()]
     if bad:  # checked with or without --no-verify: never write NaN/Inf weights
@@ -222,6 +318,42 @@ def convert(
     return out_dir
 
 
+def _convert_two_towers(
+    src: Path, out_dir: Path, verify: bool, command: str | None, tokenizer=None, canonicalize: bool = False
+) -> Path:
+    from .big_vision import save_text_processing
+
+    if tokenizer is not None and not Path(tokenizer).is_file():
+        raise FileNotFoundError(f"--tokenizer {tokenizer}: no such SentencePiece model file.")
+    model = load_siglip_two_towers(src)
+    bad = [name for name, tensor in model.state_dict().items() if not torch.isfinite(tensor).all()]
+    if bad:
+        raise ValueError(f"{len(bad)} tensors hold NaN or Inf, e.g. {bad[0]}; nothing was written.")
+    parity = verify_two_towers_against_siglip(model, src) if verify else {}
+    for name, rel in parity.items():
+        print(f"{name}: max relative difference to SiglipModel {rel:.2e}")
+        if not rel <= VERIFY_TOLERANCE:
+            raise RuntimeError(f"{name} differs from SigLIP by {rel:.2e} (> {VERIFY_TOLERANCE}); nothing written.")
+
+    def fill(folder: Path) -> None:
+        model.save_pretrained(folder)
+        image_processor = image_processor_for(src, model.config.vision_config.image_size)
+        image_processor.save_pretrained(folder)
+        if tokenizer is not None:
+            length = model.config.text_config.max_position_embeddings
+            save_text_processing(folder, image_processor, tokenizer, length, canonicalize)
+        write_model_card(
+            folder,
+            model.config,
+            source=portable(src),
+            command=command,
+            parity=parity,
+            parity_reference="transformers' SiglipModel on random input",
+        )
+
+    return write_folder(out_dir, fill, tool="sovit_hf.conversion.hf_siglip")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Convert a transformers SigLIP (or SigLIP 2 NaFlex) folder to a SoViT folder."
@@ -234,12 +366,30 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="pooling for towers without a MAP head (default: none)",
     )
+    parser.add_argument(
+        "--towers",
+        choices=["vision", "both"],
+        default="vision",
+        help="vision: the image tower alone (SoViTModel); both: a SiglipModel's two towers (SoViTSiglipModel)",
+    )
+    parser.add_argument("--tokenizer", default=None, help="with --towers both: the SentencePiece .model to save")
+    parser.add_argument("--canonicalize", action="store_true", help="with --tokenizer: canonicalise every text")
     parser.add_argument("--no-verify", action="store_true", help="skip the comparison with SiglipVisionModel")
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
     command = portable("python -m sovit_hf.conversion.hf_siglip " + " ".join(sys.argv[1:] if argv is None else argv))
     try:
-        out = convert(args.src_dir, args.out_dir, args.pool_type, not args.no_verify, args.overwrite, command)
+        out = convert(
+            args.src_dir,
+            args.out_dir,
+            args.pool_type,
+            not args.no_verify,
+            args.overwrite,
+            command,
+            args.towers,
+            args.tokenizer,
+            args.canonicalize,
+        )
     except (FileExistsError, FileNotFoundError, KeyError, ValueError, RuntimeError, OSError) as err:
         message = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
         print(f"error: {' '.join(message.split())}", file=sys.stderr)  # one line, no traceback

@@ -9,11 +9,14 @@ with a leading depth axis. bfloat16 is stored as numpy void ``V2`` as big_vision
 float32 checkpoint to SoViT and back is bit-exact. ``--naflex`` writes the layout of big_vision's NaFlex ViT
 (``models/proj/image_text/naflex_vit.py``): the Dense patch embedding `(p*p*C, W)` and a `(g, g, W)` position
 embedding (the same numbers: SoViT's one model takes both input forms, so the layout is the exporter's choice).
+A two-tower folder (``SoViTSiglipModel``) is written as big_vision's whole two-tower file (``img/``, ``txt/``, ``t``,
+``b``; ``--scan`` stacks both towers' blocks).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from pathlib import Path
@@ -22,13 +25,13 @@ import numpy as np
 from safetensors.numpy import load_file as load_numpy
 from safetensors.torch import load_file as load_torch
 
-from sovit_hf import SoViTConfig
+from sovit_hf import SoViTConfig, SoViTSiglipConfig
 from sovit_hf.configuration_sovit import pool_type_spec
 
-from .big_vision_keys import INVERSE_TRANSFORMS, checkpoint_rules
+from .big_vision_keys import INVERSE_TRANSFORMS, checkpoint_rules, two_tower_rules
 from .npz import CheckpointError, float32_to_bfloat16_bits, save_npz_atomic
 
-_BLOCK = re.compile(r"Transformer/encoderblock_(\d+)/(.+)")
+_BLOCK = re.compile(r"(Transformer|Encoder_0)/encoderblock_(\d+)/(.+)")  # the ViT's / the text tower's blocks
 
 
 def _read_weights(folder: Path) -> dict[str, np.ndarray]:
@@ -42,9 +45,33 @@ def _read_weights(folder: Path) -> dict[str, np.ndarray]:
         return {k: v.float().numpy() for k, v in load_torch(path).items()}
 
 
+def _two_tower_arrays(folder: Path, scan: bool) -> dict[str, np.ndarray]:
+    """big_vision arrays of a ``SoViTSiglipModel`` folder: ``img/``, ``txt/``, ``t`` and ``b`` (two_towers.py)."""
+    config = SoViTSiglipConfig.from_pretrained(folder)
+    weights = _read_weights(folder)
+    rules = two_tower_rules(config)
+    every = [hf for part in rules.values() for _, hf, _ in part]
+    unknown = sorted(set(weights) - set(every))
+    missing = [hf for hf in every if hf not in weights]
+    if unknown or missing:
+        raise CheckpointError(f"{folder} does not match its config: unknown {unknown[:3]}, missing {missing[:3]}.")
+    heads = {"img": config.vision_config.num_attention_heads, "txt": config.text_config.num_attention_heads, "": 1}
+    depths = {"img": config.vision_config.num_hidden_layers, "txt": config.text_config.num_hidden_layers}
+    arrays = {}
+    for part, part_rules in rules.items():
+        tower = {bv: np.ascontiguousarray(INVERSE_TRANSFORMS[t](weights[hf], heads[part])) for bv, hf, t in part_rules}
+        if scan and part:
+            tower = stack_blocks(tower, depths[part])
+        arrays.update({(f"{part}/" if part else "") + bv: v for bv, v in tower.items()})
+    return arrays
+
+
 def to_big_vision_arrays(folder: str | Path, scan: bool = False, naflex: bool = False) -> dict[str, np.ndarray]:
     """big_vision arrays (float32, no prefix) of the SoViT folder ``folder`` (``naflex``: NaFlex ViT layout)."""
     folder = Path(folder)
+    config_path = folder / "config.json"
+    if config_path.is_file() and json.loads(config_path.read_text()).get("model_type") == "sovit_siglip":
+        return _two_tower_arrays(folder, scan)
     config = SoViTConfig.from_pretrained(folder)
     weights = _read_weights(folder)
     with_head = any(k.startswith("classifier.") for k in weights)
@@ -77,11 +104,9 @@ def naflex_layout(arrays: dict[str, np.ndarray], config: SoViTConfig) -> dict[st
 def stack_blocks(arrays: dict[str, np.ndarray], depth: int) -> dict[str, np.ndarray]:
     """``encoderblock_{i}/X`` -> ``encoderblock/X`` with a leading depth axis (big_vision's ``pyloop_to_scan``)."""
     out = {k: v for k, v in arrays.items() if not _BLOCK.fullmatch(k)}
-    names = sorted({m.group(2) for k in arrays if (m := _BLOCK.fullmatch(k))})
-    for name in names:
-        out[f"Transformer/encoderblock/{name}"] = np.stack(
-            [arrays[f"Transformer/encoderblock_{i}/{name}"] for i in range(depth)]
-        )
+    names = sorted({(m.group(1), m.group(3)) for k in arrays if (m := _BLOCK.fullmatch(k))})
+    for root, name in names:
+        out[f"{root}/encoderblock/{name}"] = np.stack([arrays[f"{root}/encoderblock_{i}/{name}"] for i in range(depth)])
     return out
 
 

@@ -13,18 +13,24 @@ from transformers import (
     AutoModel,
     AutoModelForImageClassification,
     AutoModelForImageTextToText,
+    AutoModelForZeroShotImageClassification,
     AutoProcessor,
+    AutoTokenizer,
 )
 
 from . import ops_registry  # noqa: F401  registers attn_implementation="sovit_triton" (docs/kernels.md)
 from ._source_checkout import install as _install_checkout_finder
 from .configuration_sovit import VARIANTS, SoViTConfig, parse_variant
 from .configuration_sovit_generation import SoViTForConditionalGenerationConfig
+from .configuration_sovit_siglip import SoViTSiglipConfig, SoViTTextConfig
 from .image_processing_sovit import SoViTImageProcessor
 from .image_processing_sovit_naflex import SoViTNaFlexImageProcessor
 from .modeling_sovit import SoViTForImageClassification, SoViTModel, SoViTPreTrainedModel
 from .modeling_sovit_generation import SoViTForConditionalGeneration
+from .modeling_sovit_siglip import SoViTSiglipModel, SoViTTextModel
 from .processing_sovit import SoViTProcessor, train_tokenizer
+from .processing_sovit_siglip import SoViTSiglipProcessor
+from .tokenization_sovit_siglip import SoViTSiglipTokenizer
 
 __version__ = "0.1.0"
 
@@ -36,9 +42,17 @@ AutoModelForImageClassification.register(SoViTConfig, SoViTForImageClassificatio
 AutoConfig.register(SoViTForConditionalGenerationConfig.model_type, SoViTForConditionalGenerationConfig, exist_ok=True)
 AutoModelForImageTextToText.register(SoViTForConditionalGenerationConfig, SoViTForConditionalGeneration, exist_ok=True)
 AutoProcessor.register(SoViTForConditionalGenerationConfig, SoViTProcessor, exist_ok=True)
+# Two towers (docs/two_towers.md): AutoModel and the zero-shot-image-classification pipeline's Auto class.
+AutoConfig.register(SoViTTextConfig.model_type, SoViTTextConfig, exist_ok=True)
+AutoModel.register(SoViTTextConfig, SoViTTextModel, exist_ok=True)
+AutoConfig.register(SoViTSiglipConfig.model_type, SoViTSiglipConfig, exist_ok=True)
+AutoModel.register(SoViTSiglipConfig, SoViTSiglipModel, exist_ok=True)
+AutoModelForZeroShotImageClassification.register(SoViTSiglipConfig, SoViTSiglipModel, exist_ok=True)
+AutoTokenizer.register(SoViTSiglipConfig, SoViTSiglipTokenizer, exist_ok=True)
+AutoProcessor.register(SoViTSiglipConfig, SoViTSiglipProcessor, exist_ok=True)
 try:  # transformers < 5.18 makes AutoImageProcessor itself require torchvision, which this package never needs
     # Both configs: a pipeline on a captioning folder then finds the image processor in-process (no remote-code prompt).
-    for config_class in (SoViTConfig, SoViTForConditionalGenerationConfig):
+    for config_class in (SoViTConfig, SoViTForConditionalGenerationConfig, SoViTSiglipConfig):
         AutoImageProcessor.register(config_class, image_processor_classes={"pil": SoViTImageProcessor}, exist_ok=True)
 
     class _NaFlexImageProcessorKey(SoViTConfig):
@@ -71,6 +85,10 @@ SoViTNaFlexImageProcessor.register_for_auto_class()
 SoViTForConditionalGenerationConfig.register_for_auto_class()
 SoViTForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
 SoViTProcessor.register_for_auto_class("AutoProcessor")
+SoViTSiglipConfig.register_for_auto_class()
+SoViTSiglipModel.register_for_auto_class("AutoModel")
+SoViTSiglipTokenizer.register_for_auto_class("AutoTokenizer")
+SoViTSiglipProcessor.register_for_auto_class("AutoProcessor")
 
 __all__ = [
     "VARIANTS",
@@ -83,6 +101,12 @@ __all__ = [
     "SoViTNaFlexImageProcessor",
     "SoViTPreTrainedModel",
     "SoViTProcessor",
+    "SoViTSiglipConfig",
+    "SoViTSiglipModel",
+    "SoViTSiglipProcessor",
+    "SoViTSiglipTokenizer",
+    "SoViTTextConfig",
+    "SoViTTextModel",
     "parse_variant",
     "train_tokenizer",
 ]

@@ -138,8 +138,8 @@ _PASSTHROUGH = {
 
 
 def _train_module(argv: list[str]) -> tuple[str, str, list[str]]:
-    """``sovit train [--task classification|captioning|vqa] ...``: the task, its recipe module and the remaining
-    arguments."""
+    """``sovit train [--task classification|captioning|vqa|contrastive] ...``: the task, its recipe module and the
+    remaining arguments."""
     from .training.tasks import TASK_MODULES
 
     rest, task, i = [], "classification", 0

@@ -7,6 +7,7 @@ TASK_MODULES = {
     "classification": "sovit_hf.training.classification",
     "captioning": "sovit_hf.training.captioning",
     "vqa": "sovit_hf.training.vqa",
+    "contrastive": "sovit_hf.training.contrastive",
 }
 
 
