@@ -27,11 +27,11 @@ from tqdm.auto import tqdm
 
 from sovit_hf import SoViTConfig, SoViTForImageClassification, SoViTImageProcessor, SoViTModel
 from sovit_hf.configuration_sovit import POOL_TYPES
+from sovit_hf.output_folder import check_output_folder, portable, write_folder
 
 from .big_vision_keys import TRANSFORMS, checkpoint_rules, expected_shapes, infer_config_kwargs
 from .layouts import BigVisionCheckpoint
 from .npz import CheckpointError
-from .output_folder import check_output_folder, portable, write_folder
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # The one agreement bound for a big_vision conversion (the converter's --reference check, `sovit demo` and the parity

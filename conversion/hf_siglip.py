@@ -22,8 +22,7 @@ from safetensors.torch import load_file
 from sovit_hf import SoViTConfig, SoViTImageProcessor, SoViTModel
 from sovit_hf.configuration_sovit import POOL_TYPE_SPECS, pool_type_spec
 from sovit_hf.model_card import write_model_card
-
-from .output_folder import check_output_folder, portable, write_folder
+from sovit_hf.output_folder import check_output_folder, portable, write_folder
 
 SKIPPED_PREFIXES = ("text_model.", "logit_scale", "logit_bias")  # parts of a full SiglipModel left out on purpose
 VERIFY_TOLERANCE = 1e-4  # relative to the output scale, float32

@@ -26,14 +26,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import transformers
-from transformers import HfArgumentParser, Trainer, TrainerCallback, TrainingArguments
+from transformers import HfArgumentParser, TrainerCallback, TrainingArguments
 
 from ..configuration_sovit import SoViTConfig
 from ..image_processing_sovit import SoViTImageProcessor, to_8bit
 from ..modeling_sovit import SoViTForImageClassification
-from .data import IMAGE_CHECK_SAMPLE
+from .data import IMAGE_CHECK_SAMPLE, first_line
 from .finish import finish_run
 from .fsdp import wants_cpu_fsdp
+from .guards import GuardedTrainer, check_batch_sizes, check_resume_shapes
 from .resume import check_resume_checkpoint
 from .tasks import task_usage
 from .transforms import flip_lr, inception_crop
@@ -132,18 +133,20 @@ def build_model(model_args: ModelArguments, labels: list[str]) -> tuple[SoViTFor
     label2id = {v: k for k, v in id2label.items()}
     common = dict(num_labels=len(labels), id2label=id2label, label2id=label2id)
     if model_args.model_name_or_path:
-        from .data import first_line
-
         try:
-            model = SoViTForImageClassification.from_pretrained(
+            # Mismatched sizes are allowed for the loading, then refused anywhere but in the head (a new label set)
+            model, info = SoViTForImageClassification.from_pretrained(
                 model_args.model_name_or_path,
                 dtype=torch.float32,
                 ignore_mismatched_sizes=True,
+                output_loading_info=True,
                 attn_implementation=model_args.attn_implementation,
                 **common,
             )
-        except OSError as err:  # not a model folder, not on the Hub, offline: a one-line error, not a traceback
+        # not a model folder, not on the Hub, offline, truncated weights (SafetensorError): one line, no traceback
+        except Exception as err:
             raise ValueError(f"--model_name_or_path {model_args.model_name_or_path}: {first_line(err)}") from err
+        check_loaded_weights(model_args.model_name_or_path, info)
         return model, None
     fields = dict(
         image_size=model_args.image_size,
@@ -169,6 +172,27 @@ def build_model(model_args: ModelArguments, labels: list[str]) -> tuple[SoViTFor
         config = SoViTConfig(**{**config.to_dict(), **overrides})
     config._attn_implementation = model_args.attn_implementation
     return SoViTForImageClassification(config), examples
+
+
+HEAD_PREFIX = "classifier."  # the only weights a fine-tuning run may re-initialise (a new label set)
+
+
+def check_loaded_weights(source: str, info: dict) -> None:
+    """``ValueError`` if loading ``source`` re-initialised any weight outside the classification head: weights that
+    do not match the folder's own config (another shape), or that the folder lacks."""
+    mismatched = [entry[0] if isinstance(entry, tuple | list) else entry for entry in info.get("mismatched_keys", ())]
+    bad = sorted(k for k in mismatched if not k.startswith(HEAD_PREFIX))
+    if bad:
+        raise ValueError(
+            f"--model_name_or_path {source}: {len(bad)} weight(s) do not match the folder's config (first: {bad[0]}); "
+            "its weights belong to another model shape."
+        )
+    missing = sorted(k for k in info.get("missing_keys", ()) if not k.startswith(HEAD_PREFIX))
+    if missing:
+        raise ValueError(
+            f"--model_name_or_path {source}: {len(missing)} weight(s) outside the head are missing (first: "
+            f"{missing[0]}); they would be trained from a random start."
+        )
 
 
 INDEX_COLUMN = "_sovit_example_index"
@@ -357,8 +381,10 @@ def run(
     start = time.perf_counter()
     args.remove_unused_columns = False
     set_loader_defaults(args)
-    check_output_dir(args.output_dir)
-    check_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
+    check_batch_sizes(args)
+    sources = (model_args.model_name_or_path, data_args.data_dir, data_args.dataset_name)
+    check_output_dir(args.output_dir, sources)
+    resume = check_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
     check_pretrained_path(model_args.model_name_or_path, "--model_name_or_path")
     config_overrides(model_args.model_overrides, "--model_overrides")  # a typo fails now, not after data loading
     if data_args.streaming and (data_args.fewshot_shots or wants_cpu_fsdp(args)):
@@ -367,12 +393,17 @@ def run(
         raise ValueError("--fewshot_shots is a Trainer callback: not with --fsdp on CPU (it evaluates at the end).")
     train, evaluation = prepare_data(data_args, args.seed)
     labels = label_names(train, data_args.label_column)
+    if len(labels) < 2:  # one output would be a regression head, scored 1.0 whatever it learns
+        raise ValueError(
+            f"Split '{data_args.train_split}' has {len(labels)} class(es) {labels}: classification needs at least 2."
+        )
     sample = None if data_args.full_data_check else IMAGE_CHECK_SAMPLE
     for split, data in (("train", train), ("eval", evaluation)):
         validate_dataset(data, data_args.image_column, data_args.label_column, len(labels), split, sample, args.seed)
 
     transformers.set_seed(args.seed)
     model, budget_examples = build_model(model_args, labels)
+    check_resume_shapes(resume, model)
     n_train = num_examples(train, data_args.train_split)
     if data_args.streaming:
         n_train = min(n_train, data_args.max_train_samples or n_train) if n_train else data_args.max_train_samples
@@ -429,7 +460,7 @@ def run(
     )
     if wants_cpu_fsdp(args):  # accelerate shards only on GPUs: FSDP2 on CPU/gloo without the Trainer
         return run_cpu_fsdp(model, train_ds, eval_ds, processor, args, epoch, report)
-    trainer = Trainer(
+    trainer = GuardedTrainer(
         model=model,
         args=args,
         train_dataset=train_ds,
@@ -496,6 +527,9 @@ def main(argv: list[str] | None = None) -> int:
         metrics = run(model_args, data_args, args, command=training_command(argv))
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a full disk, a read-only folder, an image file that broke mid-stream: one line
+        print(f"error: {first_line(err)}" + (f" ({err.filename})" if err.filename else ""), file=sys.stderr)
         return 2
     if args.process_index == 0:
         print(f"eval accuracy {metrics.get('eval_accuracy', float('nan')):.4f}; wrote {args.output_dir}")

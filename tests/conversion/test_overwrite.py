@@ -13,7 +13,7 @@ import time
 import pytest
 
 from sovit_hf.conversion import big_vision
-from sovit_hf.conversion.output_folder import MARKER, check_output_folder, write_folder
+from sovit_hf.output_folder import MARKER, check_output_folder, write_folder
 from tests.conftest import BIG_VISION_FIXTURES
 
 FIXTURE = BIG_VISION_FIXTURES / "vit_map_unrolled.npz"
@@ -108,7 +108,7 @@ def test_sigterm_mid_write_leaves_no_hidden_temporary_and_the_old_folder(tmp_pat
         f"""
         import time
         from pathlib import Path
-        from sovit_hf.conversion.output_folder import write_folder
+        from sovit_hf.output_folder import write_folder
 
         def slow(folder):
             (folder / "big.bin").write_bytes(b"0" * 1_000_000)
