@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from safetensors import SafetensorError
 from safetensors.numpy import load_file as load_numpy
 from safetensors.torch import load_file as load_torch
 
@@ -35,7 +36,13 @@ def _read_weights(folder: Path) -> dict[str, np.ndarray]:
     try:
         return {k: v.astype(np.float32) for k, v in load_numpy(path).items()}
     except (TypeError, ValueError):  # numpy has no bfloat16: go through torch
+        pass
+    except SafetensorError as err:  # truncated, or a damaged header
+        raise CheckpointError(f"{path} is not a readable safetensors file ({err}).") from err
+    try:
         return {k: v.float().numpy() for k, v in load_torch(path).items()}
+    except SafetensorError as err:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({err}).") from err
 
 
 def to_big_vision_arrays(folder: str | Path, scan: bool = False) -> dict[str, np.ndarray]:
@@ -86,12 +93,26 @@ def export(
     out = Path(out)
     if out.is_dir():
         raise FileExistsError(f"{out} is a folder; give the path of the .npz file to write.")
+    if (out.exists() or out.is_symlink()) and _is_within(out.resolve(), Path(folder).resolve()):
+        raise FileExistsError(f"{out} is a file of the input folder {folder}; export never overwrites its input.")
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it.")
+    if out.exists() and not _is_npz(out):
+        raise FileExistsError(f"--overwrite replaces only a .npz archive; {out} is not one, so it was left alone.")
     arrays = to_big_vision_arrays(folder, scan=scan)
     if dtype == "bfloat16":
         arrays = {k: float32_to_bfloat16_bits(v) for k, v in arrays.items()}
     return save_npz_atomic(out, {prefix + k: v for k, v in arrays.items()})
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def _is_npz(path: Path) -> bool:
+    """A zip archive (what ``.npz`` files are), by its first bytes."""
+    with path.open("rb") as handle:
+        return handle.read(4) in (b"PK\x03\x04", b"PK\x05\x06")
 
 
 def main(argv: list[str] | None = None) -> int:

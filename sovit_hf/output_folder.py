@@ -132,11 +132,12 @@ def is_ours(folder: str | Path) -> bool:
 
 
 def claim_folder(
-    folder: str | Path, tool: str, sources: Iterable[str | Path] = (), option: str = "--output_dir"
+    folder: str | Path, tool: str, sources: Iterable[str | Path] = (), option: str = "--output_dir", mark: bool = True
 ) -> Path:
     """Make ``folder`` this package's before a command writes into it in place; returns it.
 
-    Allowed: a new folder (created), an empty one, or one with the marker; the marker is written at once. Refused with
+    Allowed: a new folder (created), an empty one, or one with the marker; the marker is written at once (``mark``;
+    a command that checks before its work and writes after it claims twice: first unmarked, then marked). Refused with
     a one-line ``FileExistsError``: a file or link, a non-empty folder without the marker (the user's data), a folder
     holding one of ``sources`` (the command's own input). An unwritable place is a one-line ``PermissionError`` /
     ``OSError`` from the attempt itself.
@@ -157,7 +158,7 @@ def claim_folder(
             "or empty folder."
         )
     folder.mkdir(parents=True, exist_ok=True)
-    if not (folder / MARKER).is_file():
+    if mark and not (folder / MARKER).is_file():
         write_json_atomic(folder / MARKER, {"written_by": tool})
     return folder
 

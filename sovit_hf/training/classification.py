@@ -459,6 +459,7 @@ def run(
         plot=plot_training_curves,
     )
     if wants_cpu_fsdp(args):  # accelerate shards only on GPUs: FSDP2 on CPU/gloo without the Trainer
+        check_output_dir(args.output_dir, sources, mark=True)
         return run_cpu_fsdp(model, train_ds, eval_ds, processor, args, epoch, report)
     trainer = GuardedTrainer(
         model=model,
@@ -471,6 +472,7 @@ def run(
         callbacks=callbacks,
         optimizers=build_optimizers(model, args, total),
     )
+    check_output_dir(args.output_dir, sources, mark=True)  # checked again, and marked: the Trainer writes next
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     return finish_run(trainer, **report)
 

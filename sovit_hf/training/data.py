@@ -371,15 +371,15 @@ def config_overrides(text: str | None, option: str) -> dict:
     return overrides
 
 
-def check_output_dir(path: str, sources=()) -> None:
+def check_output_dir(path: str, sources=(), mark: bool = False) -> None:
     """Fail before training unless the output folder is new, empty or this package's (the shared policy of
-    :mod:`sovit_hf.output_folder`: it is marked at once), holds none of the run's ``sources`` (model, data) and can
-    be written (a probe file is written)."""
+    :mod:`sovit_hf.output_folder`), holds none of the run's ``sources`` (model, data) and can be written (a probe
+    file is written). ``mark``: write the package's marker (the recipes do, right before the Trainer writes)."""
     from ..output_folder import claim_folder
 
     target = Path(path)
     try:
-        claim_folder(target, "sovit_hf.training", [s for s in sources if s], option="--output_dir")
+        claim_folder(target, "sovit_hf.training", [s for s in sources if s], option="--output_dir", mark=mark)
         with tempfile.NamedTemporaryFile(dir=target, prefix=".write-probe-"):
             pass
     except OSError as err:

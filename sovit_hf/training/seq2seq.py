@@ -347,16 +347,16 @@ def run(
     transformers.set_seed(args.seed)
     processor, model = build_processor_and_model(task, model_args, train)
     check_resume_shapes(resume, model)
+    train_rows = training_rows(task, train, data_args)
+    eval_rows = training_rows(task, evaluation, data_args)
+    for split, rows in (("train", train_rows), ("eval", eval_rows)):
+        check_context(processor, rows, task, model.config.max_position_embeddings, split)
     context = model.config.max_position_embeddings
     if data_args.max_new_tokens > context:
         raise ValueError(
             f"--max_new_tokens {data_args.max_new_tokens} is more than the decoder holds "
             f"(max_position_embeddings={context})."
         )
-    train_rows = training_rows(task, train, data_args)
-    eval_rows = training_rows(task, evaluation, data_args)
-    for split, rows in (("train", train_rows), ("eval", eval_rows)):
-        check_context(processor, rows, task, model.config.max_position_embeddings, split)
     trainer = GenerationEvalTrainer(
         model=model,
         args=args,
@@ -370,6 +370,7 @@ def run(
         data_args=data_args,
         baseline_text=task.constant_prediction(train),
     )
+    check_output_dir(args.output_dir, sources, mark=True)  # checked again, and marked: the Trainer writes next
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     return finish_run(
         trainer,
