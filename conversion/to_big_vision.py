@@ -97,8 +97,6 @@ def export(
         raise FileExistsError(f"{out} is a file of the input folder {folder}; export never overwrites its input.")
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it.")
-    if out.exists() and not _is_npz(out):
-        raise FileExistsError(f"--overwrite replaces only a .npz archive; {out} is not one, so it was left alone.")
     arrays = to_big_vision_arrays(folder, scan=scan)
     if dtype == "bfloat16":
         arrays = {k: float32_to_bfloat16_bits(v) for k, v in arrays.items()}
@@ -107,12 +105,6 @@ def export(
 
 def _is_within(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
-
-
-def _is_npz(path: Path) -> bool:
-    """A zip archive (what ``.npz`` files are), by its first bytes."""
-    with path.open("rb") as handle:
-        return handle.read(4) in (b"PK\x03\x04", b"PK\x05\x06")
 
 
 def main(argv: list[str] | None = None) -> int:
