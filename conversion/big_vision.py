@@ -31,7 +31,7 @@ from sovit_hf.output_folder import check_output_folder, portable, write_folder
 
 from .big_vision_keys import TRANSFORMS, checkpoint_rules, expected_shapes, infer_config_kwargs
 from .layouts import BigVisionCheckpoint
-from .npz import CheckpointError
+from .npz import CheckpointError, npz_header
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # The one agreement bound for a big_vision conversion (the converter's --reference check, `sovit demo` and the parity
@@ -129,6 +129,7 @@ def load_big_vision(
 def parity_errors(model, reference: str | Path) -> dict[str, tuple[float, float]]:
     """``{output: (max abs error, max abs error / max |reference|)}`` against big_vision's outputs in ``reference``
     (the ``.ref.npz`` layout of tests/fixtures/big_vision/README.md: ``image_nhwc`` and the outputs it names)."""
+    npz_header(reference)  # bounded: a header that claims more data than the file holds fails here, in one line
     ref = np.load(reference, allow_pickle=False)
     base = model.sovit if hasattr(model, "sovit") else model
     pixels = torch.from_numpy(ref["image_nhwc"]).permute(0, 3, 1, 2).to(model.dtype)  # NHWC -> NCHW

@@ -174,6 +174,29 @@ def classify_one_class(tmp_path: Path) -> int:
     return classify(tmp_path, "--dataset_name", "imagefolder", "--data_dir", str(tmp_path / "data"))
 
 
+def classify_stream_breaking_mid_way(tmp_path: Path) -> int:
+    """``--streaming``: the first rows pass the check, a truncated file later in the stream breaks training."""
+    folder = image_folder(tmp_path, lambda b: b)
+    last = tmp_path / "data/train/b/1.png"
+    last.write_bytes(truncated(last.read_bytes()))
+    with mock.patch("sovit_hf.training.classification.IMAGE_CHECK_SAMPLE", 1):
+        return classify(
+            tmp_path,
+            "--dataset_name",
+            "imagefolder",
+            "--data_dir",
+            folder,
+            "--streaming",
+            "true",
+            "--max_eval_samples",
+            "1",
+            "--disable_tqdm",
+            "true",
+            "--augment",
+            "false",
+        )
+
+
 def saved_model(tmp_path: Path, edit: Callable[[Path], None]) -> str:
     """A tiny SoViT classifier folder, then ``edit(folder)``."""
     from sovit_hf import SoViTForImageClassification
@@ -304,6 +327,7 @@ CASES = [
     Case("training", "truncated model.safetensors", lambda p: fine_tune(p, truncated_weights), "--model_name_or_path"),
     Case("training", "resume from another shape", resume_from_another_shape, "a checkpoint of another model shape"),
     Case("training", "diverging run (NaN loss)", diverging, "the run diverged"),
+    Case("training", "image breaking mid-stream", classify_stream_breaking_mid_way, "an image of the train stream"),
     Case("training", "--num_beams 0", lambda p: caption(p, "--num_beams", "0"), "--num_beams must be in [1, 64]"),
     # sizes a file can set, bounded before anything is allocated
     Case("model", "processor size 30000", lambda p: SoViTImageProcessor(size=HUGE), "size['height'] must be in [1"),

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import transformers
+from PIL import Image
 from transformers import HfArgumentParser, TrainerCallback, TrainingArguments
 
 from ..configuration_sovit import SoViTConfig
@@ -229,21 +230,40 @@ class IndexedSplit(torch.utils.data.Dataset):
         return self.__getitems__([int(index)])[0]
 
 
-class SizedStream(torch.utils.data.IterableDataset):
-    """A ``datasets.IterableDataset`` of known length ``n``: the Trainer then counts an epoch as one pass over it
-    (without a length it takes ``max_steps`` for an epoch). ``set_epoch`` reshuffles, as the stream's own."""
+class CheckedStream(torch.utils.data.IterableDataset):
+    """A ``datasets.IterableDataset`` whose images, decoded as the stream is read (mid-training), fail in one line:
+    only the first rows are checked before training. ``set_epoch`` reshuffles, as the stream's own."""
 
-    def __init__(self, stream, n: int):
-        self.stream, self.n = stream, n
-
-    def __len__(self):
-        return self.n
+    def __init__(self, stream, split: str):
+        self.stream, self.split = stream, split
 
     def __iter__(self):
-        return iter(self.stream)
+        rows = iter(self.stream)
+        while True:
+            try:
+                row = next(rows)
+            except StopIteration:
+                return
+            except (OSError, SyntaxError, Image.DecompressionBombError) as err:
+                raise ValueError(
+                    f"--streaming: an image of the {self.split} stream cannot be decoded ({first_line(err)})."
+                ) from err
+            yield row
 
     def set_epoch(self, epoch: int) -> None:
         self.stream.set_epoch(epoch)
+
+
+class SizedStream(CheckedStream):
+    """A :class:`CheckedStream` of known length ``n``: the Trainer then counts an epoch as one pass over it (without
+    a length it takes ``max_steps`` for an epoch)."""
+
+    def __init__(self, stream, n: int, split: str = "train"):
+        super().__init__(stream, split)
+        self.n = n
+
+    def __len__(self):
+        return self.n
 
 
 def _with_index(batch, indices):
@@ -254,6 +274,16 @@ def _labels(dataset, column: str) -> np.ndarray:
     """A split's labels, read column-wise (no image decoded). The column is selected first: reading it from the whole
     table gathers every column through the split's indices mapping (+45 MiB at 100k images)."""
     return np.asarray(dataset.select_columns([column]).with_format("numpy")[column])
+
+
+def _rgb(image, index: int):
+    """The image as 8-bit RGB; a file that fails to decode here (PIL decodes lazily: a stream's image breaks when
+    it is first converted, mid-training) is a one-line ``ValueError`` naming the file."""
+    try:
+        return to_8bit(image, f"Image {index}").convert("RGB")
+    except (OSError, SyntaxError, Image.DecompressionBombError) as err:
+        name = getattr(image, "filename", "") or f"Image {index} of a batch"
+        raise ValueError(f"{name}: the image cannot be decoded ({first_line(err)}).") from err
 
 
 def make_transform(
@@ -268,7 +298,7 @@ def make_transform(
     float images are first scaled to 8 bits by the image processor's rule (PIL's ``convert`` would clip them)."""
 
     def transform(batch):
-        images = [to_8bit(image, f"Image {i}").convert("RGB") for i, image in enumerate(batch[data_args.image_column])]
+        images = [_rgb(image, i) for i, image in enumerate(batch[data_args.image_column])]
         if train and data_args.augment:
             current = epoch.epoch if epoch is not None else 0
             rngs = [np.random.default_rng([seed, current, int(i)]) for i in batch[INDEX_COLUMN]]
@@ -425,9 +455,9 @@ def run(
     if is_stream(train):  # shuffled per epoch (Trainer calls set_epoch); the index is the position in the epoch
         train_ds = train.shuffle(seed=args.seed, buffer_size=data_args.shuffle_buffer)
         train_ds = train_ds.map(_with_index, batched=True, with_indices=True).map(train_transform, batched=True)
-        if n_train:  # a known length: the Trainer counts epochs in passes over it, not in max_steps
-            train_ds = SizedStream(train_ds, n_train)
-        eval_ds = evaluation.map(plain, batched=True)
+        # a known length: the Trainer counts epochs in passes over it, not in max_steps
+        train_ds = SizedStream(train_ds, n_train) if n_train else CheckedStream(train_ds, "train")
+        eval_ds = CheckedStream(evaluation.map(plain, batched=True), "eval")
     else:
         train_ds = IndexedSplit(train, train_transform)  # no per-row index column to write: O(1) setup
         eval_ds = evaluation.with_transform(plain)
@@ -480,10 +510,9 @@ def run(
 def run_cpu_fsdp(model, train_ds, eval_ds, processor, args, epoch: AugmentationEpoch, report: dict) -> dict:
     """The recipe under FSDP2 on CPU (:func:`sovit_hf.training.fsdp.train_cpu`): same outputs as the Trainer path
     (model, processor, ``eval_results.json``, ``trainer_state.json``'s log history, card, plot, run record)."""
-    import json
-
     import torch.distributed as dist
 
+    from ..output_folder import write_json_atomic
     from .finish import write_report
     from .fsdp import train_cpu
 
@@ -502,8 +531,8 @@ def run_cpu_fsdp(model, train_ds, eval_ds, processor, args, epoch: AugmentationE
     )
     if dist.get_rank() == 0:
         out = Path(args.output_dir)
-        (out / "eval_results.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        (out / "trainer_state.json").write_text(json.dumps({"global_step": steps, "log_history": history}, indent=2))
+        write_json_atomic(out / "eval_results.json", metrics)
+        write_json_atomic(out / "trainer_state.json", {"global_step": steps, "log_history": history})
         write_report(out, metrics, history, steps=steps, processes=dist.get_world_size(), seed=args.seed, **report)
     # Every rank leaves together and closes the group: a rank that exits with gloo's threads still running aborts
     # ("terminate called without an active exception"), and torchrun then reports the whole run as failed.

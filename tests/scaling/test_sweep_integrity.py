@@ -181,6 +181,22 @@ save_shape_fits({str(law)!r}, _fits(), shared_c=False, metric="another")
     assert [p.name for p in tmp_path.iterdir()] == ["law.json"]  # no temporary left behind
 
 
+def test_a_full_disk_is_one_line_and_leaves_no_partial_plan(tmp_path):
+    code = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (300, 300))
+from sovit_hf.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+    folder = tmp_path / "s"
+    command = [sys.executable, "-c", code, "sweep", "plan", str(folder), "--preset", "micro"]
+    done = subprocess.run(command, env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "error: File too large" in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not (folder / "plan.json").exists() and sorted(p.name for p in folder.iterdir()) == [".sovit_hf_output.json"]
+
+
 def test_validation_shapes_for_wide_predicted_shapes():
     """Widths above ~127 made the ViT-proportioned scan build configs of over 1e11 parameters and fail."""
     from sovit_hf.scaling.sweep.validate import _params
