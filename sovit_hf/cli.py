@@ -175,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except ValueError as err:
         parser.error(str(err))
+    except OSError as err:  # a missing, unreadable or unwritable file: one line naming it, no traceback
+        parser.error(f"{err.strerror or err}" + (f": {err.filename}" if err.filename else ""))
 
 
 if __name__ == "__main__":

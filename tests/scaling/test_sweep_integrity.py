@@ -22,6 +22,7 @@ from sovit_hf.scaling.sweep.validate import validation_shapes
 from .test_sweep_synthetic import LAW
 
 ROOT = Path(__file__).resolve().parents[2]
+GRID_KEYS = ("width", "depth", "mlp_dim")
 
 
 def _plan(folder: Path, n: int, **trainer) -> dict:
@@ -135,6 +136,12 @@ def test_spec_mistakes_are_one_line(tmp_path, capsys):
         (["--override", '{"no_such_field": 1}'], "no_such_field"),
         (["--override", "[1]"], "must be a JSON object"),
         (["--spec", str(tmp_path / "missing.json")], "missing.json"),
+        (["--override", '{"batch_size": "64"}'], "SweepSpec.batch_size must be a positive whole number"),
+        (["--override", '{"star_steps": [2, -4]}'], "SweepSpec.star_steps must be whole numbers >= 1"),
+        (
+            ["--override", json.dumps({"grid": {k: list(range(1, 48)) for k in GRID_KEYS}})],
+            "rows, over the 100,000 a plan may have",
+        ),
     ):
         assert main(["sweep", "plan", str(tmp_path / "s"), *extra]) == 2
         line = _one_error_line(capsys)
@@ -193,7 +200,8 @@ sys.exit(main(sys.argv[1:]))
     command = [sys.executable, "-c", code, "sweep", "plan", str(folder), "--preset", "micro"]
     done = subprocess.run(command, env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
-    assert "error: File too large" in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    errors = [line for line in done.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and "sovit sweep plan: error: File too large" in errors[0], done.stderr
     assert not (folder / "plan.json").exists() and sorted(p.name for p in folder.iterdir()) == [".sovit_hf_output.json"]
 
 

@@ -28,6 +28,7 @@ _NOT_THE_RUN = ("index", "name")  # row fields that number or label a run withou
 ROW_INTS = ("width", "depth", "mlp_dim", "heads", "patch_size", "image_size", "steps", "batch_size", "examples")
 ROW_FLOATS = ("gflops_per_image", "compute_gflops")
 ROW_STRINGS = ("sweep", "dim", "name", "stage")
+MAX_ROWS = 100_000  # the paper's sweeps have a few hundred rows
 MAX_PLAN_BYTES = 64 * 2**20  # a plan of a million rows is ~300 MB; the largest real one is a few hundred rows
 
 
@@ -47,6 +48,10 @@ def _row(index: int, run: SweepRun, seed: int, stage: str, name: str | None = No
 
 def plan_rows(spec: SweepSpec) -> list[dict]:
     """Rows of the star sweep then the grid sweep (seed 0 each: one run per shape and length, as in the paper)."""
+    star_rows = (sum(map(len, spec.star_grids.values())) + spec.include_center) * len(spec.star_steps)
+    grid_rows = math.prod(len(spec.grid[k]) for k in spec.grid)
+    if star_rows + grid_rows > MAX_ROWS:  # counted before a single row is built
+        raise ValueError(f"the spec plans {star_rows + grid_rows:,} rows, over the {MAX_ROWS:,} a plan may have.")
     common = dict(batch_size=spec.batch_size, heads=spec.heads, patch_size=spec.patch_size, image_size=spec.image_size)
     star = plan_star_sweep(spec.center, spec.star_grids, spec.star_steps, include_center=spec.include_center, **common)
     examples = spec.grid_steps * spec.batch_size
