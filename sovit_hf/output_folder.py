@@ -164,9 +164,13 @@ def claim_folder(
 
 
 def remove_own_folder(folder: str | Path) -> None:
-    """Delete ``folder`` if it carries the marker; a missing folder is fine; anything else is a ``FileExistsError``."""
+    """Delete ``folder`` if it carries the marker or is empty; a missing folder is fine; anything else is a
+    ``FileExistsError``."""
     folder = Path(folder)
     if not folder.exists() and not folder.is_symlink():
+        return
+    if folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
+        folder.rmdir()  # empty: nothing to lose
         return
     if not is_ours(folder):
         raise FileExistsError(f"{folder} was not written by this package (no {MARKER}); it is left alone.")
