@@ -197,6 +197,23 @@ def classify_stream_breaking_mid_way(tmp_path: Path) -> int:
         )
 
 
+def convert_with_reference_bomb(tmp_path: Path) -> int:
+    """``sovit convert --reference REF.npz`` where REF's ``image_nhwc`` header claims 4 GiB over 64 bytes of data."""
+    import io
+    import zipfile
+
+    from sovit_hf.conversion import big_vision
+    from tests.conftest import BIG_VISION_FIXTURES
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (1 << 30,)})
+    reference = tmp_path / "ref.npz"
+    with zipfile.ZipFile(reference, "w") as archive:
+        archive.writestr("image_nhwc.npy", header.getvalue() + b"\0" * 64)
+    source = BIG_VISION_FIXTURES / "vit_map_unrolled.npz"
+    return big_vision.main([str(source), str(tmp_path / "out"), "--reference", str(reference)])
+
+
 def saved_model(tmp_path: Path, edit: Callable[[Path], None]) -> str:
     """A tiny SoViT classifier folder, then ``edit(folder)``."""
     from sovit_hf import SoViTForImageClassification
@@ -330,6 +347,7 @@ CASES = [
     Case("training", "image breaking mid-stream", classify_stream_breaking_mid_way, "an image of the train stream"),
     Case("training", "--num_beams 0", lambda p: caption(p, "--num_beams", "0"), "--num_beams must be in [1, 64]"),
     # sizes a file can set, bounded before anything is allocated
+    Case("model", "--reference header bomb", convert_with_reference_bomb, "claims shape (1073741824,)"),
     Case("model", "processor size 30000", lambda p: SoViTImageProcessor(size=HUGE), "size['height'] must be in [1"),
     Case("model", "position embeddings of 16384/1", lambda p: tiny_config(**POSEMB_BOMB), "position/vocabulary"),
     # metrics: refused alike with and without evaluate
