@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 MARKER = ".sovit_hf_output.json"  # written into every folder this package produces
+PROBE_PREFIX = ".sovit_hf-write-probe-"  # the temporary file that shows a folder can be written
 
 
 def _is_within(path: Path, folder: Path) -> bool:
@@ -152,7 +153,7 @@ def claim_folder(
         path = Path(str(source).split(":")[0])
         if path.exists() and _is_within(path.resolve(), resolved):
             raise FileExistsError(f"{option} {folder} holds this command's input {source}; write elsewhere.")
-    if folder.is_dir() and not is_ours(folder) and any(folder.iterdir()):
+    if folder.is_dir() and not is_ours(folder) and any(not _transient(p.name) for p in folder.iterdir()):
         raise FileExistsError(
             f"{option} {folder} holds files this package did not write (no {MARKER}): it is left alone; choose a new "
             "or empty folder."
@@ -161,6 +162,12 @@ def claim_folder(
     if mark and not (folder / MARKER).is_file():
         write_json_atomic(folder / MARKER, {"written_by": tool})
     return folder
+
+
+def _transient(name: str) -> bool:
+    """A write probe or the marker's temporary file: another process of the same command (a rank of a distributed
+    run) claiming the folder at the same moment, not the user's data."""
+    return name.startswith(PROBE_PREFIX) or (name.startswith(f".{MARKER}.") and name.endswith(".partial"))
 
 
 def remove_own_folder(folder: str | Path) -> None:
