@@ -34,11 +34,11 @@ from sovit_hf.configuration_sovit import POOL_TYPES
 from sovit_hf.configuration_sovit_siglip import TEXT_POOL_TYPES
 from sovit_hf.image_processing_sovit_naflex import SoViTNaFlexImageProcessor
 from sovit_hf.naflex import from_big_vision_inputs
+from sovit_hf.output_folder import check_output_folder, portable, write_folder
 
 from .big_vision_keys import TRANSFORMS, check_rules, checkpoint_rules, expected_shapes, infer_config_kwargs
 from .layouts import BigVisionCheckpoint
-from .npz import CheckpointError
-from .output_folder import check_output_folder, portable, write_folder
+from .npz import CheckpointError, npz_header
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # The one agreement bound for a big_vision conversion (the converter's --reference check, `sovit demo` and the parity
@@ -119,6 +119,7 @@ def load_big_vision(
 def parity_errors(model, reference: str | Path) -> dict[str, tuple[float, float]]:
     """``{output: (max abs error, max abs error / max |reference|)}`` against big_vision's outputs in ``reference``
     (the ``.ref.npz`` layout of tests/fixtures/big_vision/README.md: ``image_nhwc`` and the outputs it names)."""
+    npz_header(reference)  # bounded: a header that claims more data than the file holds fails here, in one line
     ref = np.load(reference, allow_pickle=False)
     base = model.sovit if hasattr(model, "sovit") else model
     valid = None  # NaFlex: (B, L) real tokens; big_vision's padding rows attend to nothing and are not comparable

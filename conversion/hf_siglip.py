@@ -38,9 +38,8 @@ from sovit_hf import (
 from sovit_hf.configuration_sovit import POOL_TYPE_SPECS, pool_type_spec
 from sovit_hf.image_processing_sovit_naflex import SoViTNaFlexImageProcessor
 from sovit_hf.model_card import write_model_card
+from sovit_hf.output_folder import check_output_folder, portable, write_folder
 from sovit_hf.siglip_loading import sovit_config_from_siglip
-
-from .output_folder import check_output_folder, portable, write_folder
 
 SKIPPED_PREFIXES = ("text_model.", "logit_scale", "logit_bias")  # parts of a full SiglipModel left out on purpose
 VERIFY_TOLERANCE = 1e-4  # relative to the output scale, float32

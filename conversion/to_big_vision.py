@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from safetensors import SafetensorError
 from safetensors.numpy import load_file as load_numpy
 from safetensors.torch import load_file as load_torch
 
@@ -42,7 +43,13 @@ def _read_weights(folder: Path) -> dict[str, np.ndarray]:
     try:
         return {k: v.astype(np.float32) for k, v in load_numpy(path).items()}
     except (TypeError, ValueError):  # numpy has no bfloat16: go through torch
+        pass
+    except SafetensorError as err:  # truncated, or a damaged header
+        raise CheckpointError(f"{path} is not a readable safetensors file ({err}).") from err
+    try:
         return {k: v.float().numpy() for k, v in load_torch(path).items()}
+    except SafetensorError as err:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({err}).") from err
 
 
 def _two_tower_arrays(folder: Path, scan: bool) -> dict[str, np.ndarray]:
@@ -132,12 +139,18 @@ def export(
     out = Path(out)
     if out.is_dir():
         raise FileExistsError(f"{out} is a folder; give the path of the .npz file to write.")
+    if (out.exists() or out.is_symlink()) and _is_within(out.resolve(), Path(folder).resolve()):
+        raise FileExistsError(f"{out} is a file of the input folder {folder}; export never overwrites its input.")
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it.")
     arrays = to_big_vision_arrays(folder, scan=scan, naflex=naflex)
     if dtype == "bfloat16":
         arrays = {k: float32_to_bfloat16_bits(v) for k, v in arrays.items()}
     return save_npz_atomic(out, {prefix + k: v for k, v in arrays.items()})
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -226,9 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except ValueError as err:
         parser.error(str(err))
-    except OSError as err:  # a file that is not there or not readable: one line, no traceback
-        print(f"sovit {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    except OSError as err:  # a missing, unreadable or unwritable file: one line naming it, no traceback
+        parser.error(f"{err.strerror or err}" + (f": {err.filename}" if err.filename else ""))
 
 
 if __name__ == "__main__":

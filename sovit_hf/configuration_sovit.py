@@ -306,9 +306,14 @@ def check_field_types_and_ranges(config) -> None:
     if not config.layer_norm_eps > 0.0:  # any finite positive value is a LayerNorm (transformers' tests use 1.0)
         raise ValueError(f"layer_norm_eps must be positive, got {config.layer_norm_eps}.")
     width, depth, mlp = config.hidden_size, config.num_hidden_layers, config.intermediate_size
-    if depth * (4 * width * width + 2 * width * mlp) > MAX_PARAMETERS:  # attention + MLP weights per layer
+    blocks = depth * (4 * width * width + 2 * width * mlp)  # attention + MLP weights per layer
+    # Position embeddings: one width-vector per patch token (encoder) or per position and vocabulary entry (decoder)
+    tokens = (config.image_size // config.patch_size) ** 2 if hasattr(config, "image_size") else 0
+    tokens += getattr(config, "max_position_embeddings", 0) + getattr(config, "vocab_size", 0)
+    if blocks + tokens * width > MAX_PARAMETERS:
         raise ValueError(
-            f"width {width}, depth {depth}, MLP {mlp} means over {MAX_PARAMETERS:.0e} parameters; refusing to build it."
+            f"width {width}, depth {depth}, MLP {mlp}, {tokens:,} position/vocabulary embeddings means over "
+            f"{MAX_PARAMETERS:.0e} parameters; refusing to build it."
         )
 
 

@@ -317,10 +317,10 @@ def render_model_card(
 
 
 def write_model_card(folder: str | Path, config: SoViTConfig, **kwargs) -> Path:
-    """Render the card and save it as ``folder/README.md``."""
-    path = Path(folder) / "README.md"
-    render_model_card(config, **kwargs).save(path)
-    return path
+    """Render the card and save it as ``folder/README.md`` (atomically: a failed write keeps the previous card)."""
+    from .output_folder import write_text_atomic
+
+    return write_text_atomic(Path(folder) / "README.md", str(render_model_card(config, **kwargs)))
 
 
 def write_family_cards(out_dir: str | Path) -> list[Path]:

@@ -13,6 +13,7 @@ The rows form a plan of their own in ``FOLDER/validate`` (run with the same runn
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -58,7 +59,10 @@ def validation_shapes(spec, predicted: dict[str, int]) -> dict[str, dict[str, in
     for width in range(step, 64 * max(w, step), step):
         depth = max(1, round(width * VIT_B["depth"] / VIT_B["width"]))
         mlp = VIT_B["mlp_ratio"] * width
-        candidates.append((abs(math.log(_params(spec, width, depth, mlp) / target)), width, depth, mlp))
+        params = _params(spec, width, depth, mlp)
+        candidates.append((abs(math.log(params / target)), width, depth, mlp))
+        if params > target:  # the count grows with the width: every wider candidate is further off
+            break
     _, vw, vd, vm = min(candidates)
     return {
         "predicted": {"width": w, "depth": d, "mlp_dim": m},
@@ -161,10 +165,30 @@ def plan_validation(folder: str | Path, fallback: bool = False) -> Path:
         "budget_gflops": budget,
         "largest_sweep_gflops": largest,
         "law": str(law) if isinstance(law, Path) else law.source,
+        "law_sha256": _law_sha256(folder),
         "predicted_unrounded": optimal.exact,
     }
     write_plan(target, spec, out, stage="validate", extra=extra)
     return target
+
+
+def _law_sha256(folder: Path) -> str | None:
+    """The sha256 of the sweep's ``law.json`` (``None`` without one: then the fallback rule, from ``fit.json``)."""
+    law = folder / LAW_FILE
+    source = law if law.is_file() else folder / FIT_REPORT
+    return hashlib.sha256(source.read_bytes()).hexdigest() if source.is_file() else None
+
+
+def check_validation_law(folder: str | Path) -> None:
+    """``ValueError`` if ``FOLDER/validate/plan.json`` was planned from another law than the sweep's current one
+    (``law.json`` re-fitted since): its shapes would test a law that is no longer the sweep's."""
+    folder = Path(folder)
+    plan = load_plan(folder / VALIDATE_DIR)
+    if "law_sha256" in plan and plan["law_sha256"] != _law_sha256(folder):
+        raise ValueError(
+            f"{folder / VALIDATE_DIR / 'plan.json'} was planned from another law than {folder / LAW_FILE} (re-fitted "
+            f"since); move {folder / VALIDATE_DIR} aside to validate the current law."
+        )
 
 
 def summarise_validation(folder: str | Path) -> dict:
