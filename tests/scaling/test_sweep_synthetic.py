@@ -18,11 +18,13 @@ from sovit_hf.scaling.sweep import (
     write_plan,
 )
 
-# s = (1/3, 0.3125, 0.4545); f spans about 0.9-1.9 over the cpu preset's star arms.
+# s = (1/3, 0.3125, 0.4545). beta_k puts each arm's compute-optimal x_k^* (Eq. 4) near the geometric middle of its
+# star arm (STAR below) at the arm's middle compute: width ~39 of 16-96, depth ~2.8 of 1-8, MLP ~136 of 24-768, so
+# that the arms identify their exponents (sovit_hf.scaling.identification).
 LAW = {
     "alpha": {"width": 4.0, "depth": 0.3, "mlp_dim": 1.5},
     "a": {"width": 0.5, "depth": 1.0, "mlp_dim": 0.6},
-    "beta": {"width": 0.02, "depth": 0.15, "mlp_dim": 0.03},
+    "beta": {"width": 0.15, "depth": 1.6, "mlp_dim": 0.18},
     "b": {"width": 1.0, "depth": 0.6, "mlp_dim": 0.5},
     "xi": 0.5,
     "c": 0.5,
@@ -45,9 +47,9 @@ def synthetic_spec(noise_seed: int, **trainer):
 
 def test_synthetic_loss_is_eq3_by_hand():
     # width 10, depth 2, mlp 20, t 100: 4*10^-0.5 + 0.3*2^-1 + 1.5*20^-0.6
-    #   + (0.02*10 + 0.15*2^0.6 + 0.03*20^0.5 + 0.5) * 100^-0.5 + 0.05
+    #   + (0.15*10 + 1.6*2^0.6 + 0.18*20^0.5 + 0.5) * 100^-0.5 + 0.05
     size = 4.0 / np.sqrt(10) + 0.3 / 2 + 1.5 * 20**-0.6
-    compute = (0.2 + 0.15 * 2**0.6 + 0.03 * np.sqrt(20) + 0.5) / 10
+    compute = (1.5 + 1.6 * 2**0.6 + 0.18 * np.sqrt(20) + 0.5) / 10
     assert synthetic_loss(LAW, 10, 2, 20, 100.0) == pytest.approx(size + compute + 0.05, rel=1e-12)
 
 
@@ -60,6 +62,7 @@ def test_fit_recovers_exponents_within_intervals(tmp_path, noise_seed):
     assert len(outcome["ok"]) == len(star) and not outcome["failed"]
     report = fit_sweep(tmp_path)
     truth = synthetic_exponents(LAW)
+    assert report["status"] == "fitted" and all(e["identified"] for e in report["exponents"].values())
     covered = [d for d, e in report["exponents"].items() if e["interval"][0] <= truth[d] <= e["interval"][1]]
     assert len(covered) >= 2, (report["exponents"], truth)
     # the law file is what `sovit shape --law` and compute_optimal_config(law=...) read: x_k = x0_k (t/t0)^(s_k/3)
@@ -72,6 +75,27 @@ def test_fit_recovers_exponents_within_intervals(tmp_path, noise_seed):
     for dim, entry in report["exponents"].items():  # and the intervals are not vacuous
         low, high = entry["interval"]
         assert 0 < low < high and high - low < 2 * truth[dim], (dim, entry)
+
+
+def test_optimum_outside_the_arms_is_reported_not_identified(tmp_path):
+    """The same law with beta_k 7-18x smaller puts every optimum above its arm (width x* = 76-211 on an arm of
+    16-96 by Eq. 4): the fit must say "not identified", name the side, write no law file, and a law-less shape
+    request must fail."""
+    law = {**LAW, "beta": {"width": 0.02, "depth": 0.15, "mlp_dim": 0.01}}
+    spec = preset("cpu", trainer={"name": "synthetic", "law": law, "noise": 0.01, "noise_seed": 0}, **STAR)
+    star = [r for r in plan_rows(spec) if r["sweep"] == "star"]
+    write_plan(tmp_path, spec, rows=star)
+    run_sweep(tmp_path, jobs=0, progress=False)
+    report = fit_sweep(tmp_path, bootstrap=0)
+    for dim, entry in report["exponents"].items():
+        x_star = [x for _, x in entry["optimum"]]
+        # Eq. 4 with the true parameters at the same budgets: above the arm's largest value, as reported
+        a, b, beta, alpha = (law[k][dim] for k in ("a", "b", "beta", "alpha"))
+        truth = [(alpha * a * t ** law["c"] / (beta * b)) ** (1 / (a + b)) for t, _ in entry["optimum"]]
+        assert truth[1] > max(spec.star_grids[dim]) and x_star[1] > max(spec.star_grids[dim]), (dim, entry)
+        assert not entry["identified"] and entry["reason"].startswith("optimum above the arm"), (dim, entry)
+    assert report["status"] == "not_identified" and report["law_path"] is None
+    assert not (tmp_path / "law.json").exists()
 
 
 def test_failed_row_is_recorded_then_retried_a_bounded_number_of_times(tmp_path):

@@ -91,7 +91,8 @@ def plan_validation(folder: str | Path, fallback: bool = False) -> Path:
 
     Args:
         folder: the sweep folder.
-        fallback: without a fitted ``law.json``, validate :func:`fallback_rule` instead of failing.
+        fallback: without a fitted ``law.json``, validate :func:`fallback_rule` instead of failing; with a law file
+            that lacks an exponent the sweep did not identify, use the paper's s_k for it (the plan's ``law`` says so).
     """
     folder = Path(folder)
     plan = load_plan(folder)
@@ -110,6 +111,7 @@ def plan_validation(folder: str | Path, fallback: bool = False) -> Path:
     optimal = compute_optimal_shape(
         budget,
         law=law,
+        fill_missing="paper" if fallback else "refuse",
         heads=spec.heads,
         multiple_of=spec.width_multiple,
         patch_size=spec.patch_size,
