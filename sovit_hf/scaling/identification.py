@@ -9,9 +9,12 @@ An exponent s_k = c / (a_k + b_k) (SoViT Eq. 4) is declared **identified** only 
    terms constants; the interval must close inside the grid on both sides. A grid point whose refit needs an
    exponent at its numerical cap (``objectives.LOG_MAX_SHAPE_EXPONENT``) is never counted as excluded, so a cap can
    never end an interval.
-2. **The fitted optimum lies inside the arm.** x_k^*(t) of Eq. 4 must lie within [min, max] of the arm's values
-   at the arm's middle compute and at two of its three reference budgets (smallest, geometric middle, largest
-   compute measured). An optimum outside the arm is an extrapolation: the U-shape (Sec. 3 III) is not seen.
+2. **The fitted optimum lies inside the arm.** At the arm's middle compute (the geometric middle of the compute
+   it measured), x_k^*(t) of Eq. 4 must have two arm values on each side (one for arms of fewer than 5 values),
+   and it must lie within [min, max] of the arm at two of three reference budgets (smallest, middle, largest
+   compute). An optimum outside the arm, or on its edge, is an extrapolation: the U-shape (Sec. 3 III) is not seen
+   on both sides. (On synthetic sweeps whose optimum lies below the arm, the fit can place a spurious optimum just
+   inside the arm's low edge, with a closed profile; the margin is what reports those "not identified".)
 
 Otherwise the exponent is **not identified**, with the reason and the values to add.
 
@@ -98,7 +101,7 @@ def noise_model(problem, theta: np.ndarray, data) -> NoiseModel:
         theta: its fitted log-parameters.
         data: the arms ``[(x, t, f)]``.
     """
-    spreads, dofs = [], []
+    spreads = []
     for x, t, f in data:
         groups: dict[tuple[float, float], list[float]] = {}
         for xi, ti, fi in zip(x, t, f, strict=True):
@@ -115,9 +118,7 @@ def noise_model(problem, theta: np.ndarray, data) -> NoiseModel:
         return NoiseModel(sigma=sigma, source="replicates", dof=int(sum(dof for _, dof in spreads)))
     residuals = np.split(problem.residuals_and_jacobian(theta)[0], problem.split)
     per_arm_params = 6 + 1.0 / problem.k  # the shared c counted once over the arms
-    sigma = tuple(
-        float(np.sqrt(np.sum(r**2) / max(len(r) - per_arm_params, 1.0))) for r in residuals
-    )
+    sigma = tuple(float(np.sqrt(np.sum(r**2) / max(len(r) - per_arm_params, 1.0))) for r in residuals)
     return NoiseModel(sigma=sigma, source="residuals", dof=int(len(problem.f) - problem.n_params))
 
 
@@ -257,7 +258,9 @@ def profile_interval(
             scan.solve_at(middle, scan.nearest_solution(middle))
         ends.append(end)
     ss, lr, capped = table()
-    profile = [(float(v), None if not np.isfinite(x) else float(x), bool(c)) for v, x, c in zip(ss, lr, capped)]
+    profile = [
+        (float(v), None if not np.isfinite(x) else float(x), bool(c)) for v, x, c in zip(ss, lr, capped, strict=True)
+    ]
     return (ends[0], ends[1]), profile
 
 
@@ -296,14 +299,17 @@ def identify(
     optimum = [(budget, float(law.optimal(budget))) for budget in budgets]
     x_lo, x_hi = float(x.min()), float(x.max())
     inside = [x_lo <= x_star <= x_hi for _, x_star in optimum]
+    values = np.unique(x)
+    margin = 2 if len(values) >= 5 else 1  # arm values needed on each side of the optimum at the middle budget
+    below_mid, above_mid = int(np.sum(values < optimum[1][1])), int(np.sum(values > optimum[1][1]))
     stars = f"x* = {optimum[0][1]:.3g}-{optimum[-1][1]:.3g} at t = {budgets[0]:.3g}-{budgets[-1]:.3g} GFLOPs"
     arm = f"the {name} arm {x_lo:g}-{x_hi:g}"
     common = dict(
         interval=interval, confidence=confidence, threshold=float(q), noise=noise, optimum=optimum,
         arm=(x_lo, x_hi), profile=profile,
     )  # fmt: skip
-    if not (inside[1] and sum(inside) >= 2):
-        below = optimum[1][1] < x_lo
+    if not (below_mid >= margin and above_mid >= margin and sum(inside) >= 2):
+        below = below_mid < margin if below_mid != above_mid else optimum[1][1] < np.sqrt(x_lo * x_hi)
         side = "below" if below else "above"
         add = _values_to_add(x, optimum[0][1] if below else optimum[-1][1], below, integer)
         if below and integer and x_lo <= 1:
@@ -315,7 +321,11 @@ def identify(
         )
         advice += " or " + ("train longer (x* grows with compute)" if below else "train shorter")
         return Identification(
-            identified=False, reason=f"optimum {side} the arm: {stars}, outside {arm}", add=add, advice=advice,
+            identified=False,
+            reason=f"optimum {side} the arm: {stars}; {arm} has {below_mid} value(s) below and {above_mid} above "
+            f"x* at the middle budget (needs {margin} on each side)",
+            add=add,
+            advice=advice,
             **common,
         )  # fmt: skip
     if interval[0] is None or interval[1] is None:
@@ -362,10 +372,10 @@ __all__ = [
     "S_MIN",
     "Identification",
     "NoiseModel",
+    "ProfileScan",
     "identify",
     "noise_model",
     "not_identified_section",
-    "ProfileScan",
     "profile_exponent",
     "profile_interval",
     "profile_threshold",

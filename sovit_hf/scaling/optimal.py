@@ -174,6 +174,42 @@ class ScalingRule:
             source=f"{source}; own anchor",
         )
 
+    @classmethod
+    def through(
+        cls,
+        shape: Mapping[str, float],
+        gflops: float,
+        exponents: Mapping[str, float] | None = None,
+        anchor: Mapping[str, float] | None = None,
+    ) -> ScalingRule:
+        """The rule with the given exponents and anchor (default: the paper's, Sec. 4.1) whose shape at ``gflops``
+        is exactly ``shape``: the one t^(0) and weights w_k (sum 1) that the rule leaves free.
+
+        From x_k = x_k^(0) tau^{w_k s_k}: w_k s_k ln tau = ln(x_k / x_k^(0)) =: L_k, and sum_k w_k = 1 gives
+        ln tau = sum_k L_k / s_k, w_k = L_k / (s_k ln tau), t^(0) = gflops / tau. For SoViT-400m/14 (1152, 27,
+        4304) at the paper's 9e12 GFLOPs this is t^(0) = 4.2e9 GFLOPs and w = (0.38, 0.29, 0.33) (docs/scaling.md).
+
+        Args:
+            shape: the target ``{"width", "depth", "mlp_dim"}`` (each larger than the anchor's).
+            gflops: the budget t at which the rule must give ``shape``.
+            exponents: s_k; default the paper's classification exponents.
+            anchor: x^(0); default the paper's (608, 10, 928).
+        """
+        exponents = dict(PAPER_EXPONENTS["classification"] if exponents is None else exponents)
+        anchor = dict(PAPER_ANCHOR if anchor is None else anchor)
+        logs = {k: math.log(shape[k] / anchor[k]) for k in DIMENSIONS}
+        if any(v <= 0 for v in logs.values()):
+            raise ValueError(f"every dimension of {dict(shape)} must exceed the anchor's {anchor}.")
+        log_tau = sum(logs[k] / exponents[k] for k in DIMENSIONS)
+        weights = {k: logs[k] / (exponents[k] * log_tau) for k in DIMENSIONS}
+        return cls(
+            exponents=exponents,
+            anchor=anchor,
+            t0=gflops / math.exp(log_tau),
+            weights=weights,
+            source=f"the rule through {dict(shape)} at {gflops:.4g} GFLOPs (t0 and weights solved for)",
+        )
+
     def shape(self, gflops: float) -> dict[str, float]:
         """Unrounded x_k(t) = x_k^(0) (t / t^(0))^{w_k s_k} for a training budget t.
 

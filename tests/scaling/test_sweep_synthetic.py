@@ -134,3 +134,46 @@ def test_anchor_rules_on_a_known_frontier():
     assert any("depth cannot go below 1" in m for m in low.messages)
     heads = find_anchor([model(24, 2, 2, 1 / t), model(32, 2, 2, 1.1 / t)], {**grid, "width": (24, 32, 40)}, heads=4)
     assert any("width grid [24, 32, 40]; extend it downward (e.g. add 16)" in m for m in heads.messages)
+
+
+def test_anchor_rule2_takes_the_longest_contiguous_range_and_t0_from_the_anchors_own_evaluations():
+    """A and C alternate level by level (A best at 10 of 24 levels, scattered); B is best over 5 neighbouring
+    levels: B is the anchor (a contiguous range), and t^(0) is the first of those levels, where B was evaluated."""
+    grid = {"width": (1, 2, 3, 4), "depth": (1, 2, 3, 4), "mlp_dim": (1, 2, 3, 4)}
+    t = np.geomspace(1, 100, 24)  # the evaluation points = the 24 comparison levels
+    sign = (-1.0) ** np.arange(24)
+    b = np.where((np.arange(24) >= 10) & (np.arange(24) <= 14), 0.97, 1.5)
+    models = [
+        {"width": 2, "depth": 2, "mlp_dim": 2, "curve": list(zip(t, (1 - 0.02 * sign) / t, strict=True))},
+        {"width": 3, "depth": 3, "mlp_dim": 3, "curve": list(zip(t, b / t, strict=True))},
+        {"width": 2, "depth": 3, "mlp_dim": 2, "curve": list(zip(t, (1 + 0.02 * sign) / t, strict=True))},
+    ]
+    anchor = find_anchor(models, grid)
+    assert anchor.shape == {"width": 3, "depth": 3, "mlp_dim": 3} and anchor.rule2_ok
+    assert anchor.t0 == pytest.approx(t[10]) and anchor.optimal_range == pytest.approx((t[10], t[14]))
+    assert anchor.t0 in [p[0] for p in models[1]["curve"]]
+    # when no model wins two neighbouring levels, rule 2 fails
+    alternating = find_anchor([models[0], models[2]], grid)
+    assert not alternating.rule2_ok and any("contiguous range" in m for m in alternating.messages)
+
+
+def test_anchor_on_the_smoothed_grid_surface_is_not_moved_by_one_noisy_neighbour():
+    """27 grid models, log f a quadratic bowl in the log-dimensions with its minimum at (2, 4, 8) plus one noisy
+    neighbour (4, 4, 8) that beats the center by 0.016 in log f: the raw argmin is the neighbour, the quadratic
+    surface over the grid puts the anchor at the true optimum, strictly inside the grid."""
+    grid = {"width": (1, 2, 4), "depth": (2, 4, 8), "mlp_dim": (4, 8, 16)}
+    t = np.geomspace(1, 100, 10)
+    models = []
+    for w in grid["width"]:
+        for d in grid["depth"]:
+            for m in grid["mlp_dim"]:
+                bowl = 0.05 * (np.log(w / 2) ** 2 + np.log(d / 4) ** 2 + np.log(m / 8) ** 2)
+                noise = -0.04 if (w, d, m) == (4, 4, 8) else 0.0
+                models.append(
+                    {"width": w, "depth": d, "mlp_dim": m, "curve": list(zip(t, np.exp(bowl + noise) / t, strict=True))}
+                )
+    raw_best = min(models, key=lambda mdl: mdl["curve"][-1][1])
+    assert (raw_best["width"], raw_best["depth"], raw_best["mlp_dim"]) == (4, 4, 8)
+    anchor = find_anchor(models, grid)
+    assert anchor.smoothed and anchor.shape == {"width": 2, "depth": 4, "mlp_dim": 8}
+    assert anchor.rule1_ok and anchor.rule2_ok and anchor.t0 == pytest.approx(1.0)

@@ -171,9 +171,7 @@ def fit_sweep(folder: str | Path, bootstrap: int | None = None, seed: int = 0) -
         write_json_atomic(folder / FIT_REPORT, report)
         return {**report, "fits": fits, "data": data, "law_path": None}
     anchor_values = None if anchor is None else {**anchor.shape, "t0": anchor.t0}
-    save_shape_fits(
-        law_path, {d: fits[d] for d in identified}, shared_c=True, metric=METRIC, anchor=anchor_values
-    )
+    save_shape_fits(law_path, {d: fits[d] for d in identified}, shared_c=True, metric=METRIC, anchor=anchor_values)
     document = json.loads(law_path.read_text())
     document["not_identified"] = not_identified_section(fits)
     document["sweep"] = {
