@@ -9,6 +9,7 @@ from sovit_hf.scaling import ScalingRule, compute_optimal_shape
 from sovit_hf.scaling.sweep import (
     find_anchor,
     fit_sweep,
+    next_grid,
     plan_rows,
     preset,
     row_states,
@@ -134,6 +135,16 @@ def test_anchor_rules_on_a_known_frontier():
     assert any("depth cannot go below 1" in m for m in low.messages)
     heads = find_anchor([model(24, 2, 2, 1 / t), model(32, 2, 2, 1.1 / t)], {**grid, "width": (24, 32, 40)}, heads=4)
     assert any("width grid [24, 32, 40]; extend it downward (e.g. add 16)" in m for m in heads.messages)
+    # the next App. B.3 iteration: the grid with the values the messages name, or why it stops
+    assert next_grid(inside, grid) == {"stop": "rules 1 and 2 of App. B.3 hold"}
+    same = [1, 2, 3]
+    assert next_grid(edge, grid) == {
+        "grid": {"width": same, "depth": [1, 2, 3, 5], "mlp_dim": same},
+        "cannot_extend": [],
+    }
+    step = next_grid(low, {**grid, "width": (4, 6, 9)})
+    assert step == {"grid": {"width": [2, 4, 6, 9], "depth": same, "mlp_dim": same}, "cannot_extend": ["depth"]}
+    assert "cannot go lower" in next_grid(low, {**grid, "width": (1, 2, 3)})["stop"]
 
 
 def test_anchor_rule2_takes_the_longest_contiguous_range_and_t0_from_the_anchors_own_evaluations():

@@ -74,26 +74,52 @@ def _interpolate(curve: np.ndarray, level: float) -> float:
     return float(np.exp(np.interp(np.log(level), np.log(curve[:, 0]), np.log(curve[:, 1]))))
 
 
-def _rule1_message(dim: str, side: str, value: int, values: list[int], multiple: int = 1) -> str:
-    """What rule 1's failure means for ``dim`` and which value to add: a whole multiple of ``multiple`` (widths:
-    of the head count), one grid step beyond the edge; no depth below 1."""
-    head = f"rule 1 (App. B.3) fails: the grid optimum has {dim} = {value}, the {side} edge of the {dim} grid {values}"
+def _value_to_add(side: str, values: list[int], multiple: int = 1) -> int | None:
+    """One grid step beyond the edge, a whole multiple of ``multiple`` (widths: of the head count); None when the
+    low edge is already at ``multiple`` (no depth below 1, no width below the head count)."""
     if side == "low" and values[0] <= multiple:
+        return None
+    if side == "low":
+        step = values[1] / values[0]
+        add = min(multiple * int(values[0] / step / multiple), values[0] - multiple)
+        return max(multiple, add)
+    step = values[-1] / values[-2]
+    return max(multiple * int(np.ceil(values[-1] * step / multiple)), values[-1] + multiple)
+
+
+def _rule1_message(dim: str, side: str, value: int, values: list[int], multiple: int = 1) -> str:
+    """What rule 1's failure means for ``dim`` and which value to add (:func:`_value_to_add`)."""
+    head = f"rule 1 (App. B.3) fails: the grid optimum has {dim} = {value}, the {side} edge of the {dim} grid {values}"
+    add = _value_to_add(side, values, multiple)
+    if add is None:
         return (
             f"{head}; {dim} cannot go below {multiple}, so at this compute the optimum is the smallest model possible "
             f"in {dim}: give the grid more compute (longer training) or shrink the other dimensions"
         )
-    if side == "low":
-        step = values[1] / values[0]
-        add = min(multiple * int(values[0] / step / multiple), values[0] - multiple)
-        add = max(multiple, add)
-    else:
-        step = values[-1] / values[-2]
-        add = max(multiple * int(np.ceil(values[-1] * step / multiple)), values[-1] + multiple)
     return (
         f"{head}; extend it {'downward' if side == 'low' else 'upward'} (e.g. add {add}) and rerun the grid sweep "
         "(`sovit sweep plan NEW --override '{\"grid\": ...}' --reuse THIS` trains only the new rows)"
     )
+
+
+def next_grid(anchor: Anchor, grid: dict[str, Sequence[int]], heads: int = 1) -> dict:
+    """The next App. B.3 iteration: ``{"grid": extended grid}`` when rule 1 fails on an edge that can be extended,
+    else ``{"stop": why}`` (the rules hold, or an edge cannot move: depth 1, width = heads). Rule 2 failing on its
+    own asks for longer training or replicate seeds, not a wider grid, and is reported as a stop."""
+    if anchor.rule1_ok and anchor.rule2_ok:
+        return {"stop": "rules 1 and 2 of App. B.3 hold"}
+    if anchor.rule1_ok:
+        return {"stop": "rule 2 fails with the optimum inside the grid: train the grid longer or add replicate seeds"}
+    extended, stuck = {k: sorted(int(v) for v in grid[k]) for k in DIMENSIONS}, []
+    for dim, side in anchor.boundary.items():
+        add = _value_to_add(side, extended[dim], heads if dim == "width" else 1)
+        if add is None:
+            stuck.append(dim)
+        else:
+            extended[dim] = sorted({*extended[dim], add})
+    if stuck and all(d in stuck for d in anchor.boundary):
+        return {"stop": f"the optimum is on the low edge of {stuck}, which cannot go lower: give the grid more compute"}
+    return {"grid": extended, "cannot_extend": stuck}
 
 
 def find_anchor(models: Sequence[dict], grid: dict[str, Sequence[int]], heads: int = 1) -> Anchor:

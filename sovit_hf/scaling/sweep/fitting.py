@@ -12,7 +12,7 @@ from ..files import save_shape_fits
 from ..fit import FitError, fit_shape_law, fit_shape_laws
 from ..identification import not_identified_section
 from ..laws import DIMENSIONS
-from .anchor import find_anchor
+from .anchor import find_anchor, next_grid
 from .plan import load_plan, write_json_atomic
 from .store import row_states
 
@@ -115,6 +115,7 @@ def fit_sweep(folder: str | Path, bootstrap: int | None = None, seed: int = 0) -
         "metric": METRIC,
         "confidence": spec.confidence,
         "anchor": None if anchor is None else anchor.to_dict(),
+        "next_grid": None if anchor is None else next_grid(anchor, spec.grid, heads=spec.heads),
         "rows_finished": len(rows),
         "rows_planned": len(plan["rows"]),
         "f_range": [min(r["f"] for r in rows), max(r["f"] for r in rows)],
@@ -229,4 +230,13 @@ def fit_summary(report: dict) -> str:
             f"{len(anchor['levels'])} compute levels)"
         )
         lines += [f"  WARNING: {m}" for m in anchor["messages"]]
+        step = report.get("next_grid") or {}
+        if "grid" in step:
+            override = json.dumps({"grid": step["grid"]}, separators=(",", ":"))
+            lines.append(
+                f"  next App. B.3 iteration: sovit sweep plan NEW --override '{override}' --reuse THIS "
+                "(trains only the new rows), then run and fit NEW"
+            )
+        elif "stop" in step:
+            lines.append(f"  App. B.3 iteration stops: {step['stop']}")
     return "\n".join(lines)
