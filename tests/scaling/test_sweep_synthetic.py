@@ -1,6 +1,8 @@
 """``plan -> run -> fit`` with a synthetic trainer whose f follows a known SoViT Eq. 3 law (hence Eq. 2 along every
 star arm, one shared c) plus noise: the loop must recover the true s_k = c / (a_k + b_k) inside its own intervals."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -188,3 +190,33 @@ def test_anchor_on_the_smoothed_grid_surface_is_not_moved_by_one_noisy_neighbour
     anchor = find_anchor(models, grid)
     assert anchor.smoothed and anchor.shape == {"width": 2, "depth": 4, "mlp_dim": 8}
     assert anchor.rule1_ok and anchor.rule2_ok and anchor.t0 == pytest.approx(1.0)
+
+
+def test_an_arm_that_breaks_the_joint_fit_is_left_out_and_reported(tmp_path, monkeypatch):
+    """When the joint fit drives a parameter of one arm to its boundary (FitError naming "a[1]", the depth arm),
+    that arm is reported not identified with the error, and the other two are fitted without it: the same laws as
+    fit_shape_laws on those two arms alone."""
+    from sovit_hf.scaling import FitError, fit_shape_laws
+    from sovit_hf.scaling.sweep import fitting
+
+    spec = synthetic_spec(0)
+    write_plan(tmp_path, spec, rows=[r for r in plan_rows(spec) if r["sweep"] == "star"])
+    run_sweep(tmp_path, jobs=0, progress=False)
+    calls = []
+
+    def first_call_fails(data, **options):
+        calls.append(list(data))
+        if len(calls) == 1:
+            raise FitError("The fit drives ['a[1]'] to the boundary", parameters=("a[1]",))
+        return fit_shape_laws(data, **options)
+
+    monkeypatch.setattr(fitting, "fit_shape_laws", first_call_fails)
+    report = fit_sweep(tmp_path, bootstrap=0)
+    assert calls == [["width", "depth", "mlp_dim"], ["width", "mlp_dim"]]
+    depth = report["exponents"]["depth"]
+    assert not depth["identified"] and depth["s"] is None and "a[1]" in depth["reason"]
+    alone = fit_shape_laws({d: report["data"][d] for d in ("width", "mlp_dim")}, bootstrap=0)
+    for dim in ("width", "mlp_dim"):
+        assert report["exponents"][dim]["s"] == pytest.approx(alone[dim].exponent, rel=1e-9)
+    law = json.loads((tmp_path / "law.json").read_text())
+    assert "depth" in law["not_identified"] and "depth" not in law["dimensions"]

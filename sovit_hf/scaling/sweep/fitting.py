@@ -123,29 +123,40 @@ def fit_sweep(folder: str | Path, bootstrap: int | None = None, seed: int = 0) -
         "arms": arm_trends(rows),
     }
     law_path = folder / LAW_FILE
-    try:
-        fits = fit_shape_laws(
-            data,
-            shared_c=True,
-            bootstrap=spec.fit_bootstrap if bootstrap is None else bootstrap,
-            confidence=spec.confidence,
-            seed=seed,
-        )
-    except FitError as err:
-        law_path.unlink(missing_ok=True)  # a law of an earlier fit no longer matches these results
-        report = {**base, "status": "not_identified", "error": str(err), "single_arm_fits": _single_arms(data)}
-        write_json_atomic(folder / FIT_REPORT, report)
-        return {**report, "fits": None, "data": data, "law_path": None}
+    # An arm whose own parameters the joint fit drives to the boundary (no U-shape) is left out and reported not
+    # identified, so that it does not take the other arms down with it.
+    fitted, dropped = dict(data), {}
+    while True:
+        try:
+            fits = fit_shape_laws(
+                fitted,
+                shared_c=True,
+                bootstrap=spec.fit_bootstrap if bootstrap is None else bootstrap,
+                confidence=spec.confidence,
+                seed=seed,
+            )
+            break
+        except FitError as err:
+            names = list(fitted)
+            culprits = {names[int(p.split("[")[1][:-1])] for p in err.parameters if "[" in p}
+            if not culprits or len(culprits) == len(names):
+                law_path.unlink(missing_ok=True)  # a law of an earlier fit no longer matches these results
+                report = {**base, "status": "not_identified", "error": str(err), "single_arm_fits": _single_arms(data)}
+                write_json_atomic(folder / FIT_REPORT, report)
+                return {**report, "fits": None, "data": data, "law_path": None}
+            for dim in culprits:
+                dropped[dim] = str(err)
+                del fitted[dim]
     center = [r for r in rows if r["dim"] == "center"]
     held_out = [
         {
             "t": r["compute_gflops"],
             "f": r["f"],
-            "predicted": {d: float(fits[d].law.predict(spec.center[d], r["compute_gflops"])) for d in DIMENSIONS},
+            "predicted": {d: float(fits[d].law.predict(spec.center[d], r["compute_gflops"])) for d in fits},
         }
         for r in center
     ]
-    identified = [d for d in DIMENSIONS if fits[d].identified]
+    identified = [d for d in DIMENSIONS if d in fits and fits[d].identified]
     status = "fitted" if len(identified) == len(DIMENSIONS) else "partly_identified" if identified else "not_identified"
     exponents = {
         d: {
@@ -165,7 +176,19 @@ def fit_sweep(folder: str | Path, bootstrap: int | None = None, seed: int = 0) -
             "at_boundary": list(fits[d].at_boundary),
         }
         for d in DIMENSIONS
+        if d in fits
     }
+    for d, error in dropped.items():
+        exponents[d] = {
+            "s": None,
+            "identified": False,
+            "reason": f"left out of the joint fit: {error}",
+            "advice": "look at this arm's U-shape (plots/arms.png); add values on the side where f still falls",
+            "add": [],
+            "interval": [None, None],
+            "bootstrap_interval": [None, None],
+        }
+    exponents = {d: exponents[d] for d in DIMENSIONS}
     report = {**base, "status": status, "exponents": exponents, "held_out_center": held_out}
     if not identified:
         law_path.unlink(missing_ok=True)  # a law of an earlier fit no longer matches these results
@@ -174,7 +197,10 @@ def fit_sweep(folder: str | Path, bootstrap: int | None = None, seed: int = 0) -
     anchor_values = None if anchor is None else {**anchor.shape, "t0": anchor.t0}
     save_shape_fits(law_path, {d: fits[d] for d in identified}, shared_c=True, metric=METRIC, anchor=anchor_values)
     document = json.loads(law_path.read_text())
-    document["not_identified"] = not_identified_section(fits)
+    document["not_identified"] = {
+        **not_identified_section(fits),
+        **{d: {"reason": exponents[d]["reason"], "advice": exponents[d]["advice"], "add": []} for d in dropped},
+    }
     document["sweep"] = {
         "folder": str(folder),
         "rows_finished": len(rows),
@@ -214,6 +240,9 @@ def fit_summary(report: dict) -> str:
             verdict = f"identified, [{end(low)}, {end(high)}] ({level}% profile likelihood)"
         else:
             verdict = f"NOT IDENTIFIED: {entry['reason']}; {entry['advice']}"
+        if entry["s"] is None:  # left out of the joint fit
+            lines.append(f"  s_{dim:<8}: {verdict}")
+            continue
         lines.append(
             f"  s_{dim:<8} = {entry['s']:.3f}  {verdict}; c = {entry['c']:.3f}, "
             f"relative RMSE {100 * entry['relative_rmse']:.1f}%"
