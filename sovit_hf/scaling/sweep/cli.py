@@ -109,11 +109,14 @@ def _fit(args: argparse.Namespace) -> int:
 
     report = fit_sweep(args.folder, bootstrap=args.bootstrap)
     print(fit_summary(report))
-    if report["status"] != "fitted":
+    if report["law_path"] is None:
         if not args.no_plot:
             _fit_plots(args.folder, report)
-        print("no law file written: the star sweep does not identify Eq. 2 (see fit.json)", file=sys.stderr)
+        print("no law file written: the star sweep identifies no exponent (see fit.json)", file=sys.stderr)
         return NOT_IDENTIFIED
+    if report["status"] != "fitted":
+        missing = [d for d, e in report["exponents"].items() if not e["identified"]]
+        print(f"law file has no exponent for {missing} (not identified; see fit.json)", file=sys.stderr)
     print(
         f"wrote {report['law_path']} (use: sovit shape --law {report['law_path']} --gflops T --heads "
         f"{_spec_of(args.folder).heads} --patch-size {_spec_of(args.folder).patch_size})"
