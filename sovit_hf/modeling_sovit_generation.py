@@ -260,7 +260,7 @@ class SoViTImageToTextModel(SoViTImageToTextPreTrainedModel):
 
     def encode_images(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
         """All encoder tokens, projected to the decoder width: `(B, N, hidden_size)`."""
-        return self.get_image_features(pixel_values, interpolate_pos_encoding).pooler_output
+        return self.get_image_features(pixel_values, interpolate_pos_encoding, return_dict=True).pooler_output
 
     def get_image_features(
         self,
@@ -395,7 +395,8 @@ class SoViTImageToTextModel(SoViTImageToTextPreTrainedModel):
             inputs_embeds = self.embed_tokens(input_ids)
         hidden = self.embed_dropout(inputs_embeds + self.embed_positions(position_ids))
         self_cache = None if cache is None else cache.self_attention_cache
-        static_len = getattr(self_cache.layers[0], "max_cache_len", None) if self_cache and self_cache.layers else None
+        has_layers = self_cache is not None and len(self_cache.layers) > 0
+        static_len = getattr(self_cache.layers[0], "max_cache_len", None) if has_layers else None
         kv_len = past + q_len if static_len is None else static_len  # a static cache attends over all its slots
         mask = self._self_attention_mask(attention_mask, batch, q_len, past, kv_len, hidden.dtype, hidden.device)
 

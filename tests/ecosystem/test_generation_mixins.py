@@ -44,7 +44,20 @@ def _sdist_tests_dir() -> tuple[Path | None, str]:
     if (folder / "test_modeling_common.py").is_file():
         return folder, ""
     cache.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:"]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "-q",
+        "--retries",
+        "1",
+        "--timeout",
+        "30",
+        "--no-deps",
+        "--no-binary",
+        ":all:",
+    ]
     try:
         subprocess.run([*command, f"transformers=={VERSION}", "-d", str(cache)], check=True, timeout=300,
                        capture_output=True)  # fmt: skip
