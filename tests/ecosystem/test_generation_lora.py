@@ -32,11 +32,6 @@ TARGETS = {
         "all": rf"{_BLIP_LAYER}.*(query|key|value|dense)",
     },
 }
-# The MLP's layers are read as weights by SoViTMLP.forward (a functional call through the kernel registry), so PEFT's
-# wrapper never runs; modules-as-modules in SoViTMLP fixes it.
-MLP_NOT_CALLED = pytest.mark.xfail(
-    strict=True, reason="SoViTMLP.forward passes fc1/fc2 weights to a function instead of calling the layers"
-)
 
 
 def _blip():
@@ -68,8 +63,8 @@ def _logits(model, name):
         ("blip", "mlp"),
         ("blip", "all"),
         ("sovit", "attention"),
-        pytest.param("sovit", "mlp", marks=MLP_NOT_CALLED),
-        pytest.param("sovit", "all", marks=MLP_NOT_CALLED),
+        ("sovit", "mlp"),
+        ("sovit", "all"),
     ],
 )
 def test_lora_on_decoder_linears_trains(name, group):
