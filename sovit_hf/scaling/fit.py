@@ -36,7 +36,7 @@ from .identification import (
     profile_threshold,
 )
 from .identification import identify as identify_arm
-from .laws import SHAPE_PARAMS, ShapeLaw
+from .laws import DIMENSIONS, SHAPE_PARAMS, ShapeLaw
 from .objectives import LOG_MAX_SHAPE_EXPONENT, SHAPE_LOG_MAX, clip_log_params, relative_residuals, shape_model
 from .results import ShapeFit
 
@@ -369,7 +369,7 @@ def _fit_group(
                 q,
                 confidence,
                 {"source": noise.source, "sigma": noise.sigma[k], "dof": noise.dof},
-                integer=name == "depth",
+                integer=name in DIMENSIONS,
             )
 
     rng = np.random.default_rng(seed)

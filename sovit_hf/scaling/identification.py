@@ -294,7 +294,8 @@ def identify(
     noise: dict,
     integer: bool = False,
 ) -> Identification:
-    """The two tests of the module docstring for one arm, given its profile interval and profile."""
+    """The two tests of the module docstring for one arm, given its profile interval and profile (``integer``:
+    the values to add are whole numbers, as width, depth and MLP dim are)."""
     budgets = (float(t.min()), float(np.sqrt(t.min() * t.max())), float(t.max()))
     optimum = [(budget, float(law.optimal(budget))) for budget in budgets]
     x_lo, x_hi = float(x.min()), float(x.max())

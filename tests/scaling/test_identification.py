@@ -68,3 +68,22 @@ def test_replicate_noise_is_the_pooled_relative_spread():
     noise = noise_model(problem=None, theta=None, data=[(x, t, f)])
     assert noise.source == "replicates" and noise.dof == 3
     assert noise.sigma[0] == pytest.approx(by_hand, rel=1e-12)
+
+
+def test_a_capped_bootstrap_refit_never_ends_the_bootstrap_interval():
+    """Bootstrap refits whose a_k or b_k sit at the exponent cap count as s -> 0, those whose c does as s -> inf:
+    an interval end that falls on one is open (None); without them the ends are the plain percentiles."""
+    from sovit_hf.scaling.fit import _exponent_interval
+    from sovit_hf.scaling.laws import ShapeLaw
+
+    def law(s):  # c / (a + b) = s
+        return ShapeLaw(alpha=1.0, a=0.3 / s, beta=1.0, b=0.3 / s, xi=1.0, c=0.6, epsilon=0.1)
+
+    values = np.linspace(0.2, 0.4, 20)
+    plain = [([law(s)], [(False, False)]) for s in values]
+    low, high = _exponent_interval(plain, 0, 0.9)
+    assert low == pytest.approx(np.percentile(values, 5, method="inverted_cdf"))
+    assert high == pytest.approx(np.percentile(values, 95, method="inverted_cdf"))
+    capped = [([law(s)], [(i < 2, i >= 18)]) for i, s in enumerate(values)]  # 2 low-capped, 2 high-capped of 20
+    assert _exponent_interval(capped, 0, 0.9) == (None, None)
+    assert _exponent_interval(capped, 0, 0.5)[0] is not None  # the quartiles fall on uncapped refits

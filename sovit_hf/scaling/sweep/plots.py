@@ -80,7 +80,9 @@ def plot_predicted_shape(law_path: Path, budget: float | None, path: Path, t_ran
     figure, axes = _figure(1, 3, (14, 3.8))
     t = np.geomspace(t_range[0], t_range[1], 100)
     for ax, dim in zip(axes[0], DIMENSIONS, strict=True):
-        ax.plot(t, [rule.shape(v)[dim] for v in t], "k-", label=f"x(t), s/3 = {rule.exponents[dim] / 3:.3f}")
+        filled = f"paper's s_{dim}" in rule.source or f"s_{dim} = " in rule.source  # a stand-in, not fitted
+        note = " (paper's s: not identified)" if filled else ""
+        ax.plot(t, [rule.shape(v)[dim] for v in t], "k-", label=f"x(t), s/3 = {rule.exponents[dim] / 3:.3f}{note}")
         ax.scatter([rule.t0], [rule.anchor[dim]], color="tab:blue", zorder=3, label="anchor x^(0)")
         if budget is not None:
             ax.axvline(budget, color="tab:red", ls="--", label="validation budget")
