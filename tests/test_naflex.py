@@ -18,7 +18,7 @@ from sovit_hf import SoViTModel
 from sovit_hf.conversion.hf_siglip import convert, load_siglip_as_sovit
 from sovit_hf.image_processing_sovit_naflex import SoViTNaFlexImageProcessor
 from sovit_hf.naflex import resample_pos_embedding_naflex
-from tests.conftest import perturb_, tiny_config
+from tests.conftest import needs_auto_image_processor, perturb_, tiny_config
 
 MAX_ABS = 1e-5  # parity with Siglip2VisionModel, float32 (the SigLIP parity test's bound)
 BATCH_RELATIVE = 1e-6  # an image's outputs alone vs in a mixed batch, relative to their scale
@@ -198,18 +198,24 @@ def test_parity_with_siglip2_on_its_processor_output(siglip2_pair, attn):
     assert ref.pooler_output.abs().max() > 0.1
 
 
-def test_converted_siglip2_folder_loads_with_its_processor(siglip2_pair, tmp_path):
-    from transformers import AutoImageProcessor, AutoModel
+@pytest.fixture(scope="module")
+def converted_siglip2(siglip2_pair, tmp_path_factory):
+    """The SigLIP 2 folder (with Siglip2's own processor config) converted by ``hf_siglip.convert``."""
+    _, _, folder = siglip2_pair
+    Siglip2ImageProcessorPil(patch_size=8, max_num_patches=24).save_pretrained(folder)
+    return convert(folder, tmp_path_factory.mktemp("converted") / "sovit")
 
-    siglip, _, folder = siglip2_pair
+
+def test_converted_siglip2_folder_loads_with_its_processor(siglip2_pair, converted_siglip2):
+    from transformers import AutoModel
+
+    siglip, _, _ = siglip2_pair
+    out = converted_siglip2
     processor = Siglip2ImageProcessorPil(patch_size=8, max_num_patches=24)
-    processor.save_pretrained(folder)
-    out = convert(folder, tmp_path / "sovit")
     saved = json.loads((out / "preprocessor_config.json").read_text())
     assert saved["image_processor_type"] == "SoViTNaFlexImageProcessor" and saved["max_num_patches"] == 24
     model = AutoModel.from_pretrained(out).eval()
-    loaded = AutoImageProcessor.from_pretrained(out)
-    assert type(loaded) is SoViTNaFlexImageProcessor
+    loaded = SoViTNaFlexImageProcessor.from_pretrained(out)
     inputs = loaded(_images(), return_tensors="pt")
     expected_inputs = processor(_images(), return_tensors="pt")
     for key in ("pixel_values", "pixel_attention_mask", "spatial_shapes"):
@@ -217,6 +223,16 @@ def test_converted_siglip2_folder_loads_with_its_processor(siglip2_pair, tmp_pat
     with torch.no_grad():
         ours, ref = model(**inputs), siglip(**expected_inputs)
     assert (ours.pooler_output - ref.pooler_output).abs().max() <= MAX_ABS
+
+
+@needs_auto_image_processor
+def test_auto_image_processor_finds_the_naflex_processor(converted_siglip2):
+    from transformers import AutoImageProcessor
+
+    loaded = AutoImageProcessor.from_pretrained(converted_siglip2)
+    assert type(loaded) is SoViTNaFlexImageProcessor and loaded.max_num_patches == 24 and loaded.patch_size == 8
+    expected = Siglip2ImageProcessorPil(patch_size=8, max_num_patches=24)(_images(), return_tensors="pt")
+    torch.testing.assert_close(loaded(_images(), return_tensors="pt")["pixel_values"], expected["pixel_values"])
 
 
 # ------------------------------------------------------------------------------------------------------- processor
