@@ -225,6 +225,21 @@ def test_converted_siglip2_folder_loads_with_its_processor(siglip2_pair, convert
     assert (ours.pooler_output - ref.pooler_output).abs().max() <= MAX_ABS
 
 
+def test_full_siglip2_folder_converts_its_vision_tower(tmp_path):
+    from transformers import Siglip2Config, Siglip2Model
+
+    text = dict(hidden_size=32, intermediate_size=40, num_hidden_layers=1, num_attention_heads=2, vocab_size=64)
+    vision = _siglip2_config(num_hidden_layers=1).to_dict()
+    full = perturb_(Siglip2Model(Siglip2Config(vision_config=vision, text_config=text)), 0.02).eval()
+    full.save_pretrained(tmp_path / "siglip2")
+    sovit, skipped = load_siglip_as_sovit(tmp_path / "siglip2")
+    assert skipped and all(k.startswith(("text_model.", "logit_")) for k in skipped)
+    inputs = Siglip2ImageProcessorPil(patch_size=8, max_num_patches=24)(_images(), return_tensors="pt")
+    with torch.no_grad():
+        ref = full.vision_model(**inputs).pooler_output
+        assert (sovit(**inputs).pooler_output - ref).abs().max() <= MAX_ABS
+
+
 @needs_auto_image_processor
 def test_auto_image_processor_finds_the_naflex_processor(converted_siglip2):
     from transformers import AutoImageProcessor
