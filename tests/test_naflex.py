@@ -147,6 +147,50 @@ def test_bad_naflex_inputs_get_one_line_errors(bad, match):
         model(**inputs)
 
 
+REMOTE_NAFLEX = """
+import importlib.abc, sys
+
+class Block(importlib.abc.MetaPathFinder):  # the installed package must not be used
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("sovit_hf", "conversion", "tests"):
+            raise ImportError("blocked " + name)
+
+sys.meta_path.insert(0, Block())
+import torch
+from transformers import AutoModel
+
+folder, ref = sys.argv[1], torch.load(sys.argv[2])
+model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+assert "transformers_modules" in type(model).__module__, type(model).__module__
+with torch.no_grad():
+    out = model(**ref["inputs"]).pooler_output
+torch.testing.assert_close(out, ref["pooled"], rtol=1e-5, atol=1e-6)  # loaded weights may be differently aligned
+print("REMOTE OK")
+"""
+
+
+def test_naflex_runs_as_remote_code_without_sovit_hf(tmp_path):
+    """A saved folder's own code (naflex.py travels with modeling_sovit.py) takes NaFlex batches where sovit_hf is
+    not importable, with the same numbers."""
+    import os
+    import subprocess
+    import sys
+
+    model = _naflex_model()
+    model.save_pretrained(tmp_path / "folder")
+    inputs = _batch([(2, 7), (3, 3)], 16)
+    with torch.no_grad():
+        torch.save({"inputs": inputs, "pooled": model(**inputs).pooler_output}, tmp_path / "ref.pt")
+    (tmp_path / "remote.py").write_text(REMOTE_NAFLEX)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"))
+    result = subprocess.run(
+        [sys.executable, str(tmp_path / "remote.py"), str(tmp_path / "folder"), str(tmp_path / "ref.pt")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0 and "REMOTE OK" in result.stdout, result.stderr[-3000:]
+
+
 # ------------------------------------------------------------------------------------ parity with Siglip2VisionModel
 
 
