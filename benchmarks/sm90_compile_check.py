@@ -30,7 +30,7 @@ from sovit_hf.kernels import attention as A
 
 PTXAS = Path(triton.__path__[0]) / "backends" / "nvidia" / "bin" / "ptxas"
 FLOATS = {"qk_scale", "sm_scale", "dq_scale"}
-FP32_POINTERS = {"Lse", "Delta", "DQA"}
+FP32_POINTERS = {"Lse", "Delta", "DQA", "Bias"}
 
 
 def compile_sm90(kernel, constexprs: dict, num_warps: int, num_stages: int) -> dict:
@@ -78,7 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for head_dim in (72, 55):
         chunks = A.head_dim_chunks(head_dim)
-        common = dict(HEAD_DIM=head_dim, D0=chunks[0], D1=chunks[1], D2=chunks[2], DOT_PRECISION="tf32", STRIDE_ALIGN=8)
+        common = dict(
+            HEAD_DIM=head_dim, D0=chunks[0], D1=chunks[1], D2=chunks[2], DOT_PRECISION="tf32", STRIDE_ALIGN=8,
+            HAS_BIAS=False,
+        )  # fmt: skip
         fwd = A._default_fwd_config(256, torch.bfloat16)
         bwd = A._default_bwd_config(sum(chunks), torch.bfloat16)
         cases = [
@@ -90,6 +93,18 @@ def main(argv: list[str] | None = None) -> int:
             for a in (False, True)
         ]
         cases += [("dq", A._attn_bwd_dq_kernel, {"PRESCALED": False}, bwd, {})]
+        masked = {"HAS_BIAS": True}  # NaFlex's key-padding bias (docs/naflex.md)
+        cases += [
+            ("fwd", A._attn_fwd_kernel, {"STORE_LSE": True, "PRESCALED": False, **masked}, fwd, {"key_bias": True}),
+            (
+                "dkdv",
+                A._attn_bwd_dkdv_kernel,
+                {"PRESCALED": False, "ATOMIC_DQ": False, **masked},
+                bwd,
+                {"key_bias": True},
+            ),
+            ("dq", A._attn_bwd_dq_kernel, {"PRESCALED": False, **masked}, bwd, {"key_bias": True}),
+        ]
         for name, kernel, extra, config, variant in cases:
             result = compile_sm90(kernel, {**common, **extra, **config.kwargs}, config.num_warps, config.num_stages)
             row = {"kernel": name, "head_dim": head_dim, **variant, **config.kwargs, "num_warps": config.num_warps}

@@ -18,7 +18,7 @@ from sovit_hf import SoViTModel
 from sovit_hf.conversion.hf_siglip import convert, load_siglip_as_sovit
 from sovit_hf.image_processing_sovit_naflex import SoViTNaFlexImageProcessor
 from sovit_hf.naflex import resample_pos_embedding_naflex
-from tests.conftest import perturb_, tiny_config
+from tests.conftest import needs_auto_image_processor, perturb_, tiny_config
 
 MAX_ABS = 1e-5  # parity with Siglip2VisionModel, float32 (the SigLIP parity test's bound)
 BATCH_RELATIVE = 1e-6  # an image's outputs alone vs in a mixed batch, relative to their scale
@@ -147,6 +147,50 @@ def test_bad_naflex_inputs_get_one_line_errors(bad, match):
         model(**inputs)
 
 
+REMOTE_NAFLEX = """
+import importlib.abc, sys
+
+class Block(importlib.abc.MetaPathFinder):  # the installed package must not be used
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("sovit_hf", "conversion", "tests"):
+            raise ImportError("blocked " + name)
+
+sys.meta_path.insert(0, Block())
+import torch
+from transformers import AutoModel
+
+folder, ref = sys.argv[1], torch.load(sys.argv[2])
+model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+assert "transformers_modules" in type(model).__module__, type(model).__module__
+with torch.no_grad():
+    out = model(**ref["inputs"]).pooler_output
+torch.testing.assert_close(out, ref["pooled"], rtol=1e-5, atol=1e-6)  # loaded weights may be differently aligned
+print("REMOTE OK")
+"""
+
+
+def test_naflex_runs_as_remote_code_without_sovit_hf(tmp_path):
+    """A saved folder's own code (naflex.py travels with modeling_sovit.py) takes NaFlex batches where sovit_hf is
+    not importable, with the same numbers."""
+    import os
+    import subprocess
+    import sys
+
+    model = _naflex_model()
+    model.save_pretrained(tmp_path / "folder")
+    inputs = _batch([(2, 7), (3, 3)], 16)
+    with torch.no_grad():
+        torch.save({"inputs": inputs, "pooled": model(**inputs).pooler_output}, tmp_path / "ref.pt")
+    (tmp_path / "remote.py").write_text(REMOTE_NAFLEX)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"))
+    result = subprocess.run(
+        [sys.executable, str(tmp_path / "remote.py"), str(tmp_path / "folder"), str(tmp_path / "ref.pt")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0 and "REMOTE OK" in result.stdout, result.stderr[-3000:]
+
+
 # ------------------------------------------------------------------------------------ parity with Siglip2VisionModel
 
 
@@ -198,18 +242,24 @@ def test_parity_with_siglip2_on_its_processor_output(siglip2_pair, attn):
     assert ref.pooler_output.abs().max() > 0.1
 
 
-def test_converted_siglip2_folder_loads_with_its_processor(siglip2_pair, tmp_path):
-    from transformers import AutoImageProcessor, AutoModel
+@pytest.fixture(scope="module")
+def converted_siglip2(siglip2_pair, tmp_path_factory):
+    """The SigLIP 2 folder (with Siglip2's own processor config) converted by ``hf_siglip.convert``."""
+    _, _, folder = siglip2_pair
+    Siglip2ImageProcessorPil(patch_size=8, max_num_patches=24).save_pretrained(folder)
+    return convert(folder, tmp_path_factory.mktemp("converted") / "sovit")
 
-    siglip, _, folder = siglip2_pair
+
+def test_converted_siglip2_folder_loads_with_its_processor(siglip2_pair, converted_siglip2):
+    from transformers import AutoModel
+
+    siglip, _, _ = siglip2_pair
+    out = converted_siglip2
     processor = Siglip2ImageProcessorPil(patch_size=8, max_num_patches=24)
-    processor.save_pretrained(folder)
-    out = convert(folder, tmp_path / "sovit")
     saved = json.loads((out / "preprocessor_config.json").read_text())
     assert saved["image_processor_type"] == "SoViTNaFlexImageProcessor" and saved["max_num_patches"] == 24
     model = AutoModel.from_pretrained(out).eval()
-    loaded = AutoImageProcessor.from_pretrained(out)
-    assert type(loaded) is SoViTNaFlexImageProcessor
+    loaded = SoViTNaFlexImageProcessor.from_pretrained(out)
     inputs = loaded(_images(), return_tensors="pt")
     expected_inputs = processor(_images(), return_tensors="pt")
     for key in ("pixel_values", "pixel_attention_mask", "spatial_shapes"):
@@ -217,6 +267,31 @@ def test_converted_siglip2_folder_loads_with_its_processor(siglip2_pair, tmp_pat
     with torch.no_grad():
         ours, ref = model(**inputs), siglip(**expected_inputs)
     assert (ours.pooler_output - ref.pooler_output).abs().max() <= MAX_ABS
+
+
+def test_full_siglip2_folder_converts_its_vision_tower(tmp_path):
+    from transformers import Siglip2Config, Siglip2Model
+
+    text = dict(hidden_size=32, intermediate_size=40, num_hidden_layers=1, num_attention_heads=2, vocab_size=64)
+    vision = _siglip2_config(num_hidden_layers=1).to_dict()
+    full = perturb_(Siglip2Model(Siglip2Config(vision_config=vision, text_config=text)), 0.02).eval()
+    full.save_pretrained(tmp_path / "siglip2")
+    sovit, skipped = load_siglip_as_sovit(tmp_path / "siglip2")
+    assert skipped and all(k.startswith(("text_model.", "logit_")) for k in skipped)
+    inputs = Siglip2ImageProcessorPil(patch_size=8, max_num_patches=24)(_images(), return_tensors="pt")
+    with torch.no_grad():
+        ref = full.vision_model(**inputs).pooler_output
+        assert (sovit(**inputs).pooler_output - ref).abs().max() <= MAX_ABS
+
+
+@needs_auto_image_processor
+def test_auto_image_processor_finds_the_naflex_processor(converted_siglip2):
+    from transformers import AutoImageProcessor
+
+    loaded = AutoImageProcessor.from_pretrained(converted_siglip2)
+    assert type(loaded) is SoViTNaFlexImageProcessor and loaded.max_num_patches == 24 and loaded.patch_size == 8
+    expected = Siglip2ImageProcessorPil(patch_size=8, max_num_patches=24)(_images(), return_tensors="pt")
+    torch.testing.assert_close(loaded(_images(), return_tensors="pt")["pixel_values"], expected["pixel_values"])
 
 
 # ------------------------------------------------------------------------------------------------------- processor

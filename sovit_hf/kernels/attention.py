@@ -1013,8 +1013,8 @@ def triton_attention_forward(
         key_padding_mask = key_padding_mask_of(attention_mask, query.shape[0], key.shape[2])
         if key_padding_mask is None:
             raise NotImplementedError(
-                'attn_implementation="sovit_triton" takes key-padding masks only (an additive mask of shape '
-                f"(B, 1, 1, Lk), or broadcast over heads and queries), got {tuple(attention_mask.shape)} with strides "
+                'attn_implementation="sovit_triton" takes an attention_mask only as a key-padding mask (additive, '
+                f"(B, 1, 1, Lk) or broadcast over heads and queries), got {tuple(attention_mask.shape)} with strides "
                 f'{attention_mask.stride()}; use attn_implementation="sdpa" or "eager" for other masks.'
             )
     if kwargs.get("is_causal"):

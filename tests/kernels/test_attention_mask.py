@@ -91,5 +91,5 @@ def test_no_mask_is_unchanged_and_other_masks_are_refused():
         plain, _ = triton_attention_forward(None, q, k, v, None)
     torch.testing.assert_close(masked, plain, rtol=0, atol=0)
     per_query = torch.zeros(2, 1, q.shape[2], k.shape[2])  # a materialised (B, 1, Lq, Lk) mask: not key padding
-    with pytest.raises(NotImplementedError, match="key-padding masks only"):
+    with pytest.raises(NotImplementedError, match="only as a key-padding mask"):
         triton_attention_forward(None, q, k, v, per_query)
