@@ -303,9 +303,12 @@ def make_transform(
     train: bool,
     seed: int = 0,
     epoch: AugmentationEpoch | None = None,
+    num_labels: int | None = None,
 ):
     """Batch transform for ``Dataset.with_transform``: resize (eval) or inception crop [+ flip] (train). 16-bit and
-    float images are first scaled to 8 bits by the image processor's rule (PIL's ``convert`` would clip them)."""
+    float images are first scaled to 8 bits by the image processor's rule (PIL's ``convert`` would clip them).
+    ``num_labels``: labels outside ``[0, num_labels)`` are a one-line ``ValueError`` (a stream's rows past the ones
+    checked before training reach the loss only here)."""
 
     def transform(batch):
         images = [_rgb(image, i) for i, image in enumerate(batch[data_args.image_column])]
@@ -319,7 +322,11 @@ def make_transform(
             if data_args.flip:
                 images = [flip_lr(im, rng) for im, rng in zip(images, rngs, strict=True)]
         pixels = processor(images, return_tensors="pt")["pixel_values"]
-        return {"pixel_values": pixels, "labels": torch.as_tensor(batch[data_args.label_column])}
+        labels = torch.as_tensor(batch[data_args.label_column])
+        if num_labels is not None and labels.numel() and not ((labels >= 0) & (labels < num_labels)).all():
+            bad = labels[(labels < 0) | (labels >= num_labels)][0].item()
+            raise ValueError(f"a label {bad} outside the head's {num_labels} classes in '{data_args.label_column}'.")
+        return {"pixel_values": pixels, "labels": labels}
 
     return transform
 
@@ -460,8 +467,9 @@ def run(
     size = model.config.image_size
     processor = SoViTImageProcessor(size={"height": size, "width": size})
     epoch = AugmentationEpoch()
-    train_transform = make_transform(processor, data_args, size, True, args.seed, epoch)
-    plain = make_transform(processor, data_args, size, train=False)
+    classes = model.config.num_labels
+    train_transform = make_transform(processor, data_args, size, True, args.seed, epoch, num_labels=classes)
+    plain = make_transform(processor, data_args, size, train=False, num_labels=classes)
     if is_stream(train):  # shuffled per epoch (Trainer calls set_epoch); the index is the position in the epoch
         train_ds = train.shuffle(seed=args.seed, buffer_size=data_args.shuffle_buffer)
         train_ds = train_ds.map(_with_index, batched=True, with_indices=True).map(train_transform, batched=True)

@@ -240,7 +240,8 @@ def test_validation_plan_of_another_law_is_refused(tmp_path, capsys):
     assert (tmp_path / VALIDATE_DIR / "plan.json").is_file()
 
 
-def test_sigterm_stops_the_rows_and_records_them_interrupted(tmp_path):
+@pytest.mark.parametrize("ctrl_c", [False, True], ids=["SIGTERM to the sweep", "Ctrl-C: SIGINT to the group"])
+def test_sigterm_stops_the_rows_and_records_them_interrupted(tmp_path, ctrl_c):
     _plan(tmp_path, 3, sleep_s=120)
     command = [sys.executable, "-m", "sovit_hf", "sweep", "run", str(tmp_path), "--jobs", "2", "--no-progress"]
     process = subprocess.Popen(
@@ -252,7 +253,10 @@ def test_sigterm_stops_the_rows_and_records_them_interrupted(tmp_path):
         time.sleep(0.1)
     assert sorted(started.read_text().split()) == ["0", "1"]
     began = time.monotonic()
-    process.send_signal(signal.SIGTERM)
+    if ctrl_c:  # a terminal sends SIGINT to every process of the foreground group: the sweep and its rows
+        os.killpg(process.pid, signal.SIGINT)
+    else:
+        process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=60)
     assert time.monotonic() - began < 60
     assert process.returncode == 130 and "Traceback" not in out + err, out + err

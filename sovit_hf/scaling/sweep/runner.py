@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import math
+import numbers
 import os
 import signal
 import subprocess
@@ -135,7 +137,7 @@ def _train_row(folder: Path, row: dict, spec, work: Path, attempt: int, trainer)
     try:
         result = trainer(row, spec, work)
         f = result["f"]
-        if not isinstance(f, int | float) or f != f or f in (float("inf"), float("-inf")):
+        if isinstance(f, bool) or not isinstance(f, numbers.Real) or not math.isfinite(f):
             raise ValueError(f"the trainer returned a non-finite f ({f!r})")
     except KeyboardInterrupt:  # SIGINT / SIGTERM: recorded, then the signal's work goes on
         append_record(folder, {**base, "status": "interrupted", "wall_s": time.perf_counter() - start})

@@ -230,10 +230,18 @@ def plan_validation(folder: str | Path, fallback: bool = False) -> Path:
 
 
 def _law_sha256(folder: Path) -> str | None:
-    """The sha256 of the sweep's ``law.json`` (``None`` without one: then the fallback rule, from ``fit.json``)."""
+    """The sha256 of what the sweep's law says: ``law.json``'s fitted laws and anchor (or, for the fallback rule,
+    ``fit.json``'s anchor); not where the folder lay when it was fitted. ``None`` without either file."""
     law = folder / LAW_FILE
     source = law if law.is_file() else folder / FIT_REPORT
-    return hashlib.sha256(source.read_bytes()).hexdigest() if source.is_file() else None
+    if not source.is_file():
+        return None
+    try:
+        document = json.loads(source.read_text())
+        substance = {key: document.get(key) for key in ("dimensions", "anchor")}
+    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError) as err:
+        raise ValueError(f"{source} is not a valid JSON object ({err}).") from err
+    return hashlib.sha256(json.dumps(substance, sort_keys=True).encode()).hexdigest()
 
 
 def check_validation_law(folder: str | Path) -> None:
