@@ -170,7 +170,7 @@ def evaluate_scenes(model, rows, tokenizer, image_processor) -> dict[str, float]
     out["text_to_image_recall@1_chance"] = 1 / len(rows)
     single = [i for i, r in enumerate(rows) if len(r["objects"]) == 1]
     out["zero_shot_images"] = len(single)
-    for attribute, names, templates in ZERO_SHOT_TASKS:
+    for attribute, names, templates in ZERO_SHOT_TASKS if single else ():  # none among very few eval scenes
         labels = torch.tensor([names.index(rows[i]["objects"][0][attribute]) for i in single])
         classes = class_embeddings(model, tokenizer, names, templates)
         out[f"zero_shot_{attribute}_accuracy"] = zero_shot_accuracy(zimg[single], classes.to(zimg.device), labels)
