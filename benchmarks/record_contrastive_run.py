@@ -5,7 +5,7 @@
     python benchmarks/record_contrastive_run.py --render-only
 
 Writes ``benchmarks/results/sovit_train_contrastive.json`` and the README's contrastive table (targets: image->text
-and text->image Recall@1 above chance, zero-shot shape-count accuracy above the best constant answer). The wall
+and text->image Recall@1 above chance, zero-shot colour and shape accuracy above the best constant answer). The wall
 time is part of the record: say how loaded the machine was.
 """
 
@@ -40,9 +40,11 @@ def render_markdown(record: dict) -> str:
             f"| text -> image Recall@1 / @5 / @10 | {m['eval_text_to_image_recall@1']:.3f} / "
             f"{m['eval_text_to_image_recall@5']:.3f} / {m['eval_text_to_image_recall@10']:.3f} | chance @1 "
             f"{m['eval_text_to_image_recall@1_chance']:.3f} |",
-            f'| zero-shot shape count ("one shape" / "two shapes" / "three shapes") | '
-            f"{m['eval_zero_shot_count_accuracy']:.3f} | "
-            f"best constant {m['eval_zero_shot_count_accuracy_baseline']:.3f} |",
+            f"| zero-shot colour of the {m['eval_zero_shot_images']} single-shape scenes (5 classes) | "
+            f"{m['eval_zero_shot_colour_accuracy']:.3f} | "
+            f"best constant {m['eval_zero_shot_colour_accuracy_baseline']:.3f} |",
+            f"| zero-shot shape of the same scenes (3 classes) | {m['eval_zero_shot_shape_accuracy']:.3f} | "
+            f"best constant {m['eval_zero_shot_shape_accuracy_baseline']:.3f} |",
             "",
             f"`{record['command']}`: {record['train_examples']:,} training scenes, "
             f"{record['parameters']:,} parameters, "
