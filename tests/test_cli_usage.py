@@ -126,3 +126,16 @@ def test_train_help_fits_a_screen_and_points_to_trainers_options(task, capsys):
     assert exit_info.value.code == 0
     full = capsys.readouterr().out
     assert "--gradient_accumulation_steps" in full and "--label_smoothing_factor" in full
+
+
+def test_shape_warns_far_from_t0_and_names_a_kernel_friendly_head_count(capsys):
+    """1e3 GFLOPs is log10(9.305e9 / 1e3) = 7.0 orders below the paper law's t0; its width 192 with 16 heads gives
+    head_dim 12, while 3 heads give 64 (192 / 3) for the same width."""
+    assert main(["shape", "--gflops", "1e3"]) == 0
+    out = capsys.readouterr().out
+    assert "width 192," in out and "(head_dim 12)" in out
+    assert "7.0 orders of magnitude below t0 = 9.3e+09 GFLOPs" in out
+    assert "--heads 3 gives head_dim 64 with the same width and MLP" in out
+    assert main(["shape", "--gflops", "9e12"]) == 0  # SoViT-400m's budget (Sec. 5): the paper's own use of its law
+    out = capsys.readouterr().out
+    assert "orders of magnitude" not in out and "width 1008," in out and "--heads 21 gives head_dim 48" in out
