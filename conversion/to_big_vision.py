@@ -19,7 +19,7 @@ import numpy as np
 from safetensors.numpy import load_file as load_numpy
 from safetensors.torch import load_file as load_torch
 
-from sovit_hf import SoViTConfig
+from sovit_hf import SoViTConfig, SoViTForConditionalGenerationConfig
 
 from .big_vision_keys import INVERSE_TRANSFORMS, checkpoint_rules
 from .npz import CheckpointError, float32_to_bfloat16_bits, save_npz_atomic
@@ -41,8 +41,14 @@ def _read_weights(folder: Path) -> dict[str, np.ndarray]:
 def to_big_vision_arrays(folder: str | Path, scan: bool = False) -> dict[str, np.ndarray]:
     """big_vision arrays (float32, no prefix) of the SoViT folder ``folder``."""
     folder = Path(folder)
-    config = SoViTConfig.from_pretrained(folder)
     weights = _read_weights(folder)
+    if SoViTConfig.get_config_dict(folder)[0].get("model_type") == SoViTForConditionalGenerationConfig.model_type:
+        # A captioning / VQA folder (SoViTForConditionalGeneration): its vision tower, as big_vision's img model.
+        config = SoViTForConditionalGenerationConfig.from_pretrained(folder).vision_config
+        tower = re.compile(r"^(model\.)?vision_model\.")  # model.vision_model.* (older folders: vision_model.*)
+        weights = {tower.sub("", k): v for k, v in weights.items() if tower.match(k)}
+    else:
+        config = SoViTConfig.from_pretrained(folder)
     with_head = any(k.startswith("classifier.") for k in weights)
     rules = checkpoint_rules(config, with_head)
     unknown = sorted(set(weights) - {hf for _, hf, _ in rules})

@@ -139,3 +139,20 @@ def test_shape_warns_far_from_t0_and_names_a_kernel_friendly_head_count(capsys):
     assert main(["shape", "--gflops", "9e12"]) == 0  # SoViT-400m's budget (Sec. 5): the paper's own use of its law
     out = capsys.readouterr().out
     assert "orders of magnitude" not in out and "width 1008," in out and "--heads 21 gives head_dim 48" in out
+
+
+def test_export_of_a_captioning_folder_writes_its_vision_tower(tmp_path):
+    """It failed with an unknown-keys message; the arrays now equal those of the tower saved on its own."""
+    import numpy as np
+
+    from sovit_hf.conversion.to_big_vision import to_big_vision_arrays
+    from tests.generation.helpers import tiny_model
+
+    model = tiny_model()
+    model.save_pretrained(tmp_path / "captioner")
+    model.vision_model.save_pretrained(tmp_path / "tower")
+    assert main(["export", str(tmp_path / "captioner"), str(tmp_path / "out.npz")]) == 0
+    exported = dict(np.load(tmp_path / "out.npz"))
+    expected = to_big_vision_arrays(tmp_path / "tower")
+    assert exported.keys() == expected.keys() and "embedding/kernel" in exported
+    assert all(np.array_equal(exported[k], expected[k]) for k in expected)
