@@ -43,7 +43,11 @@ setup(
         # modules in sovit_hf/metrics (without it the recipes call the same functions directly).
         "text": ["pycocoevalcap>=1.2", "sacrebleu>=2.4", "evaluate>=0.4.6"],
         "triton": ["triton>=3.6"],
+        # Two towers: SoViTSiglipTokenizer reads big_vision's SentencePiece .model files.
+        "siglip": ["sentencepiece>=0.2"],
         "plot": ["matplotlib>=3.7"],
+        # The ecosystem's clients that tests/ecosystem runs SoViT through (LoRA adapters, ONNX export + onnxruntime).
+        "ecosystem": ["peft>=0.17", "onnx>=1.17", "onnxruntime>=1.20", "onnxscript>=0.3"],
         "dev": [
             "pytest>=8",
             "ruff>=0.6",
@@ -54,6 +58,12 @@ setup(
             "pycocoevalcap>=1.2",
             "sacrebleu>=2.4",
             "evaluate>=0.4.6",
+            "peft>=0.17",
+            "onnx>=1.17",
+            "onnxruntime>=1.20",
+            "onnxscript>=0.3",
+            "parameterized>=0.9",  # transformers' test mixins (tests/ecosystem) import it
+            "sentencepiece>=0.2",
             "triton==3.6.0; platform_system == 'Linux'",  # the version CI tests (and the GPU machine's)
         ],
     },

@@ -66,9 +66,10 @@ def _expand(rules, bv: str, hf: str) -> list[tuple[str, str, str]]:
     return [(b.format(bv=bv), h.format(hf=hf), t) for b, h, t in rules]
 
 
-def block_rules(i: int) -> list[tuple[str, str, str]]:
-    """Rules of encoder block ``i`` (unrolled layout)."""
-    bv, hf = f"Transformer/encoderblock_{i}", f"encoder.layers.{i}"
+def block_rules(i: int, bv_root: str = "Transformer") -> list[tuple[str, str, str]]:
+    """Rules of encoder block ``i`` (unrolled layout) under ``bv_root`` (the ViT's ``Transformer``, the text
+    transformer's ``Encoder_0``)."""
+    bv, hf = f"{bv_root}/encoderblock_{i}", f"encoder.layers.{i}"
     return (
         _layer_norm(f"{bv}/LayerNorm_0", f"{hf}.layer_norm1")
         + _expand(_MHA, f"{bv}/MultiHeadDotProductAttention_0", f"{hf}.self_attn")
@@ -101,6 +102,101 @@ def model_rules(config) -> list[tuple[str, str, str]]:
             ("pre_logits/bias", "pre_logits.dense.bias", "copy"),
         ]
     return rules
+
+
+def text_model_rules(config) -> list[tuple[str, str, str]]:
+    """All rules of big_vision's text tower (``models/proj/image_text/text_transformer.py``) described by a
+    ``SoViTTextConfig``, relative to ``txt/``, targeting ``SoViTTextModel``."""
+    rules = [
+        ("Embed_0/embedding", "embeddings.token_embedding.weight", "copy"),  # (V, W): nn.Embed's layout is torch's
+        ("pos_embedding", "embeddings.position_embedding", "copy"),
+    ]
+    for i in range(config.num_hidden_layers):
+        rules += block_rules(i, bv_root="Encoder_0")
+    rules += _layer_norm("Encoder_0/encoder_norm", "final_layer_norm")
+    if config.projection_size:
+        rules += [("head/kernel", "head.weight", "dense"), ("head/bias", "head.bias", "copy")]
+    return rules
+
+
+def two_tower_rules(config) -> dict[str, list[tuple[str, str, str]]]:
+    """Rules of a whole two-tower checkpoint (big_vision ``models/proj/image_text/two_towers.py``) described by a
+    ``SoViTSiglipConfig``, per part: ``img`` (the ViT, plus its ``head`` Dense when the model has one), ``txt`` (the
+    text tower) and the scalars (``t``, and ``b`` where the model has a bias). big_vision paths are relative to the
+    part (``img/``, ``txt/``; the scalars sit at the root), SoViT names are those of ``SoViTSiglipModel``."""
+    img = [(bv, "vision_model." + hf, t) for bv, hf, t in model_rules(config.vision_config)]
+    if config.vision_projection_size:
+        img += [("head/kernel", "visual_projection.weight", "dense"), ("head/bias", "visual_projection.bias", "copy")]
+    txt = [(bv, "text_model." + hf, t) for bv, hf, t in text_model_rules(config.text_config)]
+    scalars = [("t", "logit_scale", "copy")]
+    if config.logit_bias_init is not None:
+        scalars.append(("b", "logit_bias", "copy"))
+    return {"img": img, "txt": txt, "": scalars}
+
+
+def infer_text_config_kwargs(shapes: dict[str, tuple[int, ...]]) -> dict:
+    """Read a text tower's architecture off its canonical (unrolled, prefix-free, ``txt/`` removed) tensor shapes.
+    The pooling cannot be told from the tensors (none of big_vision's text pool types but ``map`` has parameters):
+    ``last`` (SigLIP's) is returned and callers override it when they know better."""
+    vocab, width = _require(shapes, "Embed_0/embedding", ndim=2)
+    blocks = {int(m.group(1)) for k in shapes if (m := re.match(r"Encoder_0/encoderblock_(\d+)/", k))}
+    if not blocks or blocks != set(range(len(blocks))):
+        raise CheckpointError(f"Text encoder blocks must be numbered 0..depth-1, found {sorted(blocks)}.")
+    if "MAPHead_0/probe" in shapes:
+        raise CheckpointError("The text tower pools with a MAP head (pool_type='map'), which SoViTTextModel lacks.")
+    query = _require(shapes, "Encoder_0/encoderblock_0/MultiHeadDotProductAttention_0/query/kernel", ndim=3)
+    mlp = _require(shapes, "Encoder_0/encoderblock_0/MlpBlock_0/Dense_0/kernel", ndim=2)
+    length = _require(shapes, "pos_embedding", ndim=3)[1]
+    return dict(
+        vocab_size=int(vocab),
+        hidden_size=int(width),
+        num_hidden_layers=len(blocks),
+        num_attention_heads=int(query[1]),
+        intermediate_size=int(mlp[1]),
+        max_position_embeddings=int(length),
+        projection_size=int(_require(shapes, "head/kernel", ndim=2)[1]) if "head/kernel" in shapes else None,
+    )
+
+
+def expected_text_shapes(config) -> dict[str, tuple[int, ...]]:
+    """big_vision shape of every tensor of the text tower a ``SoViTTextConfig`` describes (relative to ``txt/``)."""
+    w, p = config.hidden_size, config.projection_size
+    shapes = {}
+    for bv, _, _ in text_model_rules(config):
+        if bv == "Embed_0/embedding":
+            shapes[bv] = (config.vocab_size, w)
+        elif bv == "pos_embedding":
+            shapes[bv] = (1, config.max_position_embeddings, w)
+        elif bv == "head/kernel":
+            shapes[bv] = (w, p)
+        elif bv == "head/bias":
+            shapes[bv] = (p,)
+        else:
+            shapes[bv] = _block_shape(bv, config)
+    return shapes
+
+
+def _block_shape(bv: str, config) -> tuple[int, ...]:
+    """Shape of an encoder-block, MAP-head or LayerNorm tensor (by its path's suffix) in a config's tower."""
+    w, h, m = config.hidden_size, config.num_attention_heads, config.intermediate_size
+    d = w // h
+    per_suffix = {
+        "query/kernel": (w, h, d),
+        "key/kernel": (w, h, d),
+        "value/kernel": (w, h, d),
+        "out/kernel": (h, d, w),
+        "query/bias": (h, d),
+        "key/bias": (h, d),
+        "value/bias": (h, d),
+        "out/bias": (w,),
+        "Dense_0/kernel": (w, m),
+        "Dense_0/bias": (m,),
+        "Dense_1/kernel": (m, w),
+        "Dense_1/bias": (w,),
+        "scale": (w,),
+        "bias": (w,),
+    }
+    return next(shape for suffix, shape in per_suffix.items() if bv.endswith(suffix))
 
 
 def infer_config_kwargs(shapes: dict[str, tuple[int, ...]]) -> dict:
@@ -147,6 +243,31 @@ def infer_config_kwargs(shapes: dict[str, tuple[int, ...]]) -> dict:
         if kwargs["num_labels"] < 1:
             raise CheckpointError(f"head/kernel {shapes['head/kernel']} has no labels.")
     return kwargs
+
+
+def check_rules(
+    ckpt, rules: list[tuple[str, str, str]], expected: dict[str, tuple[int, ...]], part: str, where: str = ""
+) -> list[tuple[str, str, str]]:
+    """``rules`` if ``ckpt`` holds exactly their tensors with the ``expected`` shapes; else a ``CheckpointError``
+    naming the first missing (as ``where`` + its canonical name), unknown (in ``part``) or mis-shaped tensor."""
+    missing = [bv for bv, _, _ in rules if bv not in ckpt.entries]
+    if missing:
+        raise CheckpointError(
+            f"Missing tensor {where}{missing[0]} (expected shape {expected[missing[0]]})"
+            + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
+            + "."
+        )
+    unknown = sorted(set(ckpt.keys()) - {bv for bv, _, _ in rules})
+    if unknown:
+        raise CheckpointError(
+            f"Unknown tensor {ckpt.entries[unknown[0]].source} in {part}"
+            + (f" and {len(unknown) - 1} more" if len(unknown) > 1 else "")
+            + "."
+        )
+    for bv, _, _ in rules:
+        if tuple(ckpt.shape(bv)) != expected[bv]:
+            raise CheckpointError(f"{ckpt.entries[bv].source} has shape {ckpt.shape(bv)}, expected {expected[bv]}.")
+    return rules
 
 
 def _require(shapes: dict[str, tuple[int, ...]], key: str, ndim: int) -> tuple[int, ...]:
@@ -212,8 +333,13 @@ __all__ = [
     "INVERSE_TRANSFORMS",
     "TRANSFORMS",
     "block_rules",
+    "check_rules",
     "checkpoint_rules",
     "expected_shapes",
+    "expected_text_shapes",
     "infer_config_kwargs",
+    "infer_text_config_kwargs",
     "model_rules",
+    "text_model_rules",
+    "two_tower_rules",
 ]

@@ -12,7 +12,14 @@ big_vision's ``vit.fix_old_checkpoints`` and ``load_params`` (big_vision @0127fb
 * a ``pos_embedding`` with g*g + 1 rows (class-token row included) split, its first row added into ``cls``;
 * a MAP head inlined at the root (``probe``, ``MultiHeadDotProductAttention_0``, ``LayerNorm_0``, ``MlpBlock_0``)
   moved under ``MAPHead_0``;
-* scanned blocks (``Transformer/encoderblock`` with a leading depth axis) indexed per layer (never squeezed).
+* a text tower's second position embedding inside its encoder (``Encoder_0/pos_embedding``, old two-tower
+  checkpoints) added into ``pos_embedding``, as ``text_transformer.load`` does;
+* scanned blocks (``Transformer/encoderblock``, or a text tower's ``Encoder_0/encoderblock``, with a leading depth
+  axis) indexed per layer (never squeezed);
+* a NaFlex ViT (``models/proj/image_text/naflex_vit.py``: SigLIP 2's ``*_naflex`` towers) read as the ViT it is: its
+  Dense ``embedding/kernel`` on flattened ``(p, p, 3)`` patches `(p*p*3, W)` reshaped to the conv kernel
+  `(p, p, 3, W)`, its ``(g, g, W)`` ``pos_embedding`` to `(1, g*g, W)` (``naflex`` is then True; NaFlex patches are
+  RGB, so 3 channels).
 """
 
 from __future__ import annotations
@@ -31,7 +38,9 @@ from .npz import CheckpointError, npz_header, recover_dtype, split_subtree
 
 PREFIXES = ("params/", "opt/target/")
 _INLINED_MAP = ("probe", "MultiHeadDotProductAttention_0", "LayerNorm_0", "MlpBlock_0")
-_SCANNED = "Transformer/encoderblock/"
+# Scanned encoders: the ViT's ``Transformer`` and the text transformer's ``Encoder_0`` (two-tower ``txt/``).
+_SCANNED = ("Transformer/encoderblock/", "Encoder_0/encoderblock/")
+NAFLEX_CHANNELS = 3
 MAX_SCANNED_DEPTH = INT_FIELD_RANGES["num_hidden_layers"][1]  # the same bound as a config's depth
 
 
@@ -97,6 +106,8 @@ class BigVisionCheckpoint:
             self._add(key, full, shapes[full])
         self._fix_cls_posemb()
         self._fix_inlined_map()
+        self.naflex = self._fix_naflex()
+        self._fix_text_posemb_twice()
 
     @staticmethod
     def _select(keys: list[str], subtree: str | None) -> tuple[dict[str, str], list[str]]:
@@ -111,14 +122,14 @@ class BigVisionCheckpoint:
 
     def _add(self, key: str, source: str, shape: tuple[int, ...]) -> None:
         if key.startswith(_SCANNED):  # (depth, ...) -> encoderblock_{i}
-            rest = key[len(_SCANNED) :]
+            root, rest = key.split("/encoderblock/", 1)
             if not shape or not 1 <= shape[0] <= MAX_SCANNED_DEPTH:
                 raise CheckpointError(
                     f"{source}: a scanned tensor needs a leading depth in [1, {MAX_SCANNED_DEPTH}], got shape {shape}."
                 )
             for i in range(shape[0]):
                 self._put(
-                    f"Transformer/encoderblock_{i}/{rest}",
+                    f"{root}/encoderblock_{i}/{rest}",
                     Entry(source, shape[1:], lambda get, s=source, i=i: get(s)[i]),
                 )
         else:
@@ -145,6 +156,32 @@ class BigVisionCheckpoint:
         for key in list(self.entries):
             if key.split("/")[0] in _INLINED_MAP:
                 self._put(f"MAPHead_0/{key}", self.entries.pop(key))
+
+    def _fix_naflex(self) -> bool:
+        kernel, pe = self.entries.get("embedding/kernel"), self.entries.get("pos_embedding")
+        if kernel is None or len(kernel.shape) != 2:
+            return False
+        dim, width = kernel.shape
+        patch = math.isqrt(dim // NAFLEX_CHANNELS)
+        if patch < 1 or patch * patch * NAFLEX_CHANNELS != dim:
+            raise CheckpointError(
+                f"{kernel.source} {kernel.shape}: a NaFlex Dense patch embedding needs p*p*3 inputs, got {dim}."
+            )
+        shape = (patch, patch, NAFLEX_CHANNELS, width)  # the flattening order of big_vision's patchify
+        self.entries["embedding/kernel"] = Entry(kernel.source, shape, lambda get, k=kernel: k.load(get).reshape(shape))
+        if pe is not None and len(pe.shape) == 3 and pe.shape[0] == pe.shape[1]:  # (g, g, W) -> (1, g*g, W)
+            pe_shape = (1, pe.shape[0] * pe.shape[1], pe.shape[2])
+            self.entries["pos_embedding"] = Entry(pe.source, pe_shape, lambda get, p=pe: p.load(get).reshape(pe_shape))
+        return True
+
+    def _fix_text_posemb_twice(self) -> None:
+        """Old text towers add a second position embedding inside the encoder (``Encoder_0/pos_embedding``);
+        big_vision's ``text_transformer.load`` adds it into ``pos_embedding``, and so does this view."""
+        extra, pe = self.entries.get("Encoder_0/pos_embedding"), self.entries.get("pos_embedding")
+        if extra is None or pe is None or extra.shape != pe.shape:
+            return
+        del self.entries["Encoder_0/pos_embedding"]
+        self.entries["pos_embedding"] = Entry(pe.source, pe.shape, lambda get, p=pe, e=extra: p.load(get) + e.load(get))
 
     def keys(self) -> list[str]:
         return list(self.entries)

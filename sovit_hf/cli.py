@@ -138,8 +138,8 @@ _PASSTHROUGH = {
 
 
 def _train_module(argv: list[str]) -> tuple[str, str, list[str]]:
-    """``sovit train [--task classification|captioning|vqa] ...``: the task, its recipe module and the remaining
-    arguments."""
+    """``sovit train [--task classification|captioning|vqa|contrastive] ...``: the task, its recipe module and the
+    remaining arguments."""
     from .training.tasks import TASK_MODULES
 
     rest, task, i = [], "classification", 0
@@ -226,9 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except ValueError as err:
         parser.error(str(err))
-    except OSError as err:  # a file that is not there or not readable: one line, no traceback
-        print(f"sovit {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    except OSError as err:  # a missing, unreadable or unwritable file: one line naming it, no traceback
+        parser.error(f"{err.strerror or err}" + (f": {err.filename}" if err.filename else ""))
 
 
 if __name__ == "__main__":

@@ -286,7 +286,8 @@ DERIVED_FIELDS = ("head_dim", "grid_size")  # properties: a config.json may carr
 
 def check_field_types_and_ranges(config) -> None:
     """ValueError naming the field for a size that is not a whole number in its range, a dropout outside [0, 1),
-    a non-positive or non-finite ``layer_norm_eps``, or a shape whose weights alone would exceed MAX_PARAMETERS."""
+    a non-positive or non-finite ``layer_norm_eps`` (any finite eps > 0 is valid, 1.0 included), or a shape whose
+    weights alone would exceed MAX_PARAMETERS."""
     for name, (low, high) in INT_FIELD_RANGES.items():
         if not hasattr(config, name):
             continue
@@ -302,12 +303,17 @@ def check_field_types_and_ranges(config) -> None:
     for name in PROBABILITY_FIELDS:
         if not 0.0 <= getattr(config, name) < 1.0:
             raise ValueError(f"{name} must be in [0, 1), got {getattr(config, name)}.")
-    if not 0.0 < config.layer_norm_eps < 1.0:
-        raise ValueError(f"layer_norm_eps must be in (0, 1), got {config.layer_norm_eps}.")
+    if not config.layer_norm_eps > 0.0:  # any finite positive value is a LayerNorm (transformers' tests use 1.0)
+        raise ValueError(f"layer_norm_eps must be positive, got {config.layer_norm_eps}.")
     width, depth, mlp = config.hidden_size, config.num_hidden_layers, config.intermediate_size
-    if depth * (4 * width * width + 2 * width * mlp) > MAX_PARAMETERS:  # attention + MLP weights per layer
+    blocks = depth * (4 * width * width + 2 * width * mlp)  # attention + MLP weights per layer
+    # Position embeddings: one width-vector per patch token (encoder) or per position and vocabulary entry (decoder)
+    tokens = (config.image_size // config.patch_size) ** 2 if hasattr(config, "image_size") else 0
+    tokens += getattr(config, "max_position_embeddings", 0) + getattr(config, "vocab_size", 0)
+    if blocks + tokens * width > MAX_PARAMETERS:
         raise ValueError(
-            f"width {width}, depth {depth}, MLP {mlp} means over {MAX_PARAMETERS:.0e} parameters; refusing to build it."
+            f"width {width}, depth {depth}, MLP {mlp}, {tokens:,} position/vocabulary embeddings means over "
+            f"{MAX_PARAMETERS:.0e} parameters; refusing to build it."
         )
 
 

@@ -11,6 +11,8 @@ double-scale such images silently:
   already rescaled (x 255), other floats as 8-bit values (0..255); anything else (negative, NaN, > 255) is refused.
   The result is rounded to 8 bits, as PIL's resize does anyway. Complex and non-numeric arrays are refused.
 * An empty batch and images of zero width or height are refused.
+* Every output size (``size``, in ``preprocessor_config.json`` or passed to a call) must be a whole number in the
+  range of the model config's ``image_size`` (``INT_FIELD_RANGES``), checked before any image is resized.
 
 The training recipes apply the same PIL rule (:func:`to_8bit`), so a 16-bit PNG dataset trains on what it shows.
 """
@@ -22,6 +24,8 @@ from PIL import Image
 from transformers.image_utils import PILImageResampling
 from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
 from transformers.utils import is_torch_tensor
+
+from .configuration_sovit import INT_FIELD_RANGES
 
 
 def _scaled_to_uint8(values: np.ndarray, tops: tuple[float, ...], name: str, what: str) -> np.ndarray:
@@ -75,6 +79,26 @@ def prepare_image(image, index: int, rescale: bool):
     return image
 
 
+_EDGE_KEYS = ("height", "width", "shortest_edge", "longest_edge", "max_height", "max_width")  # lengths in pixels
+
+
+def check_size(size, name: str = "size") -> None:
+    """``ValueError`` naming the entry of an output ``size`` dict that is not a whole number in the model config's
+    ``image_size`` range (a file could otherwise ask for a 30000x30000 resize of every image)."""
+    if size is None:
+        return
+    if not isinstance(size, dict):
+        raise ValueError(f"{name} must be a dict such as {{'height': 224, 'width': 224}}, got {size!r}.")
+    low, high = INT_FIELD_RANGES["image_size"]
+    for key, value in size.items():
+        if value is None or key not in _EDGE_KEYS:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{name}[{key!r}] must be a whole number, got {value!r} ({type(value).__name__}).")
+        if not low <= value <= high:
+            raise ValueError(f"{name}[{key!r}] must be in [{low}, {high:,}], got {value:,}.")
+
+
 def as_image_list(images) -> list:
     """The batch as a list (one image, a list/tuple, or a 4-D array); an empty batch is refused."""
     if isinstance(images, list | tuple):
@@ -110,9 +134,16 @@ class SoViTImageProcessor(SiglipImageProcessorPil):
 
     resample = PILImageResampling.BILINEAR  # SigLIP: bicubic
 
+    def __init__(self, *args, **kwargs):
+        check_size(kwargs.get("size"))  # before the parent turns a bad value into a traceback of its own
+        super().__init__(*args, **kwargs)
+        check_size(dict(self.size) if self.size is not None else None)
+
     def preprocess(self, images, *args, **kwargs):
         """transformers' pipeline after :func:`prepare_image` on every image: it would clip 16-bit images, rescale
         float images in [0, 1] a second time and turn empty images into black ones without a word."""
+        size = kwargs.get("size")
+        check_size(dict(size) if hasattr(size, "keys") else size)
         rescale = kwargs.get("do_rescale")
         rescale = self.do_rescale if rescale is None else rescale
         images = [prepare_image(image, i, rescale) for i, image in enumerate(as_image_list(images))]

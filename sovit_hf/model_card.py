@@ -135,6 +135,11 @@ _USAGE = {
         "processor = AutoImageProcessor.from_pretrained(PATH, trust_remote_code=True)",
         'pipeline("image-classification", model=PATH, trust_remote_code=True)(image)',
     ],
+    "zero-shot-image-classification": [
+        "from transformers import pipeline",
+        'classifier = pipeline("zero-shot-image-classification", model=PATH, trust_remote_code=True)',
+        'classifier(image, candidate_labels=["a cat", "a dog"])  # SigLIP sigmoid scores, one per label',
+    ],
     "image-feature-extraction": [
         "from transformers import AutoImageProcessor, AutoModel, pipeline",
         "model = AutoModel.from_pretrained(PATH, trust_remote_code=True)",
@@ -181,6 +186,8 @@ def pipeline_tag_of(config) -> str:
     """The pipeline a folder of this config serves: captioning/VQA, classification or features."""
     if getattr(config, "model_type", None) == "sovit_decoder":
         return "image-text-to-text"
+    if getattr(config, "model_type", None) == "sovit_siglip":
+        return "zero-shot-image-classification"
     if config.architectures and "ForImageClassification" in config.architectures[0]:
         return "image-classification"
     return "image-feature-extraction"
@@ -203,13 +210,17 @@ def render_model_card(
     fields record how the folder was made, ``results`` what the run that wrote it measured."""
     pipeline_tag = pipeline_tag_of(config)
     generation = pipeline_tag == "image-text-to-text"
-    vision = config.vision_config if generation else config
-    family = None if generation else family_of(config)
+    two_towers = pipeline_tag == "zero-shot-image-classification"
+    vision = config.vision_config if generation or two_towers else config
+    family = None if generation or two_towers else family_of(config)
     dataset = public(dataset)
     measured = measured_metrics(results)
     title = family.title if family else f"SoViT ({vision.hidden_size}/{vision.num_hidden_layers})"
     if generation:
         title += " + text decoder"
+    if two_towers:
+        text = config.text_config
+        title += f" + text tower ({text.hidden_size}/{text.num_hidden_layers}, {text.max_position_embeddings} tokens)"
     eval_results = [
         EvalResult(
             task_type=pipeline_tag,
@@ -223,6 +234,7 @@ def render_model_card(
     ]
     tags = ["sovit", "vision", "custom_code", "big_vision"]
     tags += ["image-captioning", "visual-question-answering"] if generation else []
+    tags += ["siglip", "zero-shot-image-classification"] if two_towers else []
     data = ModelCardData(
         library_name="transformers",
         pipeline_tag=pipeline_tag,
@@ -305,10 +317,10 @@ def render_model_card(
 
 
 def write_model_card(folder: str | Path, config: SoViTConfig, **kwargs) -> Path:
-    """Render the card and save it as ``folder/README.md``."""
-    path = Path(folder) / "README.md"
-    render_model_card(config, **kwargs).save(path)
-    return path
+    """Render the card and save it as ``folder/README.md`` (atomically: a failed write keeps the previous card)."""
+    from .output_folder import write_text_atomic
+
+    return write_text_atomic(Path(folder) / "README.md", str(render_model_card(config, **kwargs)))
 
 
 def write_family_cards(out_dir: str | Path) -> list[Path]:

@@ -21,9 +21,12 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPooling, ImageClassifierOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from .configuration_sovit import SoViTConfig, pool_type_spec
+from .configuration_sovit import KERNEL_IMPLEMENTATIONS, QKV_IMPLEMENTATIONS, SoViTConfig, pool_type_spec
 from .losses import image_classification_loss
-from .ops_registry import eager_attention_forward, fused_qkv, get_layer_norm, get_mlp
+from .naflex import masked_mean, naflex_embeddings, padding_attention_mask
+from .ops_registry import eager_attention_forward, fused_qkv, qkv_fusable
+from .ops_registry import layer_norm as layer_norm_impl
+from .ops_registry import mlp as mlp_impl
 from .position_embeddings import posemb_sincos_2d, resample_pos_embedding
 
 _GELU_APPROXIMATION = {"gelu_pytorch_tanh": "tanh", "gelu": "none"}  # config.hidden_act -> F.gelu(approximate=)
@@ -48,9 +51,10 @@ class SoViTImageClassifierOutput(ImageClassifierOutput):
 def apply_layer_norm(
     config: SoViTConfig, norm: nn.LayerNorm, x: torch.Tensor, residual: torch.Tensor | None = None
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """``norm(x)``, or with ``residual`` the pair ``(norm(x + residual), x + residual)``, computed by
-    ``config.layer_norm_implementation`` (``eager``: reference math; ``triton``: one fused kernel)."""
-    return get_layer_norm(config.layer_norm_implementation)(x, norm.weight, norm.bias, norm.eps, residual=residual)
+    """``norm(x)``, or with ``residual`` the pair ``(norm(x + residual), x + residual)``: the module called (``eager``),
+    or one fused kernel with ``config.layer_norm_implementation="triton"`` where ``norm`` is a plain ``nn.LayerNorm``
+    (``ops_registry.layer_norm``)."""
+    return layer_norm_impl(config.layer_norm_implementation, norm, x, residual)
 
 
 class SoViTEmbeddings(nn.Module):
@@ -158,11 +162,15 @@ class SoViTAttention(nn.Module):
         batch, q_len = hidden_states.shape[:2]
         from_cache = self.is_cross_attention and key_value_states is None  # the source's keys/values, cached
         if from_cache:
-            if cache is None or not cache.layers[cache_layer].is_initialized:
+            if cache is None or len(cache.layers) <= cache_layer or not cache.layers[cache_layer].is_initialized:
                 raise ValueError("Cross-attention needs key_value_states or a cache that holds them.")
             q = self.q_proj(hidden_states).view(batch, q_len, self.num_heads, self.head_dim).transpose(1, 2)
             k, v = cache.layers[cache_layer].keys, cache.layers[cache_layer].values  # (B, H, Lk, D)
-        elif key_value_states is None and getattr(self.config, "qkv_implementation", "separate") == "fused":
+        elif (
+            key_value_states is None
+            and getattr(self.config, "qkv_implementation", "separate") == "fused"
+            and qkv_fusable(self)  # plain nn.Linear q/k/v only (else the modules, one warning)
+        ):
             q, k, v = fused_qkv(self, hidden_states)  # one (3W x W) GEMM, same values (ops_registry)
         else:
             kv = hidden_states if key_value_states is None else key_value_states
@@ -203,17 +211,8 @@ class SoViTMLP(nn.Module):
         self.fc1.sovit_init = self.fc2.sovit_init = "mlp"
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        mlp = get_mlp(self.config.mlp_implementation)  # eager: reference.mlp_ref; triton: fused fc1 + bias + GELU
-        return mlp(
-            hidden_states,
-            self.fc1.weight,
-            self.fc1.bias,
-            self.fc2.weight,
-            self.fc2.bias,
-            approximate=self.approximate,
-            dropout=self.dropout,
-            training=self.training,
-        )
+        # fc2(gelu(fc1(x))) on the modules (reference.mlp), or the fused kernel with mlp_implementation="triton"
+        return mlp_impl(self, hidden_states)
 
 
 class SoViTEncoderLayer(GradientCheckpointingLayer):
@@ -229,10 +228,16 @@ class SoViTEncoderLayer(GradientCheckpointingLayer):
         self.dropout = nn.Dropout(config.hidden_dropout)
 
     def forward(
-        self, hidden_states: torch.Tensor, output_attentions: bool = False, **kwargs
+        self,
+        hidden_states: torch.Tensor,
+        output_attentions: bool = False,
+        attention_mask: torch.Tensor | None = None,
+        **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         normed = apply_layer_norm(self.config, self.layer_norm1, hidden_states)
-        attn_out, attn_weights = self.self_attn(normed, output_attentions=output_attentions)
+        attn_out, attn_weights = self.self_attn(
+            normed, attention_mask=attention_mask, output_attentions=output_attentions
+        )
         # hidden_states + attn_out and LayerNorm_1 of the sum, in one kernel with layer_norm_implementation="triton"
         normed, hidden_states = apply_layer_norm(
             self.config, self.layer_norm2, self.dropout(attn_out), residual=hidden_states
@@ -250,12 +255,19 @@ class SoViTEncoder(nn.Module):
         self.gradient_checkpointing = False
 
     def forward(
-        self, hidden_states: torch.Tensor, output_attentions: bool = False, output_hidden_states: bool = False
+        self,
+        hidden_states: torch.Tensor,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        attention_mask: torch.Tensor | None = None,
     ) -> BaseModelOutput:
+        """``attention_mask``: additive `(B, 1, L, L)` (NaFlex padding: ``naflex.key_padding_bias``) or None."""
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
         for layer in self.layers:
-            hidden_states, attn_weights = layer(hidden_states, output_attentions=output_attentions)
+            hidden_states, attn_weights = layer(
+                hidden_states, output_attentions=output_attentions, attention_mask=attention_mask
+            )
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
             if output_attentions:
@@ -281,10 +293,13 @@ class SoViTMAPHead(nn.Module):
         self.mlp = SoViTMLP(config, dropout=0.0)  # MAPHead_0/MlpBlock_0
 
     def forward(
-        self, hidden_states: torch.Tensor, output_attentions: bool = False
+        self, hidden_states: torch.Tensor, output_attentions: bool = False, attention_mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``attention_mask``: additive `(B, 1, 1, L)` over the tokens (NaFlex padding) or None."""
         probe = self.probe.to(hidden_states.dtype).expand(hidden_states.shape[0], -1, -1)  # (B, 1, W)
-        x, weights = self.attention(probe, key_value_states=hidden_states, output_attentions=output_attentions)
+        x, weights = self.attention(
+            probe, key_value_states=hidden_states, attention_mask=attention_mask, output_attentions=output_attentions
+        )
         x = x + self.mlp(apply_layer_norm(self.config, self.layernorm, x))
         return x[:, 0], weights  # (B, W)
 
@@ -317,7 +332,44 @@ class SoViTPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["SoViTEmbeddings", "SoViTEncoderLayer", "SoViTMAPHead"]
     _supports_sdpa = True
+    # flex matches eager at head dims 72 and 55, MAP probe included (tests/ecosystem); NaFlex's padding mask reaches
+    # it as its score mask
+    _supports_flex_attn = True
+    _supports_flash_attn = True  # flash_attention_2/3 where flash-attn is installed (transformers checks that)
     _supports_attention_backend = True
+
+    def post_init(self) -> None:
+        """transformers' ``post_init``, and each SoViT module learns its path (named in the kernels' warnings)."""
+        super().post_init()
+        for name, module in self.named_modules():
+            if isinstance(module, SoViTMLP | SoViTAttention | nn.LayerNorm):
+                module.sovit_path = name
+
+    def set_kernel_implementation(
+        self,
+        mlp: str | None = None,
+        layer_norm: str | None = None,
+        qkv: str | None = None,
+        attention: str | None = None,
+    ) -> None:
+        """Switch the layer implementations of this model at once: ``mlp`` / ``layer_norm`` ``"eager"`` (the modules
+        called, reference math) or ``"triton"`` (the fused kernels, used where the layers are plain ``nn.Linear`` /
+        ``nn.LayerNorm``), ``qkv`` ``"separate"`` or ``"fused"``, ``attention`` any ``attn_implementation``
+        (``set_attn_implementation``). None leaves a choice as it is. Runtime choices: nothing here reaches a
+        checkpoint."""
+        fields = {"mlp_implementation": mlp, "layer_norm_implementation": layer_norm, "qkv_implementation": qkv}
+        fields = {field: value for field, value in fields.items() if value is not None}
+        for field, value in fields.items():  # every value checked before anything changes
+            choices = QKV_IMPLEMENTATIONS if field == "qkv_implementation" else KERNEL_IMPLEMENTATIONS
+            if value not in choices:
+                raise ValueError(f"Unknown {field} {value!r}; expected one of {choices}.")
+        configs = {id(m.config): m.config for m in self.modules() if hasattr(m, "config")}
+        for config in configs.values():  # the model's and, in a composite model, every sub-config with the field
+            for field, value in fields.items():
+                if hasattr(config, field):
+                    setattr(config, field, value)
+        if attention is not None:
+            self.set_attn_implementation(attention)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
@@ -395,13 +447,20 @@ class SoViTModel(SoViTPreTrainedModel):
     def get_input_embeddings(self) -> nn.Module:
         return self.embeddings.patch_embedding
 
-    def pool(self, encoded: torch.Tensor, output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """big_vision's pooling of the normed tokens `(B, L, W)` by ``pool_type``."""
+    def pool(
+        self, encoded: torch.Tensor, output_attentions: bool = False, token_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """big_vision's pooling of the normed tokens `(B, L, W)` by ``pool_type``; ``token_mask`` `(B, L)` (NaFlex:
+        True for real tokens) leaves padding out of the MAP head's attention and the mean."""
         pooling = pool_type_spec(self.config.pool_type).pooling
         if pooling == "map":
-            return self.head(encoded, output_attentions=output_attentions)
+            mask = None
+            if token_mask is not None:  # (B, 1, 1, L) additive, or a flex BlockMask
+                implementation = "eager" if output_attentions else self.config._attn_implementation
+                mask = padding_attention_mask(token_mask, encoded.dtype, 1, implementation)
+            return self.head(encoded, output_attentions=output_attentions, attention_mask=mask)
         if pooling == "mean":
-            return encoded.mean(dim=1), None
+            return (encoded.mean(dim=1) if token_mask is None else masked_mean(encoded, token_mask)), None
         if pooling == "first":
             return encoded[:, 0], None
         return encoded, None  # "all"
@@ -413,18 +472,32 @@ class SoViTModel(SoViTPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        pixel_attention_mask: torch.Tensor | None = None,
+        spatial_shapes: torch.Tensor | None = None,
         **kwargs,
     ) -> SoViTModelOutput | tuple:
+        r"""``pixel_values`` `(B, C, H, W)` images, or NaFlex patches `(B, L, p*p*C)` with ``spatial_shapes`` `(B, 2)`
+        and optionally ``pixel_attention_mask`` `(B, L)` (``sovit_hf.naflex``; what ``Siglip2ImageProcessor`` and
+        ``SoViTNaFlexImageProcessor`` return): padding is masked in every attention and left out of the pooling."""
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
         output_hidden_states = (
             self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
         )
         return_dict = self.config.return_dict if return_dict is None else return_dict
 
-        embeddings = self.embeddings(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
-        encoder_out = self.encoder(embeddings, output_attentions, output_hidden_states)
+        token_mask = attention_mask = None
+        if pixel_values.dim() == 3:  # NaFlex: pre-patchified images of different grids, padded
+            embeddings, token_mask = naflex_embeddings(
+                self.embeddings, pixel_values, spatial_shapes, pixel_attention_mask
+            )  # (B, L, W), (B, L)
+            implementation = "eager" if output_attentions else self.config._attn_implementation
+            # (B, 1, L, L) additive (a broadcast view of one row per image), or a flex BlockMask
+            attention_mask = padding_attention_mask(token_mask, embeddings.dtype, embeddings.shape[1], implementation)
+        else:
+            embeddings = self.embeddings(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
+        encoder_out = self.encoder(embeddings, output_attentions, output_hidden_states, attention_mask=attention_mask)
         encoded = apply_layer_norm(self.config, self.post_layernorm, encoder_out.last_hidden_state)  # (B, L, W)
-        pooled, map_attention = self.pool(encoded, output_attentions)
+        pooled, map_attention = self.pool(encoded, output_attentions, token_mask=token_mask)
         if self.pre_logits is not None:
             pooled = self.pre_logits(pooled)
         out = SoViTModelOutput(
@@ -478,12 +551,16 @@ class SoViTForImageClassification(SoViTPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        pixel_attention_mask: torch.Tensor | None = None,
+        spatial_shapes: torch.Tensor | None = None,
         **kwargs,
     ) -> SoViTImageClassifierOutput | tuple:
         return_dict = self.config.return_dict if return_dict is None else return_dict
         outputs = self.sovit(
             pixel_values,
             interpolate_pos_encoding=interpolate_pos_encoding,
+            pixel_attention_mask=pixel_attention_mask,
+            spatial_shapes=spatial_shapes,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
             return_dict=True,

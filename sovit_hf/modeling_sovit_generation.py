@@ -10,11 +10,15 @@ Text layout (see ``processing_sovit.SoViTProcessor``): ``[BOS] prompt [SEP] targ
 VQA, empty for captioning. Labels are the token ids with ``-100`` on the prompt and the
 padding, so the loss covers only the target tokens (and the final EOS).
 
-KV cache: a transformers ``DynamicCache`` (or ``StaticCache``, ``cache_implementation="static"``) with
-``2 * num_hidden_layers`` layers (the image's are dynamic layers appended to it). Layers ``0..L-1`` hold the
-self-attention keys/values; layers ``L..2L-1`` hold the cross-attention keys/values of the image tokens, written once
-on the prefill step (the only step that receives ``pixel_values`` in ``generate``), so the image is encoded once per
-generation. Beam search reorders all of them through ``Cache.reorder_cache``.
+KV cache: transformers' ``EncoderDecoderCache``, the structure of its own self- plus cross-attention decoders
+(BART, Whisper, BLIP's text decoder). Its ``self_attention_cache`` (a ``DynamicCache``, or the ``StaticCache`` of
+``cache_implementation="static"``) holds the text's keys/values, one layer per decoder layer; its
+``cross_attention_cache`` holds the image tokens' keys/values, written once on the step that receives
+``pixel_values`` (the first step of ``generate``), so the image is encoded once per generation. Generation utilities
+see the standard structure: cropping (assisted decoding) touches the text only, beam search reorders both, the
+sequence length is the text's. A plain ``Cache`` passed in becomes the self-attention half; a cache in the layout
+of earlier sovit_hf versions (one ``DynamicCache`` of ``2 * num_hidden_layers`` layers, the image's in
+``L..2L-1``) is split into the two halves.
 
 The output projection is tied to the token embedding by default (``tie_word_embeddings=True``).
 """
@@ -30,10 +34,11 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
-from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
+from transformers.cache_utils import Cache, DynamicCache, DynamicLayer, EncoderDecoderCache
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
     BaseModelOutputWithPastAndCrossAttentions,
+    BaseModelOutputWithPooling,
     CausalLMOutputWithCrossAttentions,
     CausalLMOutputWithPast,
 )
@@ -69,26 +74,84 @@ def _cache_field(output_class) -> str:
     return "cache" if "cache" in {f.name for f in dataclasses.fields(output_class)} else "past_key_values"
 
 
+def _to_tuple_with_image_outputs(output) -> tuple:
+    """``ModelOutput.to_tuple`` with the nested ``image_outputs`` as a tuple too (transformers' multimodal outputs
+    do the same), so ``return_dict=False`` gives tensors and tuples only."""
+    return tuple(output[k].to_tuple() if k == "image_outputs" else output[k] for k in output.keys())
+
+
 @dataclass
 class SoViTImageToTextModelOutput(BaseModelOutputWithPastAndCrossAttentions):
-    """The decoder's outputs plus ``image_hidden_states``: the encoder tokens projected to the decoder width,
-    `(B, N, hidden_size)`, on steps that encode the image (``None`` when the cache already holds it)."""
+    """The decoder's outputs plus the image encoder's, on steps that encode the image (``None`` when the cache
+    already holds it):
+
+    - ``image_outputs``: the encoder's output (``last_hidden_state`` after its final LayerNorm, ``hidden_states`` and
+      ``attentions`` when asked for), with ``pooler_output`` the tokens projected to the decoder width,
+      `(B, N, hidden_size)`, i.e. what the decoder cross-attends to (the field transformers' vision-language models
+      carry);
+    - ``image_hidden_states``: the same projected tokens (the field's earlier name)."""
 
     image_hidden_states: torch.FloatTensor | None = None
+    image_outputs: BaseModelOutputWithPooling | None = None
+
+    def to_tuple(self) -> tuple:
+        return _to_tuple_with_image_outputs(self)
 
 
 @dataclass
 class SoViTCausalLMOutput(CausalLMOutputWithCrossAttentions):
-    """``CausalLMOutputWithCrossAttentions`` plus ``image_hidden_states`` (see ``SoViTImageToTextModelOutput``)."""
+    """``CausalLMOutputWithCrossAttentions`` plus ``image_hidden_states`` and ``image_outputs`` (see
+    ``SoViTImageToTextModelOutput``)."""
 
     image_hidden_states: torch.FloatTensor | None = None
+    image_outputs: BaseModelOutputWithPooling | None = None
+
+    def to_tuple(self) -> tuple:
+        return _to_tuple_with_image_outputs(self)
+
+
+def as_encoder_decoder_cache(cache: Cache, num_layers: int) -> EncoderDecoderCache:
+    """The decoder's cache structure from whatever ``forward`` was given: an ``EncoderDecoderCache`` as it is; a cache
+    in the earlier single-cache layout (a ``DynamicCache`` of ``2 * num_layers`` layers, the image's keys/values in
+    layers ``num_layers..``) split into its two halves, in place; any other ``Cache`` (the ``DynamicCache`` or
+    ``StaticCache`` that ``generate`` creates) as the self-attention half, with an empty cross-attention half."""
+    if isinstance(cache, EncoderDecoderCache):
+        return cache
+    if isinstance(cache, DynamicCache) and len(cache.layers) == 2 * num_layers:
+        cross = DynamicCache()
+        cross.layers = cache.layers[num_layers:]
+        cache.layers = cache.layers[:num_layers]
+        return EncoderDecoderCache(cache, cross)
+    return EncoderDecoderCache(cache, DynamicCache())
+
+
+def holds_image(cache: Cache | None, num_layers: int) -> bool:
+    """Whether ``cache`` already holds an image's cross-attention keys/values (in either layout)."""
+    if isinstance(cache, EncoderDecoderCache):
+        layers = cache.cross_attention_cache.layers
+    elif isinstance(cache, DynamicCache) and len(cache.layers) == 2 * num_layers:
+        layers = cache.layers[num_layers:]
+    else:
+        return False
+    return bool(layers) and layers[0].is_initialized
+
+
+def clear_image(cache: EncoderDecoderCache, num_layers: int) -> None:
+    """Empty the cross-attention half before a new image is written (a reused cache never mixes two images)."""
+    cross = cache.cross_attention_cache
+    if isinstance(cross, DynamicCache):
+        cross.layers = [DynamicLayer() for _ in range(num_layers)]
+    else:
+        cross.reset()
+    cache.is_updated = dict.fromkeys(range(num_layers), False)
 
 
 class SoViTDecoderLayer(GradientCheckpointingLayer):
     """Pre-LN decoder block: x + SelfAttn(LN(x)) (causal, cached), x + CrossAttn(LN(x), image), x + MLP(LN(x)).
 
-    Both attentions are the encoder's ``SoViTAttention`` (one attention module, one dispatch): cache layer
-    ``layer_idx`` holds the self-attention keys/values, ``num_hidden_layers + layer_idx`` the image's."""
+    Both attentions are the encoder's ``SoViTAttention`` (one attention module, one dispatch): layer ``layer_idx`` of
+    the ``EncoderDecoderCache``'s self-attention half holds the text's keys/values, the same layer of its
+    cross-attention half the image's."""
 
     def __init__(self, config: SoViTForConditionalGenerationConfig, layer_idx: int):
         super().__init__()
@@ -108,7 +171,7 @@ class SoViTDecoderLayer(GradientCheckpointingLayer):
         hidden_states: torch.Tensor,
         self_mask: torch.Tensor,
         image_states: torch.Tensor | None = None,
-        cache: Cache | None = None,
+        cache: EncoderDecoderCache | None = None,
         output_attentions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """``image_states`` `(B, N, W)` on steps that encode the image, ``None`` when the cache holds its keys/values.
@@ -118,7 +181,7 @@ class SoViTDecoderLayer(GradientCheckpointingLayer):
             normed,
             attention_mask=self_mask,
             output_attentions=output_attentions,
-            cache=cache,
+            cache=None if cache is None else cache.self_attention_cache,
             cache_layer=self.layer_idx,
         )
         hidden_states = hidden_states + self.dropout(attn_out)
@@ -127,9 +190,11 @@ class SoViTDecoderLayer(GradientCheckpointingLayer):
             normed,
             key_value_states=image_states,
             output_attentions=output_attentions,
-            cache=cache,
-            cache_layer=self.config.num_hidden_layers + self.layer_idx,
+            cache=None if cache is None else cache.cross_attention_cache,
+            cache_layer=self.layer_idx,
         )
+        if cache is not None and image_states is not None:
+            cache.is_updated[self.layer_idx] = True  # as transformers' decoders mark a written cross-attention layer
         hidden_states = hidden_states + self.dropout(attn_out)
         normed = apply_layer_norm(self.config, self.mlp_layer_norm, hidden_states)
         return hidden_states + self.dropout(self.mlp(normed)), self_weights, cross_weights
@@ -195,9 +260,31 @@ class SoViTImageToTextModel(SoViTImageToTextPreTrainedModel):
 
     def encode_images(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
         """All encoder tokens, projected to the decoder width: `(B, N, hidden_size)`."""
+        return self.get_image_features(pixel_values, interpolate_pos_encoding, return_dict=True).pooler_output
+
+    def get_image_features(
+        self,
+        pixel_values: torch.Tensor,
+        interpolate_pos_encoding: bool = False,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling | tuple:
+        """The encoder's output with ``pooler_output`` set to its tokens projected to the decoder width,
+        `(B, N, hidden_size)`: what the decoder cross-attends to. ``output_attentions`` / ``output_hidden_states``
+        default to the encoder config's."""
+        return_dict = self.config.return_dict if return_dict is None else return_dict
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_vision):
-            tokens = self.vision_model(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
-        return self.encoder_proj(tokens.last_hidden_state)
+            encoded = self.vision_model(
+                pixel_values,
+                interpolate_pos_encoding=interpolate_pos_encoding,
+                output_attentions=output_attentions,
+                output_hidden_states=output_hidden_states,
+                return_dict=True,
+            )
+        encoded.pooler_output = self.encoder_proj(encoded.last_hidden_state)
+        return encoded if return_dict else encoded.to_tuple()
 
     def _self_attention_mask(
         self, attention_mask: torch.Tensor | None, batch: int, q_len: int, past: int, kv_len: int, dtype, device
@@ -274,26 +361,28 @@ class SoViTImageToTextModel(SoViTImageToTextPreTrainedModel):
         batch, q_len = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
         if use_cache is None:  # a cache serves generation only: not in training
             use_cache = self.config.use_cache and not self.training
-        if use_cache and cache is None:
-            cache = DynamicCache()
         num_layers = self.config.num_hidden_layers
+        if use_cache and cache is None:
+            cache = EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
+        elif cache is not None:
+            cache = as_encoder_decoder_cache(cache, num_layers)
         past = 0
         if cache is not None:
             past = cache.get_seq_length(0)
             past = int(past) if torch.is_tensor(past) else past  # a static cache counts in a tensor
         self._check_inputs(input_ids, inputs_embeds, pixel_values, attention_mask, batch, q_len, past)
 
-        # The image: encoded on the steps that receive pixel_values (the prefill step of generate), its keys/values
-        # then kept in cache layers L..2L-1 (fresh layers: a reused cache never mixes two images).
-        image = None
+        # The image: encoded on the steps that receive pixel_values (the first step of generate), its keys/values
+        # then kept in the cache's cross-attention half.
+        image = image_outputs = None
         if pixel_values is not None:
-            image = self.encode_images(pixel_values, interpolate_pos_encoding)
+            image_outputs = self.get_image_features(
+                pixel_values, interpolate_pos_encoding, output_attentions, output_hidden_states, return_dict=True
+            )
+            image = image_outputs.pooler_output
             if cache is not None:
-                while len(cache.layers) < 2 * num_layers:
-                    cache.layers.append(DynamicLayer())
-                for i in range(num_layers, 2 * num_layers):
-                    cache.layers[i] = DynamicLayer()
-        elif cache is None or len(cache.layers) < 2 * num_layers or not cache.layers[num_layers].is_initialized:
+                clear_image(cache, num_layers)
+        elif not holds_image(cache, num_layers):
             raise ValueError("pixel_values are required (no image in the cache yet).")
 
         if position_ids is None:
@@ -305,7 +394,9 @@ class SoViTImageToTextModel(SoViTImageToTextPreTrainedModel):
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
         hidden = self.embed_dropout(inputs_embeds + self.embed_positions(position_ids))
-        static_len = getattr(cache.layers[0], "max_cache_len", None) if cache is not None and cache.layers else None
+        self_cache = None if cache is None else cache.self_attention_cache
+        has_layers = self_cache is not None and len(self_cache.layers) > 0
+        static_len = getattr(self_cache.layers[0], "max_cache_len", None) if has_layers else None
         kv_len = past + q_len if static_len is None else static_len  # a static cache attends over all its slots
         mask = self._self_attention_mask(attention_mask, batch, q_len, past, kv_len, hidden.dtype, hidden.device)
 
@@ -329,6 +420,7 @@ class SoViTImageToTextModel(SoViTImageToTextPreTrainedModel):
             attentions=self_attentions,
             cross_attentions=cross_attentions,
             image_hidden_states=image,
+            image_outputs=image_outputs,
             **{_cache_field(SoViTImageToTextModelOutput): cache if use_cache else None},
         )
         return out if return_dict else out.to_tuple()
@@ -378,10 +470,36 @@ class SoViTForConditionalGeneration(SoViTImageToTextPreTrainedModel, GenerationM
     def get_encoder(self, modality: str | None = None):
         return self.model.vision_model
 
+    def get_image_features(self, pixel_values: torch.Tensor, **kwargs) -> BaseModelOutputWithPooling | tuple:
+        """The base model's ``get_image_features``: the encoder's output, ``pooler_output`` the projected tokens."""
+        return self.model.get_image_features(pixel_values, **kwargs)
+
     def create_masks_for_generate(self, attention_mask=None, **kwargs):
         """What ``generate`` passes with a static cache: the 2-D padding mask as it is (transformers would build a
         4-D causal mask from the config here); the decoder builds its mask from it, for every cache alike."""
         return attention_mask
+
+    def prepare_inputs_for_generation(
+        self,
+        input_ids: torch.LongTensor,
+        inputs_embeds: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        **kwargs,
+    ) -> dict:
+        """transformers' step inputs, with ``pixel_values`` on the steps that must encode the image: the first step of
+        a ``generate`` call, any step whose cache holds no image yet (an assistant model's first step, which
+        ``generate`` does not count as a first iteration), and every step without a cache. Other steps read the
+        image from the cache."""
+        model_inputs = super().prepare_inputs_for_generation(input_ids, inputs_embeds=inputs_embeds, **kwargs)
+        if pixel_values is not None:
+            cache = model_inputs.get("cache", model_inputs.get("past_key_values"))
+            if (
+                cache is None
+                or kwargs.get("is_first_iteration")
+                or not holds_image(cache, self.config.num_hidden_layers)
+            ):
+                model_inputs["pixel_values"] = pixel_values
+        return model_inputs
 
     def forward(
         self,
@@ -438,6 +556,7 @@ class SoViTForConditionalGeneration(SoViTImageToTextPreTrainedModel, GenerationM
             attentions=outputs.attentions,
             cross_attentions=outputs.cross_attentions,
             image_hidden_states=outputs.image_hidden_states,
+            image_outputs=outputs.image_outputs,
             **{CACHE_FIELD: getattr(outputs, field)},
         )
         return out if return_dict else out.to_tuple()

@@ -1,13 +1,23 @@
 """The one switch between the reference math and the Triton kernels, for the MLP, LayerNorm, attention and the fused
 QKV projection.
 
-``modeling_sovit.py`` asks this module for its functions by the runtime config fields ``mlp_implementation``,
-``layer_norm_implementation`` and ``qkv_implementation``; attention is chosen by transformers'
-``attn_implementation``, and this module registers ``"sovit_triton"`` with ``AttentionInterface`` (once, at import).
-Every choice goes through one dispatcher, ``resolve``, which applies the override below and either returns the
+The model calls its layers as modules and hands them to this module: ``mlp(module, x)`` and ``layer_norm(...)`` run the
+reference math of ``reference.py`` on the modules themselves (``fc2(gelu(fc1(x)))``, ``norm(x)``), so anything that
+wraps or replaces a layer (a PEFT adapter, a quantized layer, an accelerate offload hook, a subclass) takes effect. The
+Triton kernels are an implementation of those layers, chosen by the runtime config fields ``mlp_implementation`` and
+``layer_norm_implementation`` (set at construction, by ``from_pretrained(..., mlp_implementation="triton")`` or by
+``model.set_kernel_implementation``); a fused kernel reads the layers' weights itself, so it runs only when the layers
+it fuses are plain ``nn.Linear`` / ``nn.LayerNorm`` modules with no hooks, and otherwise the modules run, after a
+one-time warning naming the reason and the module. ``qkv_implementation="fused"`` follows the same rule. Attention is
+chosen by transformers' ``attn_implementation``, and this module registers ``"sovit_triton"`` with
+``AttentionInterface`` (once, at import).
+
+Every kernel choice goes through one dispatcher, ``resolve``, which applies the override below and either returns the
 reference function (``reference.py``) or imports the kernel's entry point lazily (``TRITON_ENTRY_POINTS``: module and
 function names in ``sovit_hf.kernels``, a leaf package that imports nothing from ``sovit_hf``). So ``import sovit_hf``
-stays fast and works without Triton or a GPU, and changing a backend means editing one table here.
+stays fast and works without Triton or a GPU, and changing a backend means editing one table here. Nothing read on the
+eager path is state that ``torch.compile`` cannot trace: the config fields are plain attributes, the override is a
+module global (dynamo guards on it), and the environment variable is read only outside compilation.
 
 This module is flat (no subpackage imports at import time) because hub folders written by ``save_pretrained`` carry it
 as remote code next to the model file; a folder's copy imports the kernels of an installed ``sovit_hf`` package by
@@ -19,14 +29,17 @@ The override, for tests and debugging (nanochat's ``_override_impl``, timm's ``T
   LayerNorm and ``sovit_triton`` attention).
 * ``SOVIT_HF_KERNELS=1`` or ``with force("triton")``: the MLP and LayerNorm use the Triton kernels whatever the config
   says (an error if they cannot run); attention still follows ``attn_implementation``.
+
+``force`` sets a process-wide value (not per thread); a ``torch.compile``d model recompiles when it changes. The
+environment variable is read on each eager call and, under ``torch.compile``, once per compilation.
 """
 
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import importlib
 import os
+import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from types import ModuleType
@@ -36,7 +49,8 @@ import torch.nn.functional as F
 from transformers import AttentionInterface
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from .reference import attention_ref, layer_norm_ref, mlp_ref
+from .reference import attention_ref, layer_norm_ref, mlp_ref, residual_layer_norm
+from .reference import mlp as mlp_forward
 
 IMPLEMENTATIONS = ("eager", "triton")  # valid values of config.mlp_implementation / config.layer_norm_implementation
 ENV_SWITCH = "SOVIT_HF_KERNELS"
@@ -88,14 +102,11 @@ TRITON_ENTRY_POINTS: dict[str, tuple[str, str]] = {  # op -> (module, function),
 }
 _CONFIG_FIELDS = {"mlp": "mlp_implementation", "layer_norm": "layer_norm_implementation"}
 
-_override: contextvars.ContextVar[str | None] = contextvars.ContextVar("sovit_hf_kernels_override", default=None)
+_forced: str | None = None  # set by force(); a module global, so torch.compile guards on it instead of breaking
+_env_override: str | None = None  # SOVIT_HF_KERNELS as last read outside compilation
 
 
-def kernels_override() -> str | None:
-    """``"eager"``, ``"triton"`` or None (follow the config), from ``force()`` first, then ``SOVIT_HF_KERNELS``."""
-    forced = _override.get()
-    if forced is not None:
-        return forced
+def _read_env() -> str | None:
     env = os.environ.get(ENV_SWITCH, "").strip().lower()
     if env in ("", "auto"):
         return None
@@ -106,16 +117,27 @@ def kernels_override() -> str | None:
     raise ValueError(f"{ENV_SWITCH}={env!r}: expected 0 (kernels off), 1 (kernels on) or unset.")
 
 
+def kernels_override() -> str | None:
+    """``"eager"``, ``"triton"`` or None (follow the config), from ``force()`` first, then ``SOVIT_HF_KERNELS``."""
+    global _env_override
+    if _forced is not None:
+        return _forced
+    if not torch.compiler.is_compiling():  # under dynamo this branch is dead code: the value read last is a constant
+        _env_override = _read_env()
+    return _env_override
+
+
 @contextlib.contextmanager
 def force(implementation: str | None) -> Iterator[None]:
     """Force every kernel choice inside the block: ``"eager"`` (reference math), ``"triton"`` or None (config)."""
+    global _forced
     if implementation not in (None, *IMPLEMENTATIONS):
         raise ValueError(f"force() takes one of {IMPLEMENTATIONS} or None, got {implementation!r}.")
-    token = _override.set(implementation)
+    previous, _forced = _forced, implementation
     try:
         yield
     finally:
-        _override.reset(token)
+        _forced = previous
 
 
 def kernels_unavailable_reason() -> str | None:
@@ -169,6 +191,90 @@ def get_mlp(name: str) -> Callable:
 def get_layer_norm(name: str) -> Callable:
     """The LayerNorm function for ``config.layer_norm_implementation``."""
     return resolve("layer_norm", name)
+
+
+# ------------------------------------------------------------------------------------------ layers as implementations
+_WARNED: set[tuple[str, str]] = set()  # (module path, reason): each fallback is announced once per process
+
+
+def plain_layers(*layers: torch.nn.Module) -> str | None:
+    """None when every layer is a plain ``nn.Linear`` / ``nn.LayerNorm`` whose weights a fused kernel may read
+    directly; else the reason it may not (the first layer that is wrapped, replaced, subclassed, has its ``forward``
+    replaced, as accelerate's hooks do, or holds meta weights). Hooks registered with ``register_forward_hook`` do not
+    count: they observe the module's call, which a fused path does not make."""
+    for layer in layers:
+        kind = type(layer)
+        if kind not in (torch.nn.Linear, torch.nn.LayerNorm):
+            return f"it is a {kind.__module__}.{kind.__qualname__}, not a plain nn.Linear/nn.LayerNorm"
+        if "forward" in layer.__dict__:
+            return "its forward is replaced (e.g. by an accelerate offload hook)"
+        if any(p.device.type == "meta" for p in layer.parameters(recurse=False)):
+            return "its weights are on the meta device (offloaded)"
+    return None
+
+
+def _fallback(module: torch.nn.Module, layers: dict[str, torch.nn.Module], what: str) -> bool:
+    """Whether the fused path for ``layers`` (name -> layer) must fall back to calling the modules; warns once."""
+    for name, layer in layers.items():
+        reason = plain_layers(layer)
+        if reason is not None:
+            path = f"{getattr(module, 'sovit_path', None) or type(module).__name__}.{name}".lstrip(".")
+            if (path, reason) not in _WARNED:
+                _WARNED.add((path, reason))
+                warnings.warn(
+                    f"{what}: {path} runs as a module instead of the fused path because {reason}.", stacklevel=3
+                )
+            return True
+    return False
+
+
+def mlp(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A ``SoViTMLP``'s forward: ``reference.mlp`` on its ``fc1`` / ``fc2`` modules, or the fused Triton MLP when
+    ``mlp_implementation`` (or the override) asks for it and both layers are plain ``nn.Linear``."""
+    name = kernels_override() or module.config.mlp_implementation
+    dropout = module.dropout
+    if name == "triton":
+        what = f"config.mlp_implementation={name!r}"
+        if not _fallback(module, {"fc1": module.fc1, "fc2": module.fc2}, what):
+            fc1, fc2 = module.fc1, module.fc2
+            kernel = resolve("mlp", name, what)
+            return kernel(
+                x, fc1.weight, fc1.bias, fc2.weight, fc2.bias,
+                approximate=module.approximate, dropout=dropout, training=module.training,
+            )  # fmt: skip
+    elif name != "eager":
+        resolve("mlp", name)  # the one error message for an unknown name
+    return mlp_forward(
+        x, module.fc1, module.fc2, approximate=module.approximate, dropout=dropout, training=module.training
+    )
+
+
+def layer_norm(
+    implementation: str, norm: torch.nn.Module, x: torch.Tensor, residual: torch.Tensor | None = None
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """``norm(x)`` or ``(norm(x + residual), x + residual)`` (``reference.residual_layer_norm`` on the module), or the
+    fused Triton kernel when ``implementation`` (``config.layer_norm_implementation``, or the override) is ``triton``
+    and ``norm`` is a plain ``nn.LayerNorm``."""
+    name = kernels_override() or implementation
+    if name == "triton":
+        what = f"config.layer_norm_implementation={name!r}"
+        if not _fallback(norm, {"": norm}, what):
+            return resolve("layer_norm", name, what)(x, norm.weight, norm.bias, norm.eps, residual=residual)
+    elif name != "eager":
+        resolve("layer_norm", name)
+    return residual_layer_norm(x, norm, residual)
+
+
+def qkv_fusable(attention: torch.nn.Module) -> bool:
+    """Whether ``qkv_implementation="fused"`` may read q/k/v's weights (all three plain ``nn.Linear``); warns once
+    where not."""
+    layers = {"q_proj": attention.q_proj, "k_proj": attention.k_proj, "v_proj": attention.v_proj}
+    if _fallback(attention, layers, 'qkv_implementation="fused"'):
+        # A wrapper may later be merged into the weights through `.data` (PEFT's merge_and_unload), which moves no
+        # version counter: forget the cached concatenation so that it is rebuilt once the layers are plain again.
+        _FUSED_QKV_CACHE.pop(attention, None)
+        return False
+    return True
 
 
 def sovit_triton_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
@@ -234,6 +340,10 @@ __all__ = [
     "get_mlp",
     "kernels_override",
     "kernels_unavailable_reason",
+    "layer_norm",
+    "mlp",
+    "plain_layers",
+    "qkv_fusable",
     "resolve",
     "sovit_triton_attention",
 ]

@@ -1,8 +1,11 @@
 """The one pure-PyTorch definition of SoViT's math.
 
 The eager model path calls these functions, and the Triton kernels are tested against them, so there is exactly one
-definition of attention, the MLP and LayerNorm. Each function optionally upcasts to float32 (``upcast=True``), which
-is what the kernel tests use as their high-precision oracle.
+definition of attention, the MLP and LayerNorm. ``mlp`` and ``residual_layer_norm`` take the layers as callables: the
+model passes its ``nn.Linear`` / ``nn.LayerNorm`` modules (so a PEFT adapter, a quantized layer or an offload hook
+wrapping them takes effect), and ``mlp_ref`` / ``layer_norm_ref`` pass the same functions built from bare tensors, which
+is what the kernels are tested against. The ``*_ref`` functions optionally upcast to float32 (``upcast=True``), the
+kernel tests' high-precision oracle.
 
 Semantics follow big_vision / Flax (google-research/big_vision @0127fb6, flax @18f8f31):
 * attention scales the query by 1/sqrt(head_dim) before QK^T, softmax in float32;
@@ -11,6 +14,9 @@ Semantics follow big_vision / Flax (google-research/big_vision @0127fb6, flax @1
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +54,20 @@ def attention_ref(
     return out.to(dtype), probs
 
 
+def mlp(
+    x: torch.Tensor,
+    fc1: Callable[[torch.Tensor], torch.Tensor],
+    fc2: Callable[[torch.Tensor], torch.Tensor],
+    approximate: str = "tanh",
+    dropout: float = 0.0,
+    training: bool = False,
+) -> torch.Tensor:
+    """``fc2(dropout(gelu(fc1(x))))``: Flax ``MlpBlock`` with its two Dense layers given as callables."""
+    h = F.gelu(fc1(x), approximate=approximate)
+    h = F.dropout(h, p=dropout, training=training)
+    return fc2(h)
+
+
 def mlp_ref(
     x: torch.Tensor,
     fc1_weight: torch.Tensor,
@@ -59,16 +79,27 @@ def mlp_ref(
     training: bool = False,
     upcast: bool = False,
 ) -> torch.Tensor:
-    """``fc2(dropout(gelu(fc1(x))))`` with torch ``Linear`` weight layout `(out, in)`."""
+    """``mlp`` with torch ``Linear`` weight layout `(out, in)` tensors (``F.linear`` is what ``nn.Linear`` calls)."""
     dtype = x.dtype
     if upcast:
         x = x.float()
         fc1_weight, fc2_weight = fc1_weight.float(), fc2_weight.float()
         fc1_bias = None if fc1_bias is None else fc1_bias.float()
         fc2_bias = None if fc2_bias is None else fc2_bias.float()
-    h = F.gelu(F.linear(x, fc1_weight, fc1_bias), approximate=approximate)
-    h = F.dropout(h, p=dropout, training=training)
-    return F.linear(h, fc2_weight, fc2_bias).to(dtype)
+    fc1 = partial(F.linear, weight=fc1_weight, bias=fc1_bias)
+    fc2 = partial(F.linear, weight=fc2_weight, bias=fc2_bias)
+    return mlp(x, fc1, fc2, approximate=approximate, dropout=dropout, training=training).to(dtype)
+
+
+def residual_layer_norm(
+    x: torch.Tensor, norm: Callable[[torch.Tensor], torch.Tensor], residual: torch.Tensor | None = None
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """``norm(x)``, or with ``residual`` the pair ``(norm(x + residual), x + residual)`` (the pre-LN block's
+    residual add followed by the next LayerNorm, which the Triton kernel fuses)."""
+    if residual is None:
+        return norm(x)
+    summed = x + residual
+    return norm(summed), summed
 
 
 def layer_norm_ref(
@@ -79,15 +110,18 @@ def layer_norm_ref(
     residual: torch.Tensor | None = None,
     upcast: bool = False,
 ) -> torch.Tensor:
-    """LayerNorm over the last axis, optionally of ``x + residual`` (the fused residual-add variant)."""
+    """LayerNorm over the last axis, optionally of ``x + residual`` (the fused residual-add variant); ``F.layer_norm``
+    is what ``nn.LayerNorm`` calls."""
     dtype = x.dtype
-    if residual is not None:
-        x = x + residual
     if upcast:
-        x = x.float()
         weight = None if weight is None else weight.float()
         bias = None if bias is None else bias.float()
-    return F.layer_norm(x, x.shape[-1:], weight, bias, eps).to(dtype)
+
+    def norm(t: torch.Tensor) -> torch.Tensor:  # the residual add happens in the input dtype, as in the model
+        return F.layer_norm(t.float() if upcast else t, (t.shape[-1],), weight, bias, eps)
+
+    out = residual_layer_norm(x, norm, residual)
+    return (out if residual is None else out[0]).to(dtype)
 
 
-__all__ = ["attention_ref", "layer_norm_ref", "mlp_ref"]
+__all__ = ["attention_ref", "layer_norm_ref", "mlp", "mlp_ref", "residual_layer_norm"]

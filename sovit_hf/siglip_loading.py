@@ -15,13 +15,14 @@ folders are untouched and a SigLIP-loaded model saves as an ordinary SoViT folde
 the checkpoint (a classification head, which SigLIP does not have, is the one exception): a missing, unexpected or
 mis-shaped weight is an error, never a random initialisation.
 
-Fixed-size SigLIP 2 checkpoints are ``siglip`` folders and load the same way. ``siglip2`` (NaFlex) folders have a
-linear patch embedding over variable grids and are refused with the reason.
+Fixed-size SigLIP 2 checkpoints are ``siglip`` folders and load the same way. ``siglip2`` (NaFlex) folders, whose
+patch embedding is a Linear layer, are refused with a pointer to ``sovit convert-siglip``, which converts them.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import threading
 from pathlib import Path
@@ -90,6 +91,15 @@ def siglip_weight_mapping(prefix: str) -> list:
     ]
 
 
+def naflex_grid(vision: dict) -> int:
+    """Side of SigLIP 2's square position-embedding grid (``num_patches`` = side^2)."""
+    num_patches = vision.get("num_patches", 256)
+    side = math.isqrt(num_patches)
+    if side * side != num_patches:
+        raise ValueError(f"SigLIP 2 num_patches={num_patches} is not a square grid.")
+    return side
+
+
 def sovit_config_from_siglip(vision: dict, pool_type: str | None = None) -> SoViTConfig:
     """SoViTConfig for a SigLIP vision config dict; without the MAP head the pooling defaults to ``none``."""
     use_head = vision.get("vision_use_head", True)
@@ -97,14 +107,17 @@ def sovit_config_from_siglip(vision: dict, pool_type: str | None = None) -> SoVi
         pool_type = "map" if use_head else "none"
     elif use_head and not pool_type_spec(pool_type).map_head:
         raise ValueError(f"The SigLIP tower has a MAP head; pool_type={pool_type!r} would drop it.")
+    patch_size = vision.get("patch_size", 16)
+    # SigLIP 2 NaFlex: the position table is a num_patches = g x g grid; SoViT's image_size is that grid's pixels.
+    image_size = naflex_grid(vision) * patch_size if vision.get("naflex") else vision.get("image_size", 224)
     return SoViTConfig(
         hidden_size=vision.get("hidden_size", 768),
         intermediate_size=vision.get("intermediate_size", 3072),
         num_hidden_layers=vision.get("num_hidden_layers", 12),
         num_attention_heads=vision.get("num_attention_heads", 12),
         num_channels=vision.get("num_channels", 3),
-        image_size=vision.get("image_size", 224),
-        patch_size=vision.get("patch_size", 16),
+        image_size=image_size,
+        patch_size=patch_size,
         hidden_act=vision.get("hidden_act", "gelu_pytorch_tanh"),
         layer_norm_eps=vision.get("layer_norm_eps", 1e-6),
         attention_dropout=vision.get("attention_dropout", 0.0),
@@ -117,8 +130,8 @@ def siglip_vision_config(config: dict, where: str) -> dict | None:
     model_type = config.get("model_type")
     if model_type in NAFLEX_MODEL_TYPES:
         raise ValueError(
-            f"{where} is a {model_type!r} (NaFlex) folder: its linear patch embedding over variable grids is not a "
-            "SoViT; load a fixed-size SigLIP 2 checkpoint (model_type 'siglip') instead."
+            f"{where} is a {model_type!r} (NaFlex) folder, which from_pretrained does not map (its patch embedding is "
+            "a Linear layer): convert it with `sovit convert-siglip`, or load a fixed-size SigLIP 2 folder."
         )
     if model_type not in SIGLIP_MODEL_TYPES:
         return None

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from sovit_hf import VARIANTS, SoViTConfig
+from tests.conftest import tiny_config
 
 # (width, depth, mlp_dim, heads) as printed in big_vision's decode_variant (``models/vit.py`` @0127fb6),
 # the SoViT paper (So150m: 880/18/2320, Sec. 4.1) and Scaling ViT Table 2 (lower-case s).
@@ -103,7 +105,9 @@ def test_invalid_saved_config_fails_on_load(tmp_path):
         ("num_hidden_layers", 100_000, r"num_hidden_layers must be in \[1, 1,024\]"),
         ("num_channels", 0, r"num_channels must be in \[1, 64\]"),
         ("num_channels", -3, r"num_channels must be in \[1, 64\]"),
-        ("layer_norm_eps", -1.0, r"layer_norm_eps must be in \(0, 1\)"),
+        ("layer_norm_eps", -1.0, "layer_norm_eps must be positive, got -1.0"),
+        ("layer_norm_eps", 0.0, "layer_norm_eps must be positive, got 0.0"),
+        ("layer_norm_eps", float("inf"), "layer_norm_eps must be a finite number"),
         ("layer_norm_eps", float("nan"), "layer_norm_eps must be a finite number"),
         ("hidden_dropout", 1.5, r"hidden_dropout must be in \[0, 1\)"),
         ("hidden_size", 60_000, "parameters; refusing to build it"),
@@ -120,6 +124,25 @@ def test_hostile_config_json_fields_fail_in_one_line_naming_the_field(tmp_path, 
     with pytest.raises(ValueError, match=message):
         SoViTConfig.from_pretrained(tmp_path)
     assert time.perf_counter() - start < 5
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("layer_norm_eps", 1.0), ("layer_norm_eps", 10.0), ("hidden_dropout", 0.0), ("attention_dropout", 0.999)],
+)
+def test_every_mathematically_valid_value_is_accepted(field, value):
+    """eps is any finite positive number (transformers' common tests set 1.0), dropout any p in [0, 1); the model built
+    from it normalises with that eps (closed form: (x - mean) / sqrt(var + eps))."""
+    from sovit_hf import SoViTModel
+
+    config = tiny_config(**{field: value})
+    model = SoViTModel(config)
+    if field == "layer_norm_eps":
+        x = torch.randn(2, 5, config.hidden_size, dtype=torch.float64)
+        norm = model.post_layernorm.double()
+        mean, var = x.mean(-1, keepdim=True), x.var(-1, unbiased=False, keepdim=True)
+        with torch.no_grad():
+            torch.testing.assert_close(norm(x), (x - mean) / torch.sqrt(var + value))
 
 
 def test_derived_fields_in_a_config_json_are_accepted_when_they_agree(tmp_path):

@@ -37,7 +37,7 @@ from tests.generation.helpers import tiny_model, tiny_tokenizer
 
 @dataclass(frozen=True)
 class Case:
-    area: str  # image | text | training | model
+    area: str  # image | text | training | model | metric
     name: str
     action: Callable[[Path], object]  # gets tmp_path; raises, returns main()'s exit code, or asserts itself
     expected: str | None  # a substring of the one-line error; None: the action must succeed
@@ -165,6 +165,131 @@ def classify_folder(tmp_path: Path, bad: Callable[[bytes], bytes] | None) -> int
     return classify(tmp_path, "--dataset_name", "imagefolder", "--data_dir", folder)
 
 
+def classify_one_class(tmp_path: Path) -> int:
+    """An imagefolder with a single class folder: one output would be a regression head scored 1.0."""
+    image_folder(tmp_path, lambda b: b)
+    for path in (tmp_path / "data/train/b").iterdir():
+        path.unlink()
+    (tmp_path / "data/train/b").rmdir()
+    return classify(tmp_path, "--dataset_name", "imagefolder", "--data_dir", str(tmp_path / "data"))
+
+
+def classify_stream_breaking_mid_way(tmp_path: Path) -> int:
+    """``--streaming``: the first rows pass the check, a truncated file later in the stream breaks training."""
+    folder = image_folder(tmp_path, lambda b: b)
+    last = tmp_path / "data/train/b/1.png"
+    last.write_bytes(truncated(last.read_bytes()))
+    with mock.patch("sovit_hf.training.classification.IMAGE_CHECK_SAMPLE", 1):
+        return classify(
+            tmp_path,
+            "--dataset_name",
+            "imagefolder",
+            "--data_dir",
+            folder,
+            "--streaming",
+            "true",
+            "--max_eval_samples",
+            "1",
+            "--disable_tqdm",
+            "true",
+            "--augment",
+            "false",
+        )
+
+
+def convert_with_reference_bomb(tmp_path: Path) -> int:
+    """``sovit convert --reference REF.npz`` where REF's ``image_nhwc`` header claims 4 GiB over 64 bytes of data."""
+    import io
+    import zipfile
+
+    from sovit_hf.conversion import big_vision
+    from tests.conftest import BIG_VISION_FIXTURES
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (1 << 30,)})
+    reference = tmp_path / "ref.npz"
+    with zipfile.ZipFile(reference, "w") as archive:
+        archive.writestr("image_nhwc.npy", header.getvalue() + b"\0" * 64)
+    source = BIG_VISION_FIXTURES / "vit_map_unrolled.npz"
+    return big_vision.main([str(source), str(tmp_path / "out"), "--reference", str(reference)])
+
+
+def saved_model(tmp_path: Path, edit: Callable[[Path], None]) -> str:
+    """A tiny SoViT classifier folder, then ``edit(folder)``."""
+    from sovit_hf import SoViTForImageClassification
+
+    folder = tmp_path / "model"
+    config = tiny_config(image_size=16, patch_size=8, num_labels=10)
+    SoViTForImageClassification(config).save_pretrained(folder)
+    edit(folder)
+    return str(folder)
+
+
+def config_of_another_width(folder: Path) -> None:
+    import json
+
+    config = json.loads((folder / "config.json").read_text())
+    config["hidden_size"] *= 2
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+def truncated_weights(folder: Path) -> None:
+    path = folder / "model.safetensors"
+    path.write_bytes(truncated(path.read_bytes()))
+
+
+def fine_tune(tmp_path: Path, edit: Callable[[Path], None]) -> int:
+    return classify(tmp_path, "--model_name_or_path", saved_model(tmp_path, edit), "--image_size", "16")
+
+
+def resume_from_another_shape(tmp_path: Path) -> int:
+    """A complete-looking checkpoint whose weights are of another width than the run's model."""
+    from transformers.trainer import OPTIMIZER_NAME, SCHEDULER_NAME, TRAINER_STATE_NAME
+
+    checkpoint = Path(saved_model(tmp_path, lambda folder: None))
+    for name in (TRAINER_STATE_NAME, OPTIMIZER_NAME, SCHEDULER_NAME):
+        (checkpoint / name).write_text("{}")
+    return classify(tmp_path, "--resume_from_checkpoint", str(checkpoint))
+
+
+def user_folder_kept(tmp_path: Path) -> int:
+    """``--output_dir`` holding the user's README.md, config.json and training_args.bin: refused, all three kept."""
+    out = tmp_path / "out"
+    out.mkdir()
+    files = {"README.md": b"my notes", "config.json": b'{"mine": 1}', "training_args.bin": b"my bytes"}
+    for name, data in files.items():
+        (out / name).write_bytes(data)
+    code = classify(tmp_path)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == files
+    return code
+
+
+def diverging(tmp_path: Path) -> int:
+    """``--learning_rate 1e9``: the loss turns NaN within a few steps; no model may be saved as the result."""
+    code = classify(
+        tmp_path, "--learning_rate", "1e9", "--max_steps", "6", "--warmup_steps", "0", "--disable_tqdm", "true"
+    )
+    assert not (tmp_path / "out" / "model.safetensors").exists() and not (tmp_path / "out" / "README.md").exists()
+    return code
+
+
+def metric(name: str, predictions, references, without_evaluate: bool = False):
+    """A shipped metric through ``evaluate`` (``compute``) or without it (``plain``); both must refuse alike."""
+    from sovit_hf import metrics
+
+    if without_evaluate:
+        return metrics.plain(name, predictions, references)
+    pytest.importorskip("evaluate")
+    return metrics.compute(name, predictions, references)
+
+
+def metric_cases(label: str, name: str, predictions, references, expected: str) -> list[Case]:
+    return [
+        Case("metric", f"{label} (evaluate)", lambda p: metric(name, predictions, references), expected),
+        Case("metric", f"{label} (no evaluate)", lambda p: metric(name, predictions, references, True), expected),
+    ]
+
+
 # --- model -------------------------------------------------------------------------------------------------------
 
 
@@ -173,6 +298,8 @@ def generate_step(pixel_values: torch.Tensor):
     return tiny_model()(input_ids=torch.ones(rows, 2, dtype=torch.long), pixel_values=pixel_values)
 
 
+HUGE = {"height": 30000, "width": 30000}
+POSEMB_BOMB = {"image_size": 16384, "patch_size": 1, "hidden_size": 1024, "num_attention_heads": 4}
 NO_IMAGES = torch.zeros(0, 3, 36, 36)
 COMPLEX = torch.zeros(1, 3, 36, 36, dtype=torch.cfloat)
 
@@ -209,6 +336,25 @@ CASES = [
     Case("training", "missing model folder", lambda p: classify(p, "--model_name_or_path", f"{p}/no"), "no such"),
     Case("training", "overrides typo", lambda p: classify(p, "--model_overrides", TYPO), "mean 'hidden_size'?"),
     Case("training", "vision_config typo", lambda p: caption(p, "--vision_config", TYPO), "mean 'hidden_size'?"),
+    # training: the output folder, the weights, the data and the run itself
+    Case("training", "output folder of the user's files", user_folder_kept, "holds files this package did not write"),
+    Case("training", "one-class data", classify_one_class, "has 1 class(es) ['a']: classification needs at least 2"),
+    Case("training", "batch size 0", lambda p: classify(p, "--per_device_train_batch_size", "0"), "must be at least 1"),
+    Case("training", "weights of another width", lambda p: fine_tune(p, config_of_another_width), "do not match"),
+    Case("training", "truncated model.safetensors", lambda p: fine_tune(p, truncated_weights), "--model_name_or_path"),
+    Case("training", "resume from another shape", resume_from_another_shape, "a checkpoint of another model shape"),
+    Case("training", "diverging run (NaN loss)", diverging, "the run diverged"),
+    Case("training", "image breaking mid-stream", classify_stream_breaking_mid_way, "an image of the train stream"),
+    Case("training", "--num_beams 0", lambda p: caption(p, "--num_beams", "0"), "--num_beams must be in [1, 64]"),
+    # sizes a file can set, bounded before anything is allocated
+    Case("model", "--reference header bomb", convert_with_reference_bomb, "claims shape (1073741824,)"),
+    Case("model", "processor size 30000", lambda p: SoViTImageProcessor(size=HUGE), "size['height'] must be in [1"),
+    Case("model", "position embeddings of 16384/1", lambda p: tiny_config(**POSEMB_BOMB), "position/vocabulary"),
+    # metrics: refused alike with and without evaluate
+    *metric_cases("float class ids", "accuracy", [0.7, 1.2], [0, 1], "prediction 0 is 0.7 (float)"),
+    *metric_cases("string class ids", "accuracy", ["1", "2"], [1, 2], "prediction 0 is '1' (str)"),
+    *metric_cases("references as strings", "cider", ["a cat"], ["a cat"], "references 0 is str"),
+    *metric_cases("2 VQA answers", "vqa_accuracy", ["yes"], [["yes", "yes"]], "needs at least 4"),
     # model inputs
     Case("model", "batch size 0", lambda p: SoViTModel(tiny_config())(NO_IMAGES), "batch size 0"),
     Case("model", "complex pixel_values", lambda p: SoViTModel(tiny_config())(COMPLEX), "must be real"),

@@ -18,6 +18,9 @@ and why:
   projections), the output is written straight in the (B, Lq, H, D) layout transformers expects, and dQ/dK/dV have
   the strides of Q/K/V.
 * fp32/fp16/bf16 inputs, fp32 accumulation, softmax in base 2 with the log-sum-exp kept for the backward pass.
+* **Key-padding mask** (NaFlex batches of images with different patch counts): an optional additive bias per key,
+  `(B, Lk)` fp32 in log2 units (``HAS_BIAS``), added to every scores tile in the forward and both backward kernels.
+  Masked keys get P = 0 exactly, so their dK and dV are exactly 0. Without a mask the kernels compile as before.
 
 Backward: ``_attn_bwd_preprocess`` computes Delta = rowsum(dO * O); one kernel per key tile accumulates dK and dV over
 all query tiles, one kernel per query tile accumulates dQ over all key tiles (no atomics, deterministic; 7
@@ -133,7 +136,7 @@ def _prune(configs, named_args, **kwargs):
 
 # batch and heads are in the key: the grid is (tiles, batch * heads), and the best tile at batch 8 (few programs per SM)
 # is not the best at batch 256.
-_KEY = ["batch", "num_heads", "seq_q", "seq_k", "HEAD_DIM", "D0", "D1", "D2", "PRESCALED", "ATOMIC_DQ"]
+_KEY = ["batch", "num_heads", "seq_q", "seq_k", "HEAD_DIM", "D0", "D1", "D2", "PRESCALED", "ATOMIC_DQ", "HAS_BIAS"]
 
 
 def _interpret_meta() -> dict[str, int]:
@@ -207,15 +210,26 @@ def _store_tile(
 
 
 @triton.jit
+def _load_bias(bias_base, offs_n, n_mask, MASK: tl.constexpr):
+    """(BN,) key bias of keys ``offs_n`` (0 past the end: those keys are masked separately)."""
+    if MASK:
+        return tl.load(bias_base + offs_n, mask=n_mask, other=0.0)
+    return tl.load(bias_base + offs_n)
+
+
+@triton.jit
 def _attn_fwd_inner(
     acc0, acc1, acc2, m_i, l_i,  # running output chunks (BM, Dc) fp32, row max and row sum (log2 units)
     q0, q1, q2,  # query chunks (BM, Dc), padding columns 0
     k_base, v_base, stride_kn, stride_vn,
     lo, hi, seq_k, qk_scale,
+    bias_base,  # HAS_BIAS: this batch row's (Lk,) fp32 key bias, log2 units
     HEAD_DIM: tl.constexpr, D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr,
     DOT_PRECISION: tl.constexpr, BLOCK_N: tl.constexpr, MASK: tl.constexpr, PRESCALED: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
 ):  # fmt: skip
-    """Online softmax over key tiles [lo, hi); MASK for the last tile only. PRESCALED: K holds K * qk_scale."""
+    """Online softmax over key tiles [lo, hi); MASK for the last tile only. PRESCALED: K holds K * qk_scale.
+    HAS_BIAS: the key-padding bias is added to the scaled scores (finite: -1e30 for a masked key)."""
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
         n_mask = offs_n < seq_k
@@ -230,6 +244,8 @@ def _attn_fwd_inner(
             s = tl.dot(q2, tl.trans(k2), s, input_precision=DOT_PRECISION)
         if not PRESCALED:
             s = s * qk_scale  # softmax scale and log2(e): exp(x * scale) = exp2(x * scale * log2 e)
+        if HAS_BIAS:
+            s = s + _load_bias(bias_base, offs_n, n_mask, MASK)[None, :]
         if MASK:
             s = tl.where(n_mask[None, :], s, float("-inf"))
         # Online softmax (FlashAttention-2): rescale what was accumulated by 2^(m_old - m_new).
@@ -256,6 +272,7 @@ def _attn_fwd_kernel(
     Q, K, V,  # (B, H, Lq, D) / (B, H, Lk, D) through strides, unit last stride
     Out,  # (B, Lq, H, D) output, written in the layout transformers expects
     Lse,  # (B, H, Lq) fp32 log2-sum-exp of the scaled scores (for the backward pass)
+    Bias,  # HAS_BIAS: (B, Lk) fp32 key-padding bias in log2 units, contiguous
     stride_qb, stride_qh, stride_qm,
     stride_kb, stride_kh, stride_kn,
     stride_vb, stride_vh, stride_vn,
@@ -263,7 +280,7 @@ def _attn_fwd_kernel(
     batch, num_heads, seq_q, seq_k, qk_scale,  # batch: only in the autotune key
     HEAD_DIM: tl.constexpr, D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr,
     STORE_LSE: tl.constexpr, DOT_PRECISION: tl.constexpr, STRIDE_ALIGN: tl.constexpr, PRESCALED: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     # Strides arrive divided by STRIDE_ALIGN (see _stride_align). Multiplying by the constexpr tells the compiler that
     # rows start 16-byte aligned (a head stride of 72 is not a multiple of 16, all Triton's argument specialisation
@@ -280,6 +297,7 @@ def _attn_fwd_kernel(
     k_base = K + off_b * stride_kb + off_h * stride_kh
     v_base = V + off_b * stride_vb + off_h * stride_vh
     o_base = Out + off_b * stride_ob + off_h * stride_oh
+    bias_base = Bias + off_b * seq_k
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     m_mask = offs_m < seq_q
@@ -298,11 +316,11 @@ def _attn_fwd_kernel(
     last = ((seq_k - 1) // BLOCK_N) * BLOCK_N  # start of the last key tile, the only masked one
     acc0, acc1, acc2, m_i, l_i = _attn_fwd_inner(
         acc0, acc1, acc2, m_i, l_i, q0, q1, q2, k_base, v_base, stride_kn, stride_vn, 0, last, seq_k, qk_scale,
-        HEAD_DIM, D0, D1, D2, DOT_PRECISION, BLOCK_N, False, PRESCALED,
+        bias_base, HEAD_DIM, D0, D1, D2, DOT_PRECISION, BLOCK_N, False, PRESCALED, HAS_BIAS,
     )  # fmt: skip
     acc0, acc1, acc2, m_i, l_i = _attn_fwd_inner(
         acc0, acc1, acc2, m_i, l_i, q0, q1, q2, k_base, v_base, stride_kn, stride_vn, last, seq_k, seq_k, qk_scale,
-        HEAD_DIM, D0, D1, D2, DOT_PRECISION, BLOCK_N, True, PRESCALED,
+        bias_base, HEAD_DIM, D0, D1, D2, DOT_PRECISION, BLOCK_N, True, PRESCALED, HAS_BIAS,
     )  # fmt: skip
 
     # O = acc / l. Rows past seq_q saw all-zero scores, so l >= 1 there too (no 0/0); they are not stored.
@@ -348,8 +366,10 @@ def _attn_bwd_dkdv_inner(
     q_base, do_base, lse_base, delta_base, stride_qm, stride_dom,
     dqa_base, stride_dqam, dq_scale,  # ATOMIC_DQ: fp32 (Lq, D0 + D1 + D2) dQ accumulator of this (batch, head)
     lo, hi, seq_q, qk_scale,
+    kbias,  # HAS_BIAS: (BN,) fp32 key bias of this key tile, log2 units
     HEAD_DIM: tl.constexpr, D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr, DOT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, MASK: tl.constexpr, PRESCALED: tl.constexpr, ATOMIC_DQ: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
 ):  # fmt: skip
     """Accumulate dK, dV of one key tile over query tiles [lo, hi); MASK for the last query tile only.
 
@@ -388,10 +408,11 @@ def _attn_bwd_dkdv_inner(
         if D2 > 0:
             q2 = _load_tile(q_base, offs_m, m_mask, stride_qm, D0 + D1, D2, HEAD_DIM, MASK)
             s = tl.dot(q2, tl.trans(k2), s, input_precision=DOT_PRECISION)
-        if PRESCALED:  # K holds K * qk_scale
-            p = tl.math.exp2(s - lse[:, None])  # P, normalised by the forward's log-sum-exp
-        else:
-            p = tl.math.exp2(s * qk_scale - lse[:, None])
+        if not PRESCALED:  # PRESCALED: K holds K * qk_scale
+            s = s * qk_scale
+        if HAS_BIAS:
+            s = s + kbias[None, :]
+        p = tl.math.exp2(s - lse[:, None])  # P, normalised by the forward's log-sum-exp
         p_t = tl.trans(p)  # (BN, BM)
         # dV += P^T dO and dP = dO V^T, chunk by chunk: (BN, Dc) and (BM, BN)
         do0 = _load_tile(do_base, offs_m, m_mask, stride_dom, 0, D0, HEAD_DIM, MASK)
@@ -436,6 +457,7 @@ def _attn_bwd_dkdv_kernel(
     Lse, Delta,  # (B, H, Lq) fp32 from the forward pass / the preprocess kernel
     DK, DV,  # (B, H, Lk, D) outputs, through their own strides
     DQA,  # ATOMIC_DQ: (B, H, Lq, D0 + D1 + D2) fp32 dQ accumulator, contiguous, zeroed
+    Bias,  # HAS_BIAS: (B, Lk) fp32 key-padding bias in log2 units, contiguous
     stride_qb, stride_qh, stride_qm,
     stride_kb, stride_kh, stride_kn,
     stride_vb, stride_vh, stride_vn,
@@ -444,7 +466,7 @@ def _attn_bwd_dkdv_kernel(
     stride_dvb, stride_dvh, stride_dvn,
     batch, num_heads, seq_q, seq_k, qk_scale, sm_scale, dq_scale,  # batch: only in the autotune key
     HEAD_DIM: tl.constexpr, D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    STRIDE_ALIGN: tl.constexpr, PRESCALED: tl.constexpr, ATOMIC_DQ: tl.constexpr,
+    STRIDE_ALIGN: tl.constexpr, PRESCALED: tl.constexpr, ATOMIC_DQ: tl.constexpr, HAS_BIAS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """One key tile (BLOCK_N keys) per program; sweeps every query tile (see _attn_bwd_dkdv_inner)."""
@@ -470,6 +492,9 @@ def _attn_bwd_dkdv_kernel(
 
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     n_mask = offs_n < seq_k
+    kbias = tl.zeros([BLOCK_N], dtype=tl.float32)
+    if HAS_BIAS:
+        kbias = _load_bias(Bias + off_b * seq_k, offs_n, n_mask, True)
     k0 = _load_tile(k_base, offs_n, n_mask, stride_kn, 0, D0, HEAD_DIM, True)
     v0 = _load_tile(v_base, offs_n, n_mask, stride_vn, 0, D0, HEAD_DIM, True)
     dk0 = tl.zeros([BLOCK_N, D0], dtype=tl.float32)
@@ -490,12 +515,14 @@ def _attn_bwd_dkdv_kernel(
     dk0, dk1, dk2, dv0, dv1, dv2 = _attn_bwd_dkdv_inner(
         dk0, dk1, dk2, dv0, dv1, dv2, k0, k1, k2, v0, v1, v2,
         q_base, do_base, lse_base, delta_base, stride_qm, stride_dom, dqa_base, dqa_width, dq_scale,
-        0, last, seq_q, qk_scale, HEAD_DIM, D0, D1, D2, DOT_PRECISION, BLOCK_M, False, PRESCALED, ATOMIC_DQ,
+        0, last, seq_q, qk_scale, kbias, HEAD_DIM, D0, D1, D2, DOT_PRECISION, BLOCK_M, False, PRESCALED, ATOMIC_DQ,
+        HAS_BIAS,
     )  # fmt: skip
     dk0, dk1, dk2, dv0, dv1, dv2 = _attn_bwd_dkdv_inner(
         dk0, dk1, dk2, dv0, dv1, dv2, k0, k1, k2, v0, v1, v2,
         q_base, do_base, lse_base, delta_base, stride_qm, stride_dom, dqa_base, dqa_width, dq_scale,
-        last, seq_q, seq_q, qk_scale, HEAD_DIM, D0, D1, D2, DOT_PRECISION, BLOCK_M, True, PRESCALED, ATOMIC_DQ,
+        last, seq_q, seq_q, qk_scale, kbias, HEAD_DIM, D0, D1, D2, DOT_PRECISION, BLOCK_M, True, PRESCALED, ATOMIC_DQ,
+        HAS_BIAS,
     )  # fmt: skip
 
     dk_base = DK + off_b * stride_dkb + off_h * stride_dkh
@@ -517,8 +544,9 @@ def _attn_bwd_dq_inner(
     lse, delta,  # (BM,) fp32
     k_base, v_base, stride_kn, stride_vn,
     lo, hi, seq_k, qk_scale,
+    bias_base,  # HAS_BIAS: this batch row's (Lk,) fp32 key bias, log2 units
     HEAD_DIM: tl.constexpr, D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    BLOCK_N: tl.constexpr, MASK: tl.constexpr, PRESCALED: tl.constexpr,
+    BLOCK_N: tl.constexpr, MASK: tl.constexpr, PRESCALED: tl.constexpr, HAS_BIAS: tl.constexpr,
 ):  # fmt: skip
     """Accumulate dQ = scale * dS K of one query tile over key tiles [lo, hi), dS = P * (dO V^T - Delta).
 
@@ -542,10 +570,11 @@ def _attn_bwd_dq_inner(
             v2 = _load_tile(v_base, offs_n, n_mask, stride_vn, D0 + D1, D2, HEAD_DIM, MASK)
             s = tl.dot(q2, tl.trans(k2), s, input_precision=DOT_PRECISION)
             dp = tl.dot(do2, tl.trans(v2), dp, input_precision=DOT_PRECISION)
-        if PRESCALED:  # K holds K * qk_scale
-            p = tl.math.exp2(s - lse[:, None])
-        else:
-            p = tl.math.exp2(s * qk_scale - lse[:, None])
+        if not PRESCALED:  # PRESCALED: K holds K * qk_scale
+            s = s * qk_scale
+        if HAS_BIAS:
+            s = s + _load_bias(bias_base, offs_n, n_mask, MASK)[None, :]
+        p = tl.math.exp2(s - lse[:, None])
         ds = (p * (dp - delta[:, None])).to(q0.dtype)  # dS = P * (dP - Delta)
         # dQ += dS K: (BM, Dc)
         dq0 = tl.dot(ds, k0, dq0, input_precision=DOT_PRECISION)
@@ -562,6 +591,7 @@ def _attn_bwd_dq_kernel(
     Q, K, V, DO,  # as in _attn_bwd_dkdv_kernel
     Lse, Delta,
     DQ,  # (B, H, Lq, D) output, through its own strides
+    Bias,  # HAS_BIAS: (B, Lk) fp32 key-padding bias in log2 units, contiguous
     stride_qb, stride_qh, stride_qm,
     stride_kb, stride_kh, stride_kn,
     stride_vb, stride_vh, stride_vn,
@@ -569,7 +599,8 @@ def _attn_bwd_dq_kernel(
     stride_dqb, stride_dqh, stride_dqm,
     batch, num_heads, seq_q, seq_k, qk_scale, sm_scale,  # batch: only in the autotune key
     HEAD_DIM: tl.constexpr, D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    STRIDE_ALIGN: tl.constexpr, PRESCALED: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    STRIDE_ALIGN: tl.constexpr, PRESCALED: tl.constexpr, HAS_BIAS: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """One query tile per program; sweeps every key tile (see _attn_bwd_dq_inner). ``sm_scale`` is dQ's factor:
     the softmax scale, or ln 2 when K holds K * scale * log2(e) (PRESCALED)."""
@@ -608,11 +639,13 @@ def _attn_bwd_dq_kernel(
     last = ((seq_k - 1) // BLOCK_N) * BLOCK_N  # start of the last key tile, the only masked one
     dq0, dq1, dq2 = _attn_bwd_dq_inner(
         dq0, dq1, dq2, q0, q1, q2, do0, do1, do2, lse, delta, k_base, v_base, stride_kn, stride_vn,
-        0, last, seq_k, qk_scale, HEAD_DIM, D0, D1, D2, DOT_PRECISION, BLOCK_N, False, PRESCALED,
+        0, last, seq_k, qk_scale, Bias + off_b * seq_k, HEAD_DIM, D0, D1, D2, DOT_PRECISION, BLOCK_N, False,
+        PRESCALED, HAS_BIAS,
     )  # fmt: skip
     dq0, dq1, dq2 = _attn_bwd_dq_inner(
         dq0, dq1, dq2, q0, q1, q2, do0, do1, do2, lse, delta, k_base, v_base, stride_kn, stride_vn,
-        last, seq_k, seq_k, qk_scale, HEAD_DIM, D0, D1, D2, DOT_PRECISION, BLOCK_N, True, PRESCALED,
+        last, seq_k, seq_k, qk_scale, Bias + off_b * seq_k, HEAD_DIM, D0, D1, D2, DOT_PRECISION, BLOCK_N, True,
+        PRESCALED, HAS_BIAS,
     )  # fmt: skip
 
     dq_base = DQ + off_b * stride_dqb + off_h * stride_dqh
@@ -750,9 +783,11 @@ def attention_forward(
     head_dim: int,
     need_lse: bool = True,
     prescaled: bool = False,
+    key_bias: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Launch the forward kernel on kernel operands (``_operands``: the head dim ``head_dim`` or padded; with
-    ``prescaled`` K already holds K * scale * log2(e)).
+    ``prescaled`` K already holds K * scale * log2(e)); ``key_bias``: `(B, Lk)` fp32 contiguous, log2 units
+    (``key_padding_bias_log2``).
 
     Returns ``out (B, Lq, H, head_dim)`` (contiguous) and the fp32 log2-sum-exp (B, H, Lq).
     """
@@ -768,10 +803,15 @@ def attention_forward(
     ]  # fmt: skip
     align = _stride_align(strides, query.element_size())
     lse_arg = lse if need_lse else out  # an unused pointer gets any tensor
-    args = (query, key, value, out, lse_arg, *_aligned(strides, align), batch, heads, seq_q, seq_k, scale * LOG2E)
+    bias_arg = out if key_bias is None else key_bias
+    args = (
+        query, key, value, out, lse_arg, bias_arg, *_aligned(strides, align), batch, heads, seq_q, seq_k,
+        scale * LOG2E,
+    )  # fmt: skip
     kwargs = dict(
         HEAD_DIM=head_dim, D0=chunks[0], D1=chunks[1], D2=chunks[2],
         STORE_LSE=need_lse, DOT_PRECISION=dot_precision(query.dtype), STRIDE_ALIGN=align, PRESCALED=prescaled,
+        HAS_BIAS=key_bias is not None,
     )  # fmt: skip
     grid = lambda meta: (cdiv(seq_q, meta["BLOCK_M"]), batch * heads)
     launch(_attn_fwd_kernel, grid, args, kwargs, _interpret_meta(), _default_fwd_config(seq_q, query.dtype))
@@ -791,6 +831,7 @@ def attention_backward(
     grad_layouts: tuple,
     prescaled: bool = False,
     backward: str = "deterministic",
+    key_bias: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Launch the backward kernels. ``query``/``key``/``value`` are the forward's kernel operands, ``grad_out`` and
     ``out`` are (B, Lq, H, D); dQ, dK, dV get the shapes and (where reusable) strides in ``grad_layouts``.
@@ -821,13 +862,14 @@ def attention_backward(
     dq_acc = torch.zeros(*((batch, heads, seq_q, width) if atomic else (1,)), device=query.device, dtype=torch.float32)
     common = dict(
         HEAD_DIM=head_dim, D0=chunks[0], D1=chunks[1], D2=chunks[2], DOT_PRECISION=dot_precision(query.dtype),
-        PRESCALED=prescaled,
+        PRESCALED=prescaled, HAS_BIAS=key_bias is not None,
     )  # fmt: skip
+    bias_arg = delta if key_bias is None else key_bias  # an unused pointer gets any tensor
     strides = [*query.stride()[:3], *key.stride()[:3], *value.stride()[:3], *do.stride()[:3]]
     dkdv_strides = [*strides, *dk.stride()[:3], *dv.stride()[:3]]
     align = _stride_align(dkdv_strides, query.element_size())
     dkdv_args = (
-        query, key, value, do, lse, delta, dk, dv, dq_acc,
+        query, key, value, do, lse, delta, dk, dv, dq_acc, bias_arg,
         *_aligned(dkdv_strides, align), batch, heads, seq_q, seq_k, scale * LOG2E, scale, dq_scale,
     )  # fmt: skip
     dkdv_grid = lambda meta: (cdiv(seq_k, meta["BLOCK_N"]), batch * heads)
@@ -840,8 +882,8 @@ def attention_backward(
     dq_strides = [*strides, *dq.stride()[:3]]
     align = _stride_align(dq_strides, query.element_size())
     dq_args = (
-        query, key, value, do, lse, delta, dq, *_aligned(dq_strides, align), batch, heads, seq_q, seq_k, scale * LOG2E,
-        dq_scale,
+        query, key, value, do, lse, delta, dq, bias_arg, *_aligned(dq_strides, align), batch, heads, seq_q, seq_k,
+        scale * LOG2E, dq_scale,
     )  # fmt: skip
     dq_grid = lambda meta: (cdiv(seq_q, meta["BLOCK_M"]), batch * heads)
     launch(_attn_bwd_dq_kernel, dq_grid, dq_args, {**common, "STRIDE_ALIGN": align}, _interpret_meta(), default)
@@ -853,23 +895,35 @@ class TritonAttentionFunction(torch.autograd.Function):
     log-sum-exp, not P."""
 
     @staticmethod
-    def forward(ctx, query, key, value, scale: float, chunks: tuple[int, int, int], backward: str, prescale: bool):
+    def forward(
+        ctx,
+        query,
+        key,
+        value,
+        scale: float,
+        chunks: tuple[int, int, int],
+        backward: str,
+        prescale: bool,
+        key_bias: torch.Tensor | None = None,
+    ):
         head_dim = query.shape[-1]
         operands = _operands(query, key, value, scale, sum(chunks), prescale)
-        out, lse = attention_forward(*operands, scale, chunks, head_dim, need_lse=True, prescaled=prescale)
-        ctx.save_for_backward(*operands, out, lse)
+        out, lse = attention_forward(
+            *operands, scale, chunks, head_dim, need_lse=True, prescaled=prescale, key_bias=key_bias
+        )
+        ctx.save_for_backward(*operands, out, lse, key_bias)
         ctx.scale, ctx.chunks, ctx.head_dim, ctx.backward, ctx.prescale = scale, chunks, head_dim, backward, prescale
         ctx.grad_layouts = tuple(_grad_layout(t) for t in (query, key, value))
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        query, key, value, out, lse = ctx.saved_tensors
+        query, key, value, out, lse, key_bias = ctx.saved_tensors
         dq, dk, dv = attention_backward(
             grad_out, query, key, value, out, lse, ctx.scale, ctx.chunks, ctx.head_dim, ctx.grad_layouts,
-            prescaled=ctx.prescale, backward=ctx.backward,
+            prescaled=ctx.prescale, backward=ctx.backward, key_bias=key_bias,
         )  # fmt: skip
-        return dq, dk, dv, None, None, None, None
+        return dq, dk, dv, None, None, None, None, None
 
 
 def flash_attention(
@@ -880,6 +934,7 @@ def flash_attention(
     head_chunks: tuple[int, ...] | None = None,
     backward: str | None = None,
     prescale: bool | None = None,
+    key_padding_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Non-causal softmax attention with the Triton kernels, differentiable in query, key and value.
 
@@ -889,6 +944,9 @@ def flash_attention(
         head_chunks: power-of-two head-dim chunks, default ``head_dim_chunks(D)``; e.g. ``head_dim_chunks(D, 1)``
             for plain power-of-two padding (for benchmarks).
         backward, prescale: the switchable variants (``attention_options``; default from the environment).
+        key_padding_mask: optional additive mask over the keys, `(B, Lk)` (or `(1, Lk)`), added to the scaled scores
+            as ``reference.attention_ref`` adds a mask broadcast to `(B, H, Lq, Lk)`: 0 to attend, a large negative
+            value (the dtype's lowest, or -inf) to leave a key out. Not differentiated.
 
     Returns:
         `(B, Lq, H, D)` output in the input dtype (the layout transformers' attention functions return).
@@ -898,11 +956,41 @@ def flash_attention(
     chunks = head_dim_chunks(head_dim) if head_chunks is None else _check_chunks(head_dim, head_chunks)
     scale = head_dim**-0.5 if scale is None else float(scale)
     backward, prescale = attention_options(backward, prescale)
+    key_bias = (
+        None if key_padding_mask is None else key_padding_bias_log2(key_padding_mask, query.shape[0], key.shape[2])
+    )
     if torch.is_grad_enabled() and (query.requires_grad or key.requires_grad or value.requires_grad):
-        return TritonAttentionFunction.apply(query, key, value, scale, chunks, backward, prescale)
+        return TritonAttentionFunction.apply(query, key, value, scale, chunks, backward, prescale, key_bias)
     operands = _operands(query, key, value, scale, sum(chunks), prescale)
-    out, _ = attention_forward(*operands, scale, chunks, head_dim, need_lse=False, prescaled=prescale)
+    out, _ = attention_forward(
+        *operands, scale, chunks, head_dim, need_lse=False, prescaled=prescale, key_bias=key_bias
+    )
     return out
+
+
+MASKED_BIAS_LOG2 = -1e30  # a masked key's bias in the kernels: finite (no inf - inf), exp2 of it is exactly 0
+
+
+def key_padding_bias_log2(mask: torch.Tensor, batch: int, seq_k: int) -> torch.Tensor:
+    """The kernels' key bias: an additive `(B, Lk)` / `(1, Lk)` mask in natural-log units as `(B, Lk)` fp32
+    contiguous in log2 units, anything below -1e30 (the dtype's lowest value, -inf) clamped to -1e30 so that a row
+    whose keys are all masked stays finite (uniform weights, as the reference's finfo.min gives)."""
+    if mask.dim() != 2 or mask.shape[0] not in (1, batch) or mask.shape[1] != seq_k:
+        raise ValueError(f"key_padding_mask must be (batch, seq_k) = ({batch}, {seq_k}), got {tuple(mask.shape)}.")
+    if mask.dtype == torch.bool:
+        raise TypeError("key_padding_mask must be additive (0 to attend, a large negative value to mask), not bool.")
+    bias = (mask.float() * LOG2E).clamp(min=MASKED_BIAS_LOG2)  # -inf * log2e = -inf -> -1e30; NaN stays NaN
+    return bias.expand(batch, seq_k).contiguous()  # (B, Lk)
+
+
+def key_padding_mask_of(attention_mask: torch.Tensor, batch: int, seq_k: int) -> torch.Tensor | None:
+    """The `(B, Lk)` key mask of a 4-D additive ``attention_mask`` that does not vary over heads and queries (size 1
+    or stride 0 there: ``naflex.key_padding_bias`` builds such a broadcast view), else None."""
+    if attention_mask.dim() != 4 or attention_mask.shape[-1] != seq_k or attention_mask.shape[0] not in (1, batch):
+        return None
+    if any(attention_mask.shape[d] != 1 and attention_mask.stride(d) != 0 for d in (1, 2)):
+        return None
+    return attention_mask[:, 0, 0, :]
 
 
 def triton_attention_forward(
@@ -920,11 +1008,15 @@ def triton_attention_forward(
     Returns `(out (B, Lq, H, D), None)`; attention probabilities are never materialised (ask for
     ``output_attentions=True`` and the model uses the eager path).
     """
+    key_padding_mask = None
     if attention_mask is not None:
-        raise NotImplementedError(
-            'attn_implementation="sovit_triton" does not support attention_mask (SoViT attends to every token); '
-            'use attn_implementation="sdpa" or "eager" for masked attention.'
-        )
+        key_padding_mask = key_padding_mask_of(attention_mask, query.shape[0], key.shape[2])
+        if key_padding_mask is None:
+            raise NotImplementedError(
+                'attn_implementation="sovit_triton" takes key-padding masks only (an additive mask of shape '
+                f"(B, 1, 1, Lk), or broadcast over heads and queries), got {tuple(attention_mask.shape)} with strides "
+                f'{attention_mask.stride()}; use attn_implementation="sdpa" or "eager" for other masks.'
+            )
     if kwargs.get("is_causal"):
         raise NotImplementedError('attn_implementation="sovit_triton" is non-causal only.')
     if dropout > 0.0 and getattr(module, "training", True):
@@ -932,7 +1024,7 @@ def triton_attention_forward(
             'attn_implementation="sovit_triton" does not support attention dropout in training '
             f"(got dropout={dropout}); set attention_dropout=0 or use attn_implementation='eager'."
         )
-    return flash_attention(query, key, value, scale=scaling), None
+    return flash_attention(query, key, value, scale=scaling, key_padding_mask=key_padding_mask), None
 
 
 __all__ = [
@@ -941,5 +1033,7 @@ __all__ = [
     "attention_forward",
     "flash_attention",
     "head_dim_chunks",
+    "key_padding_bias_log2",
+    "key_padding_mask_of",
     "triton_attention_forward",
 ]

@@ -42,6 +42,7 @@ def compute(name: str, predictions, references) -> dict[str, float]:
     """``{name: value}`` of one metric, through its ``evaluate`` module where ``evaluate`` is installed."""
     if importlib.util.find_spec("evaluate") is None:
         return plain(name, predictions, references)
+    path(name)  # an unknown name fails here, as without evaluate
     return load(name).compute(predictions=predictions, references=references)
 
 

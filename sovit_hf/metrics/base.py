@@ -32,5 +32,11 @@ class ShippedMetric(evaluate.Metric):
             features=datasets.Features(_FEATURES[self.inputs]),
         )
 
+    def compute(self, *, predictions=None, references=None, **kwargs):
+        """``evaluate.Metric.compute`` after :func:`~sovit_hf.metrics.functions.check_inputs` (``evaluate`` would cast
+        floats and strings to the declared features first: ``0.7`` to class 0, ``"1"`` to 1)."""
+        functions.check_inputs(self.key, predictions, references)
+        return super().compute(predictions=predictions, references=references, **kwargs)
+
     def _compute(self, predictions, references):
         return {self.key: getattr(functions, self.key)(predictions, references)}

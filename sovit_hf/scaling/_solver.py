@@ -18,7 +18,15 @@ MAX_NFEV = 2000
 
 
 class FitError(RuntimeError):
-    """A scaling-law fit did not converge, or the data cannot identify the law's parameters."""
+    """A scaling-law fit did not converge, or the data cannot identify the law's parameters.
+
+    ``parameters`` names the parameters at fault when the check at the optimum failed (e.g. ``("a[1]",)``: the
+    exponent a of the second dimension of a joint fit), else ().
+    """
+
+    def __init__(self, message: str, parameters: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.parameters = tuple(parameters)
 
 
 def check_finite_positive(name: str, values: np.ndarray, allow_zero: bool = False) -> None:
@@ -122,7 +130,8 @@ def check_identified(jacobian: np.ndarray, names: Sequence[str], essential: Sequ
     if bad:
         raise FitError(
             f"The fit drives {bad} to the boundary (their terms vanish): the data do not show the trade-off the "
-            "law describes (e.g. no U-shape in the shape dimension, or no improvement with compute)."
+            "law describes (e.g. no U-shape in the shape dimension, or no improvement with compute).",
+            parameters=tuple(bad),
         )
     kept = np.flatnonzero(~boundary)
     _, sv, vt = np.linalg.svd(jacobian[:, kept], full_matrices=False)
@@ -131,7 +140,8 @@ def check_identified(jacobian: np.ndarray, names: Sequence[str], essential: Sequ
         involved = [names[kept[i]] for i in np.argsort(-loading) if loading[i] > 0.2]
         raise FitError(
             f"The data do not identify the law: the combination of {involved} is not determined (singular value "
-            f"ratio {sv[-1] / sv[0]:.1e} <= {RCOND:g}). Add measurements at more shape values / compute budgets."
+            f"ratio {sv[-1] / sv[0]:.1e} <= {RCOND:g}). Add measurements at more shape values / compute budgets.",
+            parameters=tuple(involved),
         )
     return on_boundary
 

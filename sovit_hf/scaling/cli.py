@@ -8,11 +8,14 @@ sovit fit runs.csv --out law.json --plot fit.png
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 from ..configuration_sovit import SoViTConfig
 from .fit import FitError, fit_shape_laws
 from .flops import count_flops, count_params
+from .identification import not_identified_section
 from .optimal import PAPER_IMAGE_SIZE, TASKS, compute_optimal_shape, variant_budget
 
 
@@ -33,6 +36,7 @@ def _shape(args: argparse.Namespace) -> int:
             multiple_of=args.multiple_of,
             patch_size=args.patch_size,
             t0=args.t0,
+            fill_missing="paper" if args.fill_paper_exponents else "refuse",
         )
     except (ValueError, FitError) as err:
         print(f"sovit shape: error: {err}", file=sys.stderr)
@@ -94,6 +98,11 @@ def shape_notes(report, args: argparse.Namespace) -> list[str]:
     return notes
 
 
+def _end(value: float | None) -> str:
+    """An interval end; None is an open end (the data do not bound it)."""
+    return "open" if value is None else f"{value:.4f}"
+
+
 def _parse_anchor(text: str | None, t0: float | None) -> dict[str, float] | None:
     if text is None:
         return None
@@ -122,10 +131,16 @@ def _fit(args: argparse.Namespace) -> int:
     level = round(100 * args.confidence)
     print(f"SoViT Eq. 2 fits of {args.metric!r} ({'shared' if not args.no_shared_c else 'separate'} c)")
     for dim, fit in fits.items():
-        low, high = fit.intervals.get("exponent", (float("nan"), float("nan")))
+        low, high = fit.intervals.get("exponent", (None, None))
         law = fit.law
+        ident = fit.identification
+        verdict = (
+            f"identified, {level}% profile interval [{_end(ident.interval[0])}, {_end(ident.interval[1])}]"
+            if fit.identified
+            else f"NOT IDENTIFIED ({ident.reason}; {ident.advice})"
+        )
         print(
-            f"  {dim:<8} s_k = {fit.exponent:.4f}  [{low:.4f}, {high:.4f}] "
+            f"  {dim:<8} s_k = {fit.exponent:.4f}  {verdict}; [{_end(low)}, {_end(high)}] "
             f"({level}% bootstrap, {fit.n_bootstrap} refits)"
             f"  points {fit.n_points}, relative RMSE {100 * fit.relative_rmse:.2f}%"
         )
@@ -142,13 +157,20 @@ def _fit(args: argparse.Namespace) -> int:
         else:
             print(f"           held-out check: {fit.holdout_note}")
     if args.out:
-        save_shape_fits(args.out, fits, shared_c=not args.no_shared_c, metric=args.metric, anchor=anchor)
-        print(f"wrote {args.out}")
+        identified = {dim: fit for dim, fit in fits.items() if fit.identified}
+        if not identified:
+            print(f"sovit fit: no exponent is identified; {args.out} not written", file=sys.stderr)
+            return 2
+        save_shape_fits(args.out, identified, shared_c=not args.no_shared_c, metric=args.metric, anchor=anchor)
+        document = json.loads(Path(args.out).read_text())
+        document["not_identified"] = not_identified_section(fits)
+        Path(args.out).write_text(json.dumps(document, indent=2) + "\n")
+        print(f"wrote {args.out} (identified exponents only: {', '.join(identified)})")
     if args.plot:
         from .optimal import ScalingRule
         from .plot import plot_shape_fits
 
-        laws = {dim: fit.law for dim, fit in fits.items()}
+        laws = {dim: fit.law for dim, fit in fits.items() if fit.identified}
         rule = ScalingRule.from_laws(laws, anchor) if all(d in laws for d in ("width", "depth", "mlp_dim")) else None
         try:
             plot_shape_fits(fits, data, args.plot, rule=rule, metric=args.metric)
@@ -181,6 +203,11 @@ def add_scaling_commands(subparsers: argparse._SubParsersAction) -> None:
     shape.add_argument("--multiple-of", type=int, default=16, help="rounding step of width and MLP dim")
     shape.add_argument("--patch-size", type=int, default=14)
     shape.add_argument("--t0", type=float, default=None, help="override the anchor's compute t^(0) in GFLOPs")
+    shape.add_argument(
+        "--fill-paper-exponents",
+        action="store_true",
+        help="with --law: use the paper's s_k for exponents the law file does not identify (refused otherwise)",
+    )
     shape.set_defaults(func=_shape)
 
     fit = subparsers.add_parser(

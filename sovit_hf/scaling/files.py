@@ -18,11 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from ..configuration_sovit import SoViTConfig
+from ..output_folder import write_json_atomic
 from .flops import count_flops
 from .laws import DIMENSIONS, ShapeLaw
 from .results import ShapeFit
 
 LAW_FILE_FORMAT = "sovit_hf.scaling.shape_laws/1"
+MAX_LAW_BYTES = 16 * 2**20  # a law file is a few kB; read whole, so bounded
 _ALIASES = {"mlp": "mlp_dim", "intermediate_size": "mlp_dim", "hidden_size": "width", "num_hidden_layers": "depth"}
 
 
@@ -103,7 +105,7 @@ def save_shape_fits(
         "dimensions": {dim: fit.to_dict() for dim, fit in fits.items()},
         "anchor": None if anchor is None else {k: float(v) for k, v in anchor.items()},
     }
-    Path(path).write_text(json.dumps(document, indent=2) + "\n")
+    write_json_atomic(path, document)  # a failed write leaves the previous law file as it was
 
 
 def load_shape_laws(path: str | Path) -> tuple[dict[str, ShapeLaw], dict[str, float] | None]:
@@ -112,11 +114,39 @@ def load_shape_laws(path: str | Path) -> tuple[dict[str, ShapeLaw], dict[str, fl
     Args:
         path: file written by :func:`save_shape_fits`.
     """
-    document = json.loads(Path(path).read_text())
-    if document.get("format") != LAW_FILE_FORMAT:
-        raise ValueError(f"{path} is not a law file of format {LAW_FILE_FORMAT!r} (format {document.get('format')!r}).")
-    laws = {dim: ShapeLaw.from_dict(entry["law"]) for dim, entry in document["dimensions"].items()}
-    return laws, document.get("anchor")
+    path = Path(path)
+    if path.is_file() and path.stat().st_size > MAX_LAW_BYTES:
+        raise ValueError(f"{path}: {path.stat().st_size:,} bytes, over the {MAX_LAW_BYTES:,} a law file may have.")
+    try:
+        document = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); a partial or damaged law file.") from err
+    if not isinstance(document, dict) or document.get("format") != LAW_FILE_FORMAT:
+        found = document.get("format") if isinstance(document, dict) else type(document).__name__
+        raise ValueError(f"{path} is not a law file of format {LAW_FILE_FORMAT!r} (format {found!r}).")
+    dimensions = document.get("dimensions")
+    if not isinstance(dimensions, dict) or not dimensions:
+        raise ValueError(f"{path}: field 'dimensions' must be an object of fitted laws.")
+    laws = {}
+    for dim, entry in dimensions.items():
+        try:
+            laws[dim] = ShapeLaw.from_dict(entry["law"])
+            values = [float(v) for v in laws[dim].to_dict().values() if isinstance(v, int | float)]
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise ValueError(
+                f"{path}: field 'dimensions.{dim}.law' is not a law ({type(err).__name__}: {err})."
+            ) from err
+        if not all(np.isfinite(values)):
+            raise ValueError(f"{path}: field 'dimensions.{dim}.law' holds a non-finite value.")
+    anchor = document.get("anchor")
+    if anchor is not None:
+        ok = isinstance(anchor, dict) and all(
+            isinstance(anchor.get(k), int | float) and not isinstance(anchor.get(k), bool) and anchor[k] > 0
+            for k in (*DIMENSIONS, "t0")
+        )
+        if not ok:
+            raise ValueError(f"{path}: field 'anchor' must hold positive width, depth, mlp_dim and t0, got {anchor!r}.")
+    return laws, anchor
 
 
 __all__ = ["LAW_FILE_FORMAT", "load_runs_csv", "load_shape_laws", "save_shape_fits"]

@@ -25,10 +25,19 @@ from numpy.typing import ArrayLike
 from scipy.optimize import nnls
 
 from ._resampling import BOOTSTRAP_METHODS, bootstrap_refits, check_fit_options, held_out, parameter_intervals
-from ._solver import FitError, check_finite_positive, check_identified, resample_relative_residuals, solve
+from ._solver import FitError, check_finite_positive, check_identified, solve
 from .fit_saturating import fit_saturating_law
-from .laws import SHAPE_PARAMS, ShapeLaw
-from .objectives import SHAPE_LOG_MAX, clip_log_params, relative_residuals, shape_model
+from .identification import (
+    Identification,
+    NoiseModel,
+    noise_model,
+    profile_exponent,
+    profile_interval,
+    profile_threshold,
+)
+from .identification import identify as identify_arm
+from .laws import DIMENSIONS, SHAPE_PARAMS, ShapeLaw
+from .objectives import LOG_MAX_SHAPE_EXPONENT, SHAPE_LOG_MAX, clip_log_params, relative_residuals, shape_model
 from .results import ShapeFit
 
 # Exponent grids for the starting points (unitless; x and t are normalised by their geometric means first).
@@ -50,7 +59,7 @@ class _ShapeProblem:
     shared log c at 6K (``shared_c``) or, for K = 1, c at position 6.
     """
 
-    def __init__(self, data: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], refs=None):
+    def __init__(self, data: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], refs=None, sigma=None):
         self.k = len(data)
         if refs is None:
             all_t = np.concatenate([t for _, t, _ in data])
@@ -62,6 +71,10 @@ class _ShapeProblem:
         self.log_x = np.concatenate([np.log(x / xr) for (x, _, _), xr in zip(data, self.x_ref, strict=True)])
         self.log_t = np.concatenate([np.log(t / self.t_ref) for _, t, _ in data])
         self.f = np.concatenate([f for _, _, f in data])
+        # per-point weight 1 / sigma_k of the arm's relative noise (the noise model of .identification); 1 = the
+        # paper's plain relative error
+        self.sigma = None if sigma is None else tuple(float(v) for v in sigma)
+        self.weights = np.ones(len(self.f)) if sigma is None else np.repeat(1.0 / np.asarray(sigma), self.sizes)
         self.n_params = 6 * self.k + 1
         # index[k]: positions of (alpha, a, beta, b, xi, c, epsilon) of dimension k in the parameter vector
         self.index = np.array(
@@ -80,8 +93,8 @@ class _ShapeProblem:
     def residuals_and_jacobian(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         f_hat, grad = shape_model(theta[self.point_index], self.log_x, self.log_t)
         jac = np.zeros((len(self.f), self.n_params))
-        jac[self.rows, self.point_index] = grad / self.f[:, None]
-        return relative_residuals(f_hat, self.f), jac
+        jac[self.rows, self.point_index] = grad * (self.weights / self.f)[:, None]
+        return relative_residuals(f_hat, self.f) * self.weights, jac
 
     def clip(self, theta: np.ndarray) -> np.ndarray:
         """Clip every log-parameter to the range the model evaluates it at (see ``objectives.clip_log_params``)."""
@@ -169,26 +182,68 @@ def _fit_problem(problem: _ShapeProblem, n_starts: int) -> tuple[np.ndarray, tup
     return theta, on_boundary
 
 
+def _capped(problem: _ShapeProblem, theta: np.ndarray) -> list[tuple[bool, bool]]:
+    """Per dimension: (a_k or b_k at the exponent cap, c at the cap): s_k of such a refit is set by the cap."""
+    at_cap = theta >= LOG_MAX_SHAPE_EXPONENT - 1e-3
+    return [(bool(at_cap[idx[1]] or at_cap[idx[3]]), bool(at_cap[idx[5]])) for idx in problem.index]
+
+
 def _bootstrap_shape(
-    data, problem: _ShapeProblem, theta: np.ndarray, replicates: int, method: str, rng: np.random.Generator
-) -> tuple[list[list[ShapeLaw]], int]:
-    stacked_fit = np.concatenate(problem.predict(theta))
-    sizes = np.cumsum([0, *problem.sizes])
+    data,
+    problem: _ShapeProblem,
+    theta: np.ndarray,
+    replicates: int,
+    method: str,
+    rng: np.random.Generator,
+    noise: NoiseModel,
+    n_starts: int,
+) -> tuple[list[tuple[list[ShapeLaw], list[tuple[bool, bool]]]], int]:
+    """Bootstrap refits of the (noise-weighted) joint problem.
+
+    Residual replicates keep each arm's noise scale: with replicate seeds, f* = f_hat (1 + sigma_k z) with the
+    pooled replicate spread sigma_k (parametric); otherwise each arm's own centred relative residuals, inflated by
+    sqrt(n_k / (n_k - p_k)), are resampled within the arm. Every replicate is refitted from the full-data optimum
+    and from ``n_starts`` starts of its own (multi-start: a replicate may lie in another basin).
+    """
+    fitted = problem.predict(theta)
+    per_arm_params = 6 + 1.0 / problem.k
 
     def by_residuals(rng: np.random.Generator) -> list[tuple[np.ndarray, ...]]:
-        new_f = resample_relative_residuals(rng, stacked_fit, problem.f, problem.n_params)
-        return [(x, t, new_f[sizes[k] : sizes[k + 1]]) for k, (x, t, _) in enumerate(data)]
+        out = []
+        for k, (x, t, f) in enumerate(data):
+            if noise.source == "replicates":
+                new_f = fitted[k] * (1.0 + noise.sigma[k] * rng.standard_normal(len(f)))
+            else:
+                residuals = f / fitted[k] - 1.0
+                residuals = (residuals - residuals.mean()) * np.sqrt(len(f) / max(len(f) - per_arm_params, 1.0))
+                new_f = fitted[k] * (1.0 + rng.choice(residuals, size=len(f), replace=True))
+            out.append((x, t, np.maximum(new_f, 1e-6 * f.min())))
+        return out
 
     def by_cases(rng: np.random.Generator) -> list[tuple[np.ndarray, ...]] | None:
         picks = [rng.integers(0, len(x), len(x)) for x, _, _ in data]
         replicate = [(x[i], t[i], f[i]) for (x, t, f), i in zip(data, picks, strict=True)]
         return None if any(len(np.unique(t)) < 2 or len(np.unique(x)) < 3 for x, t, _ in replicate) else replicate
 
-    def refit(replicate: list[tuple[np.ndarray, ...]]) -> list[ShapeLaw]:
-        boot = _ShapeProblem(replicate, refs=problem.refs)
-        return boot.laws(solve(boot.residuals_and_jacobian, [theta])[0])
+    def refit(replicate: list[tuple[np.ndarray, ...]]) -> tuple[list[ShapeLaw], list[tuple[bool, bool]]]:
+        boot = _ShapeProblem(replicate, refs=problem.refs, sigma=problem.sigma)
+        solution = boot.clip(solve(boot.residuals_and_jacobian, [theta, *boot.starts(n_starts)])[0])
+        return boot.laws(solution), _capped(boot, solution)
 
     return bootstrap_refits(replicates, method, rng, by_residuals, by_cases, refit)
+
+
+def _exponent_interval(samples, k: int, confidence: float) -> tuple[float | None, float | None]:
+    """Percentile interval of s_k over the bootstrap refits; a refit whose exponents sit at the cap counts as s -> 0
+    (a_k or b_k capped) or s -> infinity (c capped), and an end that falls on such a refit is None (open): a cap
+    never becomes an interval end."""
+    values = []
+    for laws, capped in samples:
+        low_cap, high_cap = capped[k]
+        values.append(0.0 if low_cap else np.inf if high_cap else laws[k].exponent)
+    tail = 100.0 * (1.0 - confidence) / 2.0
+    low, high = np.percentile(values, [tail, 100.0 - tail], method="inverted_cdf")
+    return (None if low == 0.0 else float(low)), (None if not np.isfinite(high) else float(high))
 
 
 def _holdout(data, labels: list[str], n_starts: int) -> list[tuple[float, np.ndarray, np.ndarray]]:
@@ -222,6 +277,7 @@ def fit_shape_laws(
     holdout: bool = True,
     bootstrap_method: str = "residuals",
     seed: int | None = 0,
+    identify: bool = True,
 ) -> dict[str, ShapeFit]:
     """Fit SoViT Eq. 2 to several shape dimensions, optionally with one data exponent c shared by all (Sec. 3, IV).
 
@@ -236,6 +292,8 @@ def fit_shape_laws(
         bootstrap_method: ``"residuals"`` (resample relative residuals, design fixed) or ``"cases"``
             (resample points within each dimension).
         seed: seed of the bootstrap's random generator.
+        identify: run the identification test of :mod:`~sovit_hf.scaling.identification` per dimension (profile
+            likelihood of s_k and the optimum's position in the arm); ``fit.identification`` holds the outcome.
 
     Returns:
         ``{dimension name: ShapeFit}``; with ``shared_c`` all laws have the same c.
@@ -252,7 +310,9 @@ def fit_shape_laws(
     fits = {}
     for names in groups:
         arrays = [_as_dataset(*data[name], label=f" (dimension {name!r})") for name in names]
-        fits.update(zip(names, _fit_group(arrays, [f"dimension {name!r}" for name in names], *options), strict=True))
+        labels = [f"dimension {name!r}" for name in names]
+        fitted = _fit_group(arrays, labels, *options, names=list(names), identify=identify)
+        fits.update(zip(names, fitted, strict=True))
     return fits
 
 
@@ -265,33 +325,79 @@ def _fit_group(
     holdout: bool,
     bootstrap_method: str,
     seed: int | None,
+    names: list[str] | None = None,
+    identify: bool = True,
 ) -> list[ShapeFit]:
-    """Fit one group of dimensions jointly (one c); a group of one is an ordinary single-dimension fit."""
+    """Fit one group of dimensions jointly (one c); a group of one is an ordinary single-dimension fit.
+
+    The plain relative-error fit comes first; its residuals (or replicate seeds) give the noise model, and the law
+    reported is the noise-weighted refit (the same law for one arm). Then, with ``identify``, the profile test of
+    :mod:`.identification` per dimension, and the bootstrap.
+    """
     for label, (x, t, _) in zip(labels, arrays, strict=True):
         _check_shape_design(x, t, label, 7)
-    problem = _ShapeProblem(arrays)
-    theta, on_boundary = _fit_problem(problem, n_starts)
+    plain = _ShapeProblem(arrays)
+    theta, _ = _fit_problem(plain, n_starts)
+    noise = noise_model(plain, theta, arrays)
+    problem = _ShapeProblem(arrays, refs=plain.refs, sigma=noise.sigma)
+    theta = problem.clip(solve(problem.residuals_and_jacobian, [theta, *problem.starts(n_starts)])[0])
+    on_boundary = check_identified(problem.residuals_and_jacobian(theta)[1], problem.names, _ESSENTIAL)
     laws = problem.laws(theta)
-    residuals = np.split(problem.residuals_and_jacobian(theta)[0], problem.split)
+    residuals = np.split(plain.residuals_and_jacobian(theta)[0], plain.split)
+
+    identifications: list[Identification | None] = [None] * len(arrays)
+    if identify:
+        weighted = problem.residuals_and_jacobian(theta)[0]
+        fit_cost = float(weighted @ weighted)
+        scans = [profile_exponent(problem, theta, k) for k in range(len(arrays))]
+        best = min([fit_cost, *(scan.best_cost() for scan in scans)])
+        dof = max(len(problem.f) - problem.n_params, 1)
+        # residual noise: the F statistic (P(s) - P_min) / (P_min / dof); replicate noise: P is in sigma^2 units,
+        # inflated by the lack of fit when the residuals exceed the replicate spread
+        scale = best / dof if noise.source == "residuals" else max(1.0, best / dof)
+        q = profile_threshold(noise, confidence)
+        for k, scan in enumerate(scans):
+            name = names[k] if names else labels[k]
+            interval, profile = profile_interval(scan, best, scale, q)
+            identifications[k] = identify_arm(
+                name,
+                laws[k],
+                arrays[k][0],
+                arrays[k][1],
+                interval,
+                profile,
+                q,
+                confidence,
+                {"source": noise.source, "sigma": noise.sigma[k], "dof": noise.dof},
+                integer=name in DIMENSIONS,
+            )
 
     rng = np.random.default_rng(seed)
-    samples, failures = _bootstrap_shape(arrays, problem, theta, bootstrap, bootstrap_method, rng)
+    samples, failures = _bootstrap_shape(
+        arrays, problem, theta, bootstrap, bootstrap_method, rng, noise, n_starts=min(n_starts, 2)
+    )
     checks, note = held_out(holdout, len(arrays), lambda: _holdout(arrays, labels, n_starts))
-    return [
-        ShapeFit(
-            law=laws[k],
-            intervals=parameter_intervals([s[k] for s in samples], (*SHAPE_PARAMS, "exponent"), confidence),
-            confidence=confidence,
-            relative_rmse=float(np.sqrt(np.mean(residuals[k] ** 2))),
-            n_points=problem.sizes[k],
-            n_bootstrap=len(samples),
-            bootstrap_failures=failures,
-            holdout=checks[k],
-            holdout_note=note,
-            at_boundary=tuple(_boundary_names(on_boundary, k, len(arrays))),
+    fits = []
+    for k in range(len(arrays)):
+        intervals = parameter_intervals([s[0][k] for s in samples], SHAPE_PARAMS, confidence)
+        if samples:
+            intervals["exponent"] = _exponent_interval(samples, k, confidence)
+        fits.append(
+            ShapeFit(
+                law=laws[k],
+                intervals=intervals,
+                confidence=confidence,
+                relative_rmse=float(np.sqrt(np.mean(residuals[k] ** 2))),
+                n_points=problem.sizes[k],
+                n_bootstrap=len(samples),
+                bootstrap_failures=failures,
+                holdout=checks[k],
+                holdout_note=note,
+                at_boundary=tuple(_boundary_names(on_boundary, k, len(arrays))),
+                identification=identifications[k],
+            )
         )
-        for k in range(len(arrays))
-    ]
+    return fits
 
 
 # The fitting options (bootstrap ... seed) are the same, in the same order, for every fit: a drop-in signature.
@@ -305,6 +411,7 @@ def fit_shape_law(
     holdout: bool = True,
     bootstrap_method: str = "residuals",
     seed: int | None = 0,
+    identify: bool = True,
 ) -> ShapeFit:
     r"""Fit SoViT Eq. 2, f_k(x, t) = alpha x^-a + (beta x^b + xi) t^-c + epsilon, to one shape dimension.
 
@@ -318,9 +425,10 @@ def fit_shape_law(
         holdout: also refit without the largest compute and report the error predicting it.
         bootstrap_method: ``"residuals"`` or ``"cases"`` (see :func:`fit_shape_laws`).
         seed: seed of the bootstrap's random generator.
+        identify: run the identification test (see :func:`fit_shape_laws`).
 
     Returns:
-        A :class:`ShapeFit` with ``law``, ``exponent`` (s_k) and ``intervals``.
+        A :class:`ShapeFit` with ``law``, ``exponent`` (s_k), ``intervals`` and ``identification``.
 
     Raises:
         ValueError: malformed input.
@@ -328,7 +436,7 @@ def fit_shape_law(
     """
     check_fit_options(bootstrap, confidence, n_starts, bootstrap_method)
     options = (bootstrap, confidence, n_starts, holdout, bootstrap_method, seed)
-    return _fit_group([_as_dataset(x, t, f)], ["data"], *options)[0]
+    return _fit_group([_as_dataset(x, t, f)], ["data"], *options, identify=identify)[0]
 
 
 __all__ = ["BOOTSTRAP_METHODS", "FitError", "fit_saturating_law", "fit_shape_law", "fit_shape_laws"]

@@ -223,6 +223,55 @@ def shape_flops(
     return sum(parts.values()) / GIGA
 
 
+def text_tower_params(text_config) -> int:
+    """Parameters of ``SoViTTextModel(text_config)`` (big_vision's text transformer): token and position embeddings
+    (V w + L w), the encoder blocks as in :func:`shape_params`, the final LayerNorm and the optional head (w p + p)."""
+    w, m, length = text_config.hidden_size, text_config.intermediate_size, text_config.max_position_embeddings
+    attention = 4 * (w * w + w) if text_config.attention_bias else 4 * w * w
+    block = attention + (w * m + m + m * w + w) + 2 * 2 * w
+    total = text_config.vocab_size * w + length * w + text_config.num_hidden_layers * block + 2 * w
+    if text_config.projection_size:
+        total += (w + 1) * text_config.projection_size
+    return int(total)
+
+
+def text_tower_flops_breakdown(text_config) -> dict[str, float]:
+    """Forward FLOPs (2 x MACs) per text of each part of the text tower, over its fixed length n (big_vision pads
+    every text to it): the encoder blocks as in :func:`shape_flops_breakdown`, the head on the pooled token. The
+    token embedding is a lookup, not a product."""
+    w, m, n = text_config.hidden_size, text_config.intermediate_size, text_config.max_position_embeddings
+    depth = text_config.num_hidden_layers
+    return {
+        "attention": 2.0 * depth * (4 * n * w * w + 2 * n * n * w),
+        "mlp": 2.0 * depth * 2 * n * w * m,
+        "head": 2.0 * w * (text_config.projection_size or 0),
+    }
+
+
+def two_tower_params(config) -> dict[str, int]:
+    """Parameters of ``SoViTSiglipModel(config)`` by part: ``image`` (the ViT and its head), ``text``, ``scalars``
+    (t and b) and ``total``."""
+    image = count_params(config.vision_config)
+    if config.vision_projection_size:
+        image += ((config.vision_config.representation_size or config.vision_config.hidden_size) + 1) * (
+            config.vision_projection_size
+        )
+    text = text_tower_params(config.text_config)
+    scalars = 1 + (config.logit_bias_init is not None)
+    return {"image": image, "text": text, "scalars": scalars, "total": image + text + scalars}
+
+
+def two_tower_flops(config, image_size: int | None = None) -> dict[str, float]:
+    """Forward GFLOPs of ``SoViTSiglipModel``: ``image`` per image (head included), ``text`` per text, and
+    ``pair_logits`` per (image, text) pair (the D-dim dot product)."""
+    image = count_flops(config.vision_config, image_size)
+    if config.vision_projection_size:
+        width = config.vision_config.representation_size or config.vision_config.hidden_size
+        image += 2.0 * width * config.vision_projection_size / GIGA
+    text = sum(text_tower_flops_breakdown(config.text_config).values()) / GIGA
+    return {"image": image, "text": text, "pair_logits": 2.0 * config.projection_dim / GIGA}
+
+
 __all__ = [
     "count_flops",
     "count_params",
@@ -231,5 +280,9 @@ __all__ = [
     "shape_flops",
     "shape_flops_breakdown",
     "shape_params",
+    "text_tower_flops_breakdown",
+    "text_tower_params",
     "training_compute",
+    "two_tower_flops",
+    "two_tower_params",
 ]

@@ -14,10 +14,21 @@ from .laws import SATURATING_PARAMS, SHAPE_PARAMS
 # Log-parameters are clipped to these ranges (in the fit's normalised units, where the data are O(1)): a
 # coefficient below e^-40 ~ 4e-18 has vanished (the fit reports it as on the boundary), and an exponent above
 # e^3 ~ 20 is far outside anything a power law over one or two decades can identify. Clipping keeps every value
-# finite; the gradient of a clipped entry is 0.
+# finite; the gradient of a clipped entry is 0. Eq. 2's exponents may go further, to 100: the profile test of
+# :mod:`.identification` must be able to represent a step in x_k (a_k + b_k = 50 c at s_k = 0.02) without the cap
+# binding, so that a cap can never end an interval (x^100 over a 4x range of normalised x stays finite).
 LOG_MIN, LOG_MAX_COEF, LOG_MAX_EXPONENT = -40.0, 40.0, 3.0
+LOG_MAX_SHAPE_EXPONENT = float(np.log(100.0))
 SHAPE_LOG_MAX = np.array(
-    [LOG_MAX_COEF, LOG_MAX_EXPONENT, LOG_MAX_COEF, LOG_MAX_EXPONENT, LOG_MAX_COEF, LOG_MAX_EXPONENT, LOG_MAX_COEF]
+    [
+        LOG_MAX_COEF,
+        LOG_MAX_SHAPE_EXPONENT,
+        LOG_MAX_COEF,
+        LOG_MAX_SHAPE_EXPONENT,
+        LOG_MAX_COEF,
+        LOG_MAX_SHAPE_EXPONENT,
+        LOG_MAX_COEF,
+    ]
 )
 SATURATING_LOG_MAX = np.array([LOG_MAX_COEF, LOG_MAX_EXPONENT, LOG_MAX_COEF, LOG_MAX_COEF])
 

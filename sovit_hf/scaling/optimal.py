@@ -126,18 +126,89 @@ class ScalingRule:
         )
 
     @classmethod
-    def from_json(cls, path: str | Path, t0: float | None = None) -> ScalingRule:
-        """A rule from a law file written by ``sovit fit`` (:func:`~sovit_hf.scaling.files.save_shape_fits`): s_k of
-        each fitted law, and the file's anchor if it has one, else the paper's.
+    def from_json(
+        cls, path: str | Path, t0: float | None = None, fill_missing: str = "refuse", task: str = "classification"
+    ) -> ScalingRule:
+        """A rule from a law file written by ``sovit fit`` or ``sovit sweep fit``: s_k of each identified law, and
+        the file's anchor if it has one, else the paper's.
+
+        A law file carries only the exponents its sweep identified (:mod:`~sovit_hf.scaling.identification`); its
+        ``not_identified`` section says why the others are missing. Such a file is refused, unless ``fill_missing``
+        is ``"paper"``: then the paper's s_k (Sec. 4.1 / 4.2, ``task``) stands in for each missing one, and
+        ``source`` says so.
 
         Args:
             path: the JSON law file.
             t0: override t^(0) in GFLOPs.
+            fill_missing: ``"refuse"`` (ValueError naming the missing exponents and why) or ``"paper"``.
+            task: whose published exponents fill in (``classification`` or ``image_to_text``).
         """
+        import json
+
         from .files import load_shape_laws
 
+        if fill_missing not in ("refuse", "paper"):
+            raise ValueError(f"fill_missing must be 'refuse' or 'paper', got {fill_missing!r}.")
         laws, anchor = load_shape_laws(path)
-        return cls.from_laws(laws, anchor, t0, source=f"fitted exponents from {path}")
+        missing = [k for k in DIMENSIONS if k not in laws]
+        if not missing:
+            return cls.from_laws(laws, anchor, t0, source=f"fitted exponents from {path}")
+        reasons = json.loads(Path(path).read_text()).get("not_identified") or {}
+        why = "; ".join(f"s_{k}: {reasons.get(k, {}).get('reason', 'no law in the file')}" for k in missing)
+        if fill_missing == "refuse":
+            raise ValueError(
+                f"{path} has no identified exponent for {missing} ({why}). Pass fill_missing='paper' "
+                "(`sovit shape --fill-paper-exponents`) to use the paper's value for them, or extend the sweep."
+            )
+        if task not in PAPER_EXPONENTS:
+            raise ValueError(f"Unknown task {task!r}; expected one of {TASKS}.")
+        exponents = {k: laws[k].exponent if k in laws else PAPER_EXPONENTS[task][k] for k in DIMENSIONS}
+        filled = ", ".join(f"s_{k} = {PAPER_EXPONENTS[task][k]:g}" for k in missing)
+        source = f"fitted exponents from {path}, with the paper's {filled} (not identified by the sweep)"
+        if anchor is None:
+            return replace(cls.paper(task, t0=t0), exponents=exponents, source=f"{source}; paper anchor")
+        return cls(
+            exponents=exponents,
+            anchor={k: float(anchor[k]) for k in DIMENSIONS},
+            t0=float(anchor["t0"]) if t0 is None else t0,
+            source=f"{source}; own anchor",
+        )
+
+    @classmethod
+    def through(
+        cls,
+        shape: Mapping[str, float],
+        gflops: float,
+        exponents: Mapping[str, float] | None = None,
+        anchor: Mapping[str, float] | None = None,
+    ) -> ScalingRule:
+        """The rule with the given exponents and anchor (default: the paper's, Sec. 4.1) whose shape at ``gflops``
+        is exactly ``shape``: the one t^(0) and weights w_k (sum 1) that the rule leaves free.
+
+        From x_k = x_k^(0) tau^{w_k s_k}: w_k s_k ln tau = ln(x_k / x_k^(0)) =: L_k, and sum_k w_k = 1 gives
+        ln tau = sum_k L_k / s_k, w_k = L_k / (s_k ln tau), t^(0) = gflops / tau. For SoViT-400m/14 (1152, 27,
+        4304) at the paper's 9e12 GFLOPs this is t^(0) = 4.2e9 GFLOPs and w = (0.38, 0.29, 0.33) (docs/scaling.md).
+
+        Args:
+            shape: the target ``{"width", "depth", "mlp_dim"}`` (each larger than the anchor's).
+            gflops: the budget t at which the rule must give ``shape``.
+            exponents: s_k; default the paper's classification exponents.
+            anchor: x^(0); default the paper's (608, 10, 928).
+        """
+        exponents = dict(PAPER_EXPONENTS["classification"] if exponents is None else exponents)
+        anchor = dict(PAPER_ANCHOR if anchor is None else anchor)
+        logs = {k: math.log(shape[k] / anchor[k]) for k in DIMENSIONS}
+        if any(v <= 0 for v in logs.values()):
+            raise ValueError(f"every dimension of {dict(shape)} must exceed the anchor's {anchor}.")
+        log_tau = sum(logs[k] / exponents[k] for k in DIMENSIONS)
+        weights = {k: logs[k] / (exponents[k] * log_tau) for k in DIMENSIONS}
+        return cls(
+            exponents=exponents,
+            anchor=anchor,
+            t0=gflops / math.exp(log_tau),
+            weights=weights,
+            source=f"the rule through {dict(shape)} at {gflops:.4g} GFLOPs (t0 and weights solved for)",
+        )
 
     def shape(self, gflops: float) -> dict[str, float]:
         """Unrounded x_k(t) = x_k^(0) (t / t^(0))^{w_k s_k} for a training budget t.
@@ -205,7 +276,7 @@ def _round_to(value: float, multiple: int) -> int:
     return max(multiple, multiple * round(value / multiple))
 
 
-def _resolve_rule(law: str | Path | ScalingRule, task: str, t0: float | None) -> ScalingRule:
+def _resolve_rule(law: str | Path | ScalingRule, task: str, t0: float | None, fill_missing: str) -> ScalingRule:
     if isinstance(law, ScalingRule):
         return law if t0 is None else replace(law, t0=t0)
     if law == "paper":
@@ -213,7 +284,7 @@ def _resolve_rule(law: str | Path | ScalingRule, task: str, t0: float | None) ->
     path = Path(law)
     if not path.is_file():
         raise ValueError(f"law must be 'paper', a ScalingRule or a path to a law JSON file; {law!r} is none.")
-    return ScalingRule.from_json(path, t0=t0)
+    return ScalingRule.from_json(path, t0=t0, fill_missing=fill_missing, task=task)
 
 
 def compute_optimal_shape(
@@ -226,6 +297,7 @@ def compute_optimal_shape(
     image_size: int = PAPER_IMAGE_SIZE,
     pool_type: str = "map",
     t0: float | None = None,
+    fill_missing: str = "refuse",
     **config_overrides,
 ) -> OptimalShape:
     """The compute-optimal shape for a training budget, rounded to a valid config, with its cost.
@@ -245,11 +317,13 @@ def compute_optimal_shape(
         image_size: resolution of the config and of the GFLOPs per image reported.
         pool_type: pooling of the config (the papers use ``map``).
         t0: override t^(0) in GFLOPs.
+        fill_missing: for a law file that lacks an exponent its sweep did not identify: ``"refuse"`` (ValueError,
+            the default) or ``"paper"`` (the paper's s_k stands in, and the rule's ``source`` says so).
         **config_overrides: further ``SoViTConfig`` fields (e.g. ``num_labels``).
     """
     if heads < 1 or multiple_of < 1:
         raise ValueError(f"heads and multiple_of must be >= 1, got {heads} and {multiple_of}.")
-    rule = _resolve_rule(law, task, t0)
+    rule = _resolve_rule(law, task, t0, fill_missing)
     exact = rule.shape(gflops)
     width_step = math.lcm(heads, multiple_of)
     config = SoViTConfig(
@@ -296,7 +370,8 @@ def compute_optimal_config(
         law: ``"paper"``, a :class:`ScalingRule`, or a path to a law JSON file written by ``sovit fit``.
         heads: attention heads; the width is rounded to a multiple of it.
         multiple_of: rounding step for width and MLP dim.
-        **kwargs: ``patch_size``, ``image_size``, ``pool_type``, ``t0`` or other ``SoViTConfig`` fields.
+        **kwargs: ``patch_size``, ``image_size``, ``pool_type``, ``t0``, ``fill_missing`` or other ``SoViTConfig``
+            fields.
     """
     return compute_optimal_shape(gflops, task, law, heads, multiple_of, **kwargs).config
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from .identification import Identification
 from .laws import SaturatingLaw, ShapeLaw
 
 
@@ -65,9 +66,20 @@ class LawFit:
 
 @dataclass(frozen=True)
 class ShapeFit(LawFit):
-    """A :class:`LawFit` of SoViT Eq. 2 to one shape dimension; ``exponent`` is s_k = c / (a_k + b_k) (Eq. 4)."""
+    """A :class:`LawFit` of SoViT Eq. 2 to one shape dimension; ``exponent`` is s_k = c / (a_k + b_k) (Eq. 4).
+
+    ``intervals["exponent"]`` is the bootstrap interval of s_k; an end is None where it falls on a refit whose
+    exponents sit at their numerical cap. ``identification`` (None when the fit was asked not to test) says whether
+    the data identify s_k at all, with the profile-likelihood interval (:mod:`.identification`).
+    """
 
     law: ShapeLaw
+    identification: Identification | None = None
+
+    @property
+    def identified(self) -> bool:
+        """Whether the identification test passed (False when it was not run)."""
+        return self.identification is not None and self.identification.identified
 
     @property
     def exponent(self) -> float:

@@ -13,6 +13,7 @@ is what :func:`~sovit_hf.scaling.files.load_runs_csv` reads back once a ``error`
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import warnings
 from collections.abc import Mapping, Sequence
@@ -266,10 +267,13 @@ def write_sweep_csv(runs: Sequence[SweepRun], path: str | Path) -> None:
     """
     if not runs:
         raise ValueError("No runs to write.")
-    with Path(path).open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(runs[0].to_dict()))
-        writer.writeheader()
-        writer.writerows(run.to_dict() for run in runs)
+    from ..output_folder import write_text_atomic
+
+    handle = io.StringIO(newline="")
+    writer = csv.DictWriter(handle, fieldnames=list(runs[0].to_dict()))
+    writer.writeheader()
+    writer.writerows(run.to_dict() for run in runs)
+    write_text_atomic(path, handle.getvalue())
 
 
 __all__ = [

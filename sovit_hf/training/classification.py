@@ -26,14 +26,16 @@ from pathlib import Path
 import numpy as np
 import torch
 import transformers
-from transformers import HfArgumentParser, Trainer, TrainerCallback, TrainingArguments
+from PIL import Image
+from transformers import HfArgumentParser, TrainerCallback, TrainingArguments
 
 from ..configuration_sovit import SoViTConfig
 from ..image_processing_sovit import SoViTImageProcessor, to_8bit
 from ..modeling_sovit import SoViTForImageClassification
-from .data import IMAGE_CHECK_SAMPLE
+from .data import IMAGE_CHECK_SAMPLE, first_line
 from .finish import finish_run
 from .fsdp import wants_cpu_fsdp
+from .guards import GuardedTrainer, check_batch_sizes, check_resume_shapes
 from .resume import check_resume_checkpoint
 from .tasks import task_usage
 from .transforms import flip_lr, inception_crop
@@ -142,18 +144,20 @@ def build_model(model_args: ModelArguments, labels: list[str]) -> tuple[SoViTFor
     label2id = {v: k for k, v in id2label.items()}
     common = dict(num_labels=len(labels), id2label=id2label, label2id=label2id)
     if model_args.model_name_or_path:
-        from .data import first_line
-
         try:
-            model = SoViTForImageClassification.from_pretrained(
+            # Mismatched sizes are allowed for the loading, then refused anywhere but in the head (a new label set)
+            model, info = SoViTForImageClassification.from_pretrained(
                 model_args.model_name_or_path,
                 dtype=torch.float32,
                 ignore_mismatched_sizes=True,
+                output_loading_info=True,
                 attn_implementation=model_args.attn_implementation,
                 **common,
             )
-        except OSError as err:  # not a model folder, not on the Hub, offline: a one-line error, not a traceback
+        # not a model folder, not on the Hub, offline, truncated weights (SafetensorError): one line, no traceback
+        except Exception as err:
             raise ValueError(f"--model_name_or_path {model_args.model_name_or_path}: {first_line(err)}") from err
+        check_loaded_weights(model_args.model_name_or_path, info)
         return model, None
     fields = dict(
         image_size=model_args.image_size,
@@ -179,6 +183,27 @@ def build_model(model_args: ModelArguments, labels: list[str]) -> tuple[SoViTFor
         config = SoViTConfig(**{**config.to_dict(), **overrides})
     config._attn_implementation = model_args.attn_implementation
     return SoViTForImageClassification(config), examples
+
+
+HEAD_PREFIX = "classifier."  # the only weights a fine-tuning run may re-initialise (a new label set)
+
+
+def check_loaded_weights(source: str, info: dict) -> None:
+    """``ValueError`` if loading ``source`` re-initialised any weight outside the classification head: weights that
+    do not match the folder's own config (another shape), or that the folder lacks."""
+    mismatched = [entry[0] if isinstance(entry, tuple | list) else entry for entry in info.get("mismatched_keys", ())]
+    bad = sorted(k for k in mismatched if not k.startswith(HEAD_PREFIX))
+    if bad:
+        raise ValueError(
+            f"--model_name_or_path {source}: {len(bad)} weight(s) do not match the folder's config (first: {bad[0]}); "
+            "its weights belong to another model shape."
+        )
+    missing = sorted(k for k in info.get("missing_keys", ()) if not k.startswith(HEAD_PREFIX))
+    if missing:
+        raise ValueError(
+            f"--model_name_or_path {source}: {len(missing)} weight(s) outside the head are missing (first: "
+            f"{missing[0]}); they would be trained from a random start."
+        )
 
 
 INDEX_COLUMN = "_sovit_example_index"
@@ -215,21 +240,40 @@ class IndexedSplit(torch.utils.data.Dataset):
         return self.__getitems__([int(index)])[0]
 
 
-class SizedStream(torch.utils.data.IterableDataset):
-    """A ``datasets.IterableDataset`` of known length ``n``: the Trainer then counts an epoch as one pass over it
-    (without a length it takes ``max_steps`` for an epoch). ``set_epoch`` reshuffles, as the stream's own."""
+class CheckedStream(torch.utils.data.IterableDataset):
+    """A ``datasets.IterableDataset`` whose images, decoded as the stream is read (mid-training), fail in one line:
+    only the first rows are checked before training. ``set_epoch`` reshuffles, as the stream's own."""
 
-    def __init__(self, stream, n: int):
-        self.stream, self.n = stream, n
-
-    def __len__(self):
-        return self.n
+    def __init__(self, stream, split: str):
+        self.stream, self.split = stream, split
 
     def __iter__(self):
-        return iter(self.stream)
+        rows = iter(self.stream)
+        while True:
+            try:
+                row = next(rows)
+            except StopIteration:
+                return
+            except (OSError, SyntaxError, Image.DecompressionBombError) as err:
+                raise ValueError(
+                    f"--streaming: an image of the {self.split} stream cannot be decoded ({first_line(err)})."
+                ) from err
+            yield row
 
     def set_epoch(self, epoch: int) -> None:
         self.stream.set_epoch(epoch)
+
+
+class SizedStream(CheckedStream):
+    """A :class:`CheckedStream` of known length ``n``: the Trainer then counts an epoch as one pass over it (without
+    a length it takes ``max_steps`` for an epoch)."""
+
+    def __init__(self, stream, n: int, split: str = "train"):
+        super().__init__(stream, split)
+        self.n = n
+
+    def __len__(self):
+        return self.n
 
 
 def _with_index(batch, indices):
@@ -240,6 +284,16 @@ def _labels(dataset, column: str) -> np.ndarray:
     """A split's labels, read column-wise (no image decoded). The column is selected first: reading it from the whole
     table gathers every column through the split's indices mapping (+45 MiB at 100k images)."""
     return np.asarray(dataset.select_columns([column]).with_format("numpy")[column])
+
+
+def _rgb(image, index: int):
+    """The image as 8-bit RGB; a file that fails to decode here (PIL decodes lazily: a stream's image breaks when
+    it is first converted, mid-training) is a one-line ``ValueError`` naming the file."""
+    try:
+        return to_8bit(image, f"Image {index}").convert("RGB")
+    except (OSError, SyntaxError, Image.DecompressionBombError) as err:
+        name = getattr(image, "filename", "") or f"Image {index} of a batch"
+        raise ValueError(f"{name}: the image cannot be decoded ({first_line(err)}).") from err
 
 
 def make_transform(
@@ -254,7 +308,7 @@ def make_transform(
     float images are first scaled to 8 bits by the image processor's rule (PIL's ``convert`` would clip them)."""
 
     def transform(batch):
-        images = [to_8bit(image, f"Image {i}").convert("RGB") for i, image in enumerate(batch[data_args.image_column])]
+        images = [_rgb(image, i) for i, image in enumerate(batch[data_args.image_column])]
         if train and data_args.augment:
             current = epoch.epoch if epoch is not None else 0
             rngs = [np.random.default_rng([seed, current, int(i)]) for i in batch[INDEX_COLUMN]]
@@ -367,8 +421,10 @@ def run(
     start = time.perf_counter()
     args.remove_unused_columns = False
     set_loader_defaults(args)
-    check_output_dir(args.output_dir)
-    check_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
+    check_batch_sizes(args)
+    sources = (model_args.model_name_or_path, data_args.data_dir, data_args.dataset_name)
+    check_output_dir(args.output_dir, sources)
+    resume = check_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
     check_pretrained_path(model_args.model_name_or_path, "--model_name_or_path")
     config_overrides(model_args.model_overrides, "--model_overrides")  # a typo fails now, not after data loading
     if data_args.streaming and (data_args.fewshot_shots or wants_cpu_fsdp(args)):
@@ -377,12 +433,17 @@ def run(
         raise ValueError("--fewshot_shots is a Trainer callback: not with --fsdp on CPU (it evaluates at the end).")
     train, evaluation = prepare_data(data_args, args.seed)
     labels = label_names(train, data_args.label_column)
+    if len(labels) < 2:  # one output would be a regression head, scored 1.0 whatever it learns
+        raise ValueError(
+            f"Split '{data_args.train_split}' has {len(labels)} class(es) {labels}: classification needs at least 2."
+        )
     sample = None if data_args.full_data_check else IMAGE_CHECK_SAMPLE
     for split, data in (("train", train), ("eval", evaluation)):
         validate_dataset(data, data_args.image_column, data_args.label_column, len(labels), split, sample, args.seed)
 
     transformers.set_seed(args.seed)
     model, budget_examples = build_model(model_args, labels)
+    check_resume_shapes(resume, model)
     n_train = num_examples(train, data_args.train_split)
     if data_args.streaming:
         n_train = min(n_train, data_args.max_train_samples or n_train) if n_train else data_args.max_train_samples
@@ -404,9 +465,9 @@ def run(
     if is_stream(train):  # shuffled per epoch (Trainer calls set_epoch); the index is the position in the epoch
         train_ds = train.shuffle(seed=args.seed, buffer_size=data_args.shuffle_buffer)
         train_ds = train_ds.map(_with_index, batched=True, with_indices=True).map(train_transform, batched=True)
-        if n_train:  # a known length: the Trainer counts epochs in passes over it, not in max_steps
-            train_ds = SizedStream(train_ds, n_train)
-        eval_ds = evaluation.map(plain, batched=True)
+        # a known length: the Trainer counts epochs in passes over it, not in max_steps
+        train_ds = SizedStream(train_ds, n_train) if n_train else CheckedStream(train_ds, "train")
+        eval_ds = CheckedStream(evaluation.map(plain, batched=True), "eval")
     else:
         train_ds = IndexedSplit(train, train_transform)  # no per-row index column to write: O(1) setup
         eval_ds = evaluation.with_transform(plain)
@@ -455,8 +516,9 @@ def run(
         plot=plot_training_curves,
     )
     if wants_cpu_fsdp(args):  # accelerate shards only on GPUs: FSDP2 on CPU/gloo without the Trainer
+        check_output_dir(args.output_dir, sources, mark=True)
         return run_cpu_fsdp(model, train_ds, eval_ds, processor, args, epoch, report)
-    trainer = Trainer(
+    trainer = GuardedTrainer(
         model=model,
         args=args,
         train_dataset=train_ds,
@@ -467,6 +529,7 @@ def run(
         callbacks=callbacks,
         optimizers=build_optimizers(model, args, total),
     )
+    check_output_dir(args.output_dir, sources, mark=True)  # checked again, and marked: the Trainer writes next
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     return finish_run(trainer, **report)
 
@@ -540,10 +603,9 @@ def _count(n: int | None) -> str:
 def run_cpu_fsdp(model, train_ds, eval_ds, processor, args, epoch: AugmentationEpoch, report: dict) -> dict:
     """The recipe under FSDP2 on CPU (:func:`sovit_hf.training.fsdp.train_cpu`): same outputs as the Trainer path
     (model, processor, ``eval_results.json``, ``trainer_state.json``'s log history, card, plot, run record)."""
-    import json
-
     import torch.distributed as dist
 
+    from ..output_folder import write_json_atomic
     from .finish import write_report
     from .fsdp import train_cpu
 
@@ -562,8 +624,8 @@ def run_cpu_fsdp(model, train_ds, eval_ds, processor, args, epoch: AugmentationE
     )
     if dist.get_rank() == 0:
         out = Path(args.output_dir)
-        (out / "eval_results.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        (out / "trainer_state.json").write_text(json.dumps({"global_step": steps, "log_history": history}, indent=2))
+        write_json_atomic(out / "eval_results.json", metrics)
+        write_json_atomic(out / "trainer_state.json", {"global_step": steps, "log_history": history})
         write_report(out, metrics, history, steps=steps, processes=dist.get_world_size(), seed=args.seed, **report)
     # Every rank leaves together and closes the group: a rank that exits with gloo's threads still running aborts
     # ("terminate called without an active exception"), and torchrun then reports the whole run as failed.
@@ -596,6 +658,9 @@ def main(argv: list[str] | None = None) -> int:
         metrics = run(model_args, data_args, args, command=training_command(argv))
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a full disk, a read-only folder, an image file that broke mid-stream: one line
+        print(f"error: {first_line(err)}" + (f" ({err.filename})" if err.filename else ""), file=sys.stderr)
         return 2
     if args.process_index == 0:
         print(f"eval accuracy {metrics.get('eval_accuracy', float('nan')):.4f}; wrote {args.output_dir}")

@@ -386,14 +386,20 @@ def config_overrides(text: str | None, option: str) -> dict:
     return overrides
 
 
-def check_output_dir(path: str) -> None:
-    """Fail before training if the output folder cannot be created or written (creates it, writes a probe file)."""
+def check_output_dir(path: str, sources=(), mark: bool = False) -> None:
+    """Fail before training unless the output folder is new, empty or this package's (the shared policy of
+    :mod:`sovit_hf.output_folder`), holds none of the run's ``sources`` (model, data) and can be written (a probe
+    file is written). ``mark``: write the package's marker (the recipes do, right before the Trainer writes)."""
+    from ..output_folder import PROBE_PREFIX, claim_folder
+
     target = Path(path)
     try:
-        target.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=target, prefix=".write-probe-"):
+        claim_folder(target, "sovit_hf.training", [s for s in sources if s], option="--output_dir", mark=mark)
+        with tempfile.NamedTemporaryFile(dir=target, prefix=PROBE_PREFIX):
             pass
     except OSError as err:
+        if isinstance(err, FileExistsError) and err.filename is None:  # the policy's refusal: one line already
+            raise ValueError(str(err)) from err
         raise ValueError(f"Output folder {target} is not writable: {err.strerror or err}.") from err
 
 

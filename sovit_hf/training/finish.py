@@ -4,21 +4,27 @@ captioning / VQA recipes."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ..output_folder import write_text_atomic
 from .run_record import write_run_record
 
 
 def save_trained_model(trainer) -> None:
     """Write ``model.safetensors``, the config and the Trainer's ``processing_class`` to ``trainer.args.output_dir``;
-    every rank calls it.
+    every rank calls it. Weights holding NaN or infinity are refused (``NonFiniteLossError``), never saved.
 
     Under FSDP the full state is gathered from the shards on every rank (a collective) and written by the main
     process, whatever ``fsdp_state_dict_type`` is: with ``SHARDED_STATE_DICT`` ``Trainer.save_model`` would write no
     weights that ``from_pretrained`` can load. Otherwise ``Trainer.save_model`` (it decides which rank writes).
     """
+    from .guards import check_finite_weights
+
+    check_finite_weights(trainer.model)
     if getattr(trainer, "is_fsdp_enabled", False):
         state_dict = trainer.accelerator.get_state_dict(trainer.model)  # collective: all ranks gather
         trainer._save(trainer.args.output_dir, state_dict=state_dict)  # writes on the main process only
@@ -29,12 +35,21 @@ def save_trained_model(trainer) -> None:
 
 def finish_run(trainer, **report_fields) -> dict:
     """Save the model (every rank), evaluate, and on the main process write the Trainer's metrics and state, then
-    :func:`write_report`. Returns the final evaluation metrics."""
+    :func:`write_report`. Returns the final evaluation metrics. Every file is written atomically; the Trainer's
+    ``training_args.bin`` pickle is removed only when this run wrote it."""
+    args_file = Path(trainer.args.output_dir) / "training_args.bin"
+    ours = not args_file.exists()
     save_trained_model(trainer)
+    if ours:
+        args_file.unlink(missing_ok=True)  # Trainer's pickle: no place in a hub-ready folder
     metrics = trainer.evaluate()
     if trainer.is_world_process_zero():
-        trainer.save_metrics("eval", metrics)
-        trainer.save_state()
+        out = Path(trainer.args.output_dir)
+        results = json.dumps(metrics, indent=4, sort_keys=True)  # as Trainer.save_metrics writes them
+        write_text_atomic(out / "eval_results.json", results)
+        write_text_atomic(out / "all_results.json", results)
+        state = json.dumps(dataclasses.asdict(trainer.state), indent=2, sort_keys=True) + "\n"
+        write_text_atomic(out / "trainer_state.json", state)  # as Trainer.save_state writes it
         write_report(
             trainer.args.output_dir,
             metrics,
@@ -91,7 +106,6 @@ def write_report(
         results=numeric,
         dataset=dataset,
     )
-    (out / "training_args.bin").unlink(missing_ok=True)  # Trainer's pickle: no place in a hub-ready folder
     run = {"steps": steps, "wall_s": time.perf_counter() - start, "processes": processes, "seed": seed}
     write_run_record(out, {**record, **run, **record_metrics(metrics)})
 

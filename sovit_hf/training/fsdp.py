@@ -107,6 +107,17 @@ def save_pretrained_full(model, output_dir: str | Path, processor=None) -> None:
     """Gather the full state from the shards on every rank; the main process writes a ``from_pretrained`` folder
     (``model.safetensors`` + config) from a fresh, unsharded copy of the model class."""
     state = full_state_dict(model)
+    bad = torch.zeros(1)  # every rank learns whether the gathered weights hold NaN / inf: all raise, or none
+    if dist.get_rank() == 0:
+        bad[0] = float(any(not torch.isfinite(t).all() for t in state.values() if t.is_floating_point()))
+    dist.all_reduce(bad)
+    if bad.item():
+        from .guards import NonFiniteLossError
+
+        raise NonFiniteLossError(
+            "the trained weights hold NaN or infinite values: the run diverged (lower --learning_rate); no model "
+            "was saved as its result."
+        )
     if dist.get_rank() == 0:
         cls = next(c for c in type(model).__mro__ if not issubclass(c, FSDPModule))  # the model's own class
         with torch.device("meta"):

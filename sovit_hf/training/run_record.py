@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import platform
 from pathlib import Path
 
 import torch
 import transformers
+
+from ..output_folder import write_json_atomic
 
 
 def write_run_record(folder: str | Path, fields: dict) -> dict:
@@ -20,10 +21,7 @@ def write_run_record(folder: str | Path, fields: dict) -> dict:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
     }
-    path = Path(folder) / "run_record.json"
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(record, indent=2) + "\n")
-    partial.replace(path)
+    write_json_atomic(Path(folder) / "run_record.json", record)
     return record
 
 

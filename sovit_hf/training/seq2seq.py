@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 import transformers
-from transformers import HfArgumentParser, Trainer, TrainingArguments
+from transformers import HfArgumentParser, TrainingArguments
 
 from ..configuration_sovit_generation import SoViTForConditionalGenerationConfig
 from ..image_processing_sovit import SoViTImageProcessor
@@ -27,12 +27,14 @@ from .data import (
     check_images,
     check_pretrained_path,
     config_overrides,
+    first_line,
     load_dataset_or_fail,
     subsample,
     train_eval_splits,
 )
 from .finish import finish_run
 from .fsdp import wants_cpu_fsdp
+from .guards import GuardedTrainer, check_batch_sizes, check_resume_shapes
 from .resume import check_resume_checkpoint
 from .tasks import task_usage
 
@@ -183,10 +185,23 @@ def check_context(processor: SoViTProcessor, rows, task: Task, context: int, spl
 
 def build_processor_and_model(task, model_args: ModelArguments, train) -> tuple[SoViTProcessor, torch.nn.Module]:
     if model_args.model_name_or_path:
-        processor = SoViTProcessor.from_pretrained(model_args.model_name_or_path)
-        model = SoViTForConditionalGeneration.from_pretrained(
-            model_args.model_name_or_path, attn_implementation=model_args.attn_implementation, dtype=torch.float32
-        )
+        source = model_args.model_name_or_path
+        try:  # a mismatch of weights and config raises (transformers' default): one line, not a traceback
+            processor = SoViTProcessor.from_pretrained(source)
+            model, info = SoViTForConditionalGeneration.from_pretrained(
+                source,
+                attn_implementation=model_args.attn_implementation,
+                dtype=torch.float32,
+                output_loading_info=True,
+            )
+        except Exception as err:  # OSError, SafetensorError, RuntimeError (mismatched shapes), ValueError
+            raise ValueError(f"--model_name_or_path {source}: {first_line(err)}") from err
+        if info.get("missing_keys"):
+            missing = sorted(info["missing_keys"])
+            raise ValueError(
+                f"--model_name_or_path {source}: {len(missing)} weight(s) are missing (first: {missing[0]}); they "
+                "would be trained from a random start."
+            )
         return processor, model
     corpus = [t for refs in train[task.text_column] for t in refs]
     if task.uses_question:
@@ -220,8 +235,17 @@ def build_processor_and_model(task, model_args: ModelArguments, train) -> tuple[
     if model_args.vision_model_name_or_path:
         from ..modeling_sovit import SoViTModel
 
-        encoder = SoViTModel.from_pretrained(model_args.vision_model_name_or_path, pool_type="none")
-        model.vision_model.load_state_dict(encoder.state_dict(), strict=False)
+        source = model_args.vision_model_name_or_path
+        try:
+            encoder = SoViTModel.from_pretrained(source, pool_type="none")
+            result = model.vision_model.load_state_dict(encoder.state_dict(), strict=False)
+        except Exception as err:  # truncated weights, shapes that do not match the encoder's config
+            raise ValueError(f"--vision_model_name_or_path {source}: {first_line(err)}") from err
+        if result.missing_keys:
+            raise ValueError(
+                f"--vision_model_name_or_path {source}: the encoder lacks {len(result.missing_keys)} weight(s) "
+                f"(first: {result.missing_keys[0]})."
+            )
     size = config.vision_config.image_size
     return SoViTProcessor(SoViTImageProcessor(size={"height": size, "width": size}), tokenizer), model
 
@@ -251,7 +275,7 @@ def make_collator(processor: SoViTProcessor, task: Task):
     return collate
 
 
-class GenerationEvalTrainer(Trainer):
+class GenerationEvalTrainer(GuardedTrainer):
     """``Trainer`` whose ``evaluate`` also generates and scores (Seq2Seq-style ``predict_with_generate``)."""
 
     def __init__(self, *args, task: Task, sovit_processor, raw_eval, data_args, baseline_text: str, **kwargs):
@@ -303,8 +327,11 @@ def run(
 
     start = time.perf_counter()
     args.remove_unused_columns = False
-    check_output_dir(args.output_dir)
-    check_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
+    check_batch_sizes(args)
+    check_generation_arguments(data_args)
+    sources = (model_args.model_name_or_path, model_args.vision_model_name_or_path, data_args.dataset_name)
+    check_output_dir(args.output_dir, sources)
+    resume = check_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
     if wants_cpu_fsdp(args):  # accelerate would silently run plain DDP on CPU
         raise ValueError(
             "--fsdp on CPU is the classification recipe's (sovit_hf.training.fsdp); captioning / VQA shard on GPUs "
@@ -319,10 +346,17 @@ def run(
     train, evaluation = load_data(task, data_args, args.seed)
     transformers.set_seed(args.seed)
     processor, model = build_processor_and_model(task, model_args, train)
+    check_resume_shapes(resume, model)
     train_rows = training_rows(task, train, data_args)
     eval_rows = training_rows(task, evaluation, data_args)
     for split, rows in (("train", train_rows), ("eval", eval_rows)):
         check_context(processor, rows, task, model.config.max_position_embeddings, split)
+    context = model.config.max_position_embeddings
+    if data_args.max_new_tokens > context:
+        raise ValueError(
+            f"--max_new_tokens {data_args.max_new_tokens} is more than the decoder holds "
+            f"(max_position_embeddings={context})."
+        )
     trainer = GenerationEvalTrainer(
         model=model,
         args=args,
@@ -336,6 +370,7 @@ def run(
         data_args=data_args,
         baseline_text=task.constant_prediction(train),
     )
+    check_output_dir(args.output_dir, sources, mark=True)  # checked again, and marked: the Trainer writes next
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     return finish_run(
         trainer,
@@ -356,6 +391,17 @@ def run(
     )
 
 
+MAX_BEAMS = 64  # beams x eval batch x the decoder's context is the generation's memory
+
+
+def check_generation_arguments(data_args: DataArguments) -> None:
+    """The evaluation's generation settings, checked before training (they are used only after it)."""
+    if not isinstance(data_args.num_beams, int) or not 1 <= data_args.num_beams <= MAX_BEAMS:
+        raise ValueError(f"--num_beams must be in [1, {MAX_BEAMS}] (1 = greedy), got {data_args.num_beams}.")
+    if not isinstance(data_args.max_new_tokens, int) or data_args.max_new_tokens < 1:
+        raise ValueError(f"--max_new_tokens must be at least 1, got {data_args.max_new_tokens}.")
+
+
 def training_command(task: Task, argv: list[str]) -> str:
     """The ``sovit train --task`` command line of the recipe's arguments ``argv`` (for the model card)."""
     return f"sovit train --task {task.name} " + shlex.join(argv)
@@ -372,6 +418,9 @@ def main(task: Task, argv: list[str] | None = None) -> int:
         metrics = run(task, model_args, data_args, args, command=training_command(task, argv))
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a full disk, a read-only folder: one line
+        print(f"error: {first_line(err)}" + (f" ({err.filename})" if err.filename else ""), file=sys.stderr)
         return 2
     if args.process_index == 0:
         key = f"eval_{task.metric}"

@@ -7,6 +7,7 @@ TASK_MODULES = {
     "classification": "sovit_hf.training.classification",
     "captioning": "sovit_hf.training.captioning",
     "vqa": "sovit_hf.training.vqa",
+    "contrastive": "sovit_hf.training.contrastive",
 }
 
 
@@ -31,6 +32,7 @@ TASK_ARGUMENTS = {
     ),
     "captioning": ("sovit_hf.training.seq2seq", ("ModelArguments", "DataArguments", "Seq2SeqArguments")),
     "vqa": ("sovit_hf.training.seq2seq", ("ModelArguments", "DataArguments", "Seq2SeqArguments")),
+    "contrastive": ("sovit_hf.training.contrastive", ("ContrastiveArguments", "TrainingArguments")),
 }
 # Training options listed with the recipe's own (the rest of TrainingArguments: --help-trainer).
 TRAINING_OPTIONS = (

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from sovit_hf.conversion import big_vision
-from sovit_hf.conversion.output_folder import MARKER, check_output_folder, write_folder
+from sovit_hf.output_folder import MARKER, check_output_folder, write_folder
 from tests.conftest import BIG_VISION_FIXTURES
 
 FIXTURE = BIG_VISION_FIXTURES / "vit_map_unrolled.npz"
@@ -108,7 +108,7 @@ def test_sigterm_mid_write_leaves_no_hidden_temporary_and_the_old_folder(tmp_pat
         f"""
         import time
         from pathlib import Path
-        from sovit_hf.conversion.output_folder import write_folder
+        from sovit_hf.output_folder import write_folder
 
         def slow(folder):
             (folder / "big.bin").write_bytes(b"0" * 1_000_000)
@@ -151,3 +151,46 @@ def test_convert_siglip_refuses_to_overwrite_its_source(tmp_path):
     before = _tree(src)
     assert hf_siglip.main([str(src), str(src), "--overwrite"]) == 2
     assert _tree(src) == before
+
+
+@pytest.fixture
+def sovit_folder(tmp_path):
+    out = tmp_path / "model"
+    assert big_vision.main([str(FIXTURE), str(out)]) == 0
+    return out
+
+
+def test_export_never_overwrites_its_input(sovit_folder, capsys):
+    from sovit_hf.conversion import to_big_vision
+
+    before = _tree(sovit_folder)
+    for target in ("model.safetensors", "config.json"):
+        assert to_big_vision.main([str(sovit_folder), str(sovit_folder / target), "--overwrite"]) == 2
+        err = capsys.readouterr().err
+        assert "export never overwrites its input" in err and len(err.strip().splitlines()) == 1, err
+    assert _tree(sovit_folder) == before
+
+
+def test_export_of_truncated_weights_is_one_line(sovit_folder, tmp_path, capsys):
+    from sovit_hf.conversion import to_big_vision
+
+    weights = sovit_folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    assert to_big_vision.main([str(sovit_folder), str(tmp_path / "out.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "not a readable safetensors file" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out.npz").exists()
+
+
+def test_one_marker_and_atomic_writer_for_every_command():
+    """The converters, the recipes and the sweep share sovit_hf/output_folder.py: no second marker or writer."""
+    from pathlib import Path
+
+    import sovit_hf
+
+    root = Path(sovit_hf.__file__).parents[1]
+    sources = [*root.joinpath("sovit_hf").rglob("*.py"), *root.joinpath("conversion").rglob("*.py")]
+    defining = [
+        p.name for p in sources if ".sovit_hf_output.json" in p.read_text() or "def write_json_atomic" in p.read_text()
+    ]
+    assert defining == ["output_folder.py"]

@@ -15,7 +15,7 @@ import pytest
 import torch
 import transformers
 from packaging.version import Version
-from transformers.cache_utils import DynamicCache
+from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from sovit_hf.modeling_sovit_generation import CACHE_FIELD
@@ -33,17 +33,20 @@ def _prefill(model, **cache_kwarg):
 
 
 def _assert_same_cache(a, b):
-    assert len(a.layers) == len(b.layers)
-    for la, lb in zip(a.layers, b.layers, strict=True):
-        assert torch.equal(la.keys, lb.keys) and torch.equal(la.values, lb.values)
+    for half in ("self_attention_cache", "cross_attention_cache"):
+        a_layers, b_layers = getattr(a, half).layers, getattr(b, half).layers
+        assert len(a_layers) == len(b_layers)
+        for la, lb in zip(a_layers, b_layers, strict=True):
+            assert torch.equal(la.keys, lb.keys) and torch.equal(la.values, lb.values)
 
 
 def test_output_field_is_the_one_this_transformers_declares():
     assert CACHE_FIELD == NEW_NAME
     assert NEW_NAME in {f.name for f in dataclasses.fields(CausalLMOutputWithPast)}
     out = _prefill(tiny_model())
-    assert isinstance(out[NEW_NAME], DynamicCache)
+    assert isinstance(out[NEW_NAME], EncoderDecoderCache)  # transformers' structure for self + cross attention
     assert out[NEW_NAME].get_seq_length(0) == 6  # the six prompt tokens, self-attention layer 0
+    assert out[NEW_NAME].cross_attention_cache.get_seq_length(0) == 9  # the image's 3x3 tokens
 
 
 def test_old_and_new_names_give_the_same_logits_and_cache():

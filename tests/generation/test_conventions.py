@@ -109,9 +109,10 @@ def test_tuple_outputs_equal_the_dict_outputs():
     ids, _ = left_padded_prompts()
     kwargs = dict(output_attentions=True, output_hidden_states=True, labels=ids)
     as_dict, as_tuple = _forward(model, **kwargs), _forward(model, return_dict=False, **kwargs)
-    flat = lambda xs: [t for x in xs for t in (x if isinstance(x, tuple) else (x,))]
-    # loss, logits, hidden states (L + 1), attentions (L), cross attentions (L), image hidden states
-    assert len(flat(as_tuple)) == len(flat(as_dict.to_tuple())) == 2 + (LAYERS + 1) + 2 * LAYERS + 1
+    flat = lambda xs: [t for x in xs for t in (flat(x) if isinstance(x, tuple) else (x,))]
+    # loss, logits, hidden states (L + 1), attentions (L), cross attentions (L), image hidden states, and the image
+    # encoder's outputs: last hidden state, projected tokens (pooler_output), hidden states (1 + 1), attentions (1)
+    assert len(flat(as_tuple)) == len(flat(as_dict.to_tuple())) == 2 + (LAYERS + 1) + 2 * LAYERS + 1 + 2 + 2 + 1
     for a, b in zip(flat(as_tuple), flat(as_dict.to_tuple()), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 

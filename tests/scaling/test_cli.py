@@ -178,3 +178,41 @@ def test_plot_without_matplotlib_names_the_install(monkeypatch, tmp_path):
     fits = fit_shape_laws(data, bootstrap=0, holdout=False)
     with pytest.raises(ImportError, match="pip install matplotlib"):
         plot_shape_fits(fits, data, tmp_path / "x.png")
+
+
+def test_law_file_without_an_identified_exponent_is_refused_unless_filled_with_the_paper(tmp_path, capsys):
+    """A sweep whose depth optimum (2 at t = 5e10) lies below its arm (8-24) and whose MLP optimum (20,000) lies
+    above its arm (1088-3072), 6.5% noise: `sovit fit` writes only s_width; `sovit shape --law` refuses, and with
+    --fill-paper-exponents uses the paper's s_depth = 0.45 and s_MLP = 0.6 (Sec. 4.1) and says so."""
+    from sovit_hf.scaling import ScalingRule
+    from sovit_hf.scaling.paper import PAPER_STAR_GRIDS
+    from sovit_hf.scaling.synthetic import PAPER_LIKE_LAWS, coverage_sweep, paper_like_law
+
+    laws = {"width": PAPER_LIKE_LAWS["width"], "depth": paper_like_law(0.45, 2.0), "mlp_dim": paper_like_law(0.6, 2e4)}
+    arms = {"depth": PAPER_STAR_GRIDS["depth"], "mlp_dim": PAPER_STAR_GRIDS["mlp_dim"]}
+    data = coverage_sweep(0, replicates=2, laws=laws, values=arms)
+    lines = ["dim,width,depth,mlp_dim,compute_gflops,error"]
+    for dim, (x, t, f) in data.items():
+        for xi, ti, fi in zip(x, t, f, strict=True):
+            shape = [xi if dim == k else 1 for k in ("width", "depth", "mlp_dim")]
+            lines.append(f"{dim},{shape[0]},{shape[1]},{shape[2]},{float(ti)!r},{float(fi)!r}")
+    runs, out = tmp_path / "runs.csv", tmp_path / "law.json"
+    runs.write_text("\n".join(lines) + "\n")
+    assert _run(["fit", str(runs), "--out", str(out), "--bootstrap", "0"]) == 0
+    printed = capsys.readouterr().out
+    assert "depth    s_k" in printed and "NOT IDENTIFIED (optimum below the arm" in printed
+    assert "NOT IDENTIFIED (optimum above the arm" in printed
+    document = json.loads(out.read_text())
+    assert list(document["dimensions"]) == ["width"] and set(document["not_identified"]) == {"depth", "mlp_dim"}
+
+    assert _run(["shape", "--gflops", "9e12", "--law", str(out)]) == 2
+    assert "no identified exponent for ['depth', 'mlp_dim']" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="optimum below the arm"):
+        compute_optimal_shape(9e12, law=out)
+    assert _run(["shape", "--gflops", "9e12", "--law", str(out), "--fill-paper-exponents"]) == 0
+    assert "the paper's s_depth = 0.45, s_mlp_dim = 0.6" in capsys.readouterr().out
+    filled = compute_optimal_shape(9e12, law=out, fill_missing="paper")
+    s_width = document["dimensions"]["width"]["exponent"]
+    by_hand = ScalingRule.paper().anchor["depth"] * (9e12 / ScalingRule.paper().t0) ** (0.45 / 3)
+    assert filled.rule.exponents == {"width": s_width, "depth": 0.45, "mlp_dim": 0.6}
+    assert filled.exact["depth"] == pytest.approx(by_hand, rel=1e-12)

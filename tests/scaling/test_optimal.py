@@ -156,3 +156,26 @@ def test_the_published_constants_agree_with_what_the_paper_says_of_them():
     # Sec. 4.1 II: "about 2.5x parameters per 10x compute" from the exponents and the anchor, at the So400m budget.
     growth = parameter_growth(ScalingRule.paper(), 9e12, 10.0)
     assert growth == pytest.approx(PAPER_PARAMETER_GROWTH_PER_10X_COMPUTE, rel=0.08)
+
+
+def test_so400m_is_reproduced_by_one_t0_and_weights():
+    """(1152, 27, 4304) from the paper's anchor (608, 10, 928) and exponents (0.22, 0.45, 0.6) at its 9e12 GFLOPs
+    (Sec. 5): with L_k = ln(x_k / x0_k), ln tau = sum L_k / s_k and w_k = L_k / (s_k ln tau), worked out by hand:
+    L = (0.63908, 0.99325, 1.53427), L/s = (2.90491, 2.20723, 2.55711), ln tau = 7.66925, tau = 2141,
+    t0 = 9e12 / 2141 = 4.203e9 GFLOPs (45% of the 9.30e9 upper bound), w = (0.379, 0.288, 0.333)."""
+    rule = ScalingRule.through({"width": 1152, "depth": 27, "mlp_dim": 4304}, 9e12)
+    assert rule.t0 == pytest.approx(9e12 / np.exp(7.66925), rel=1e-4) and rule.t0 == pytest.approx(4.203e9, rel=1e-3)
+    assert rule.t0 / ScalingRule.paper().t0 == pytest.approx(0.452, abs=0.001)
+    assert [rule.weights[k] for k in ("width", "depth", "mlp_dim")] == pytest.approx([0.379, 0.288, 0.333], abs=6e-4)
+    config = compute_optimal_config(9e12, law=rule)
+    assert (config.hidden_size, config.num_hidden_layers, config.intermediate_size) == (1152, 27, 4304)
+    # Equal weights (the paper's w_k = 1/3) reproduce it too, with s = (0.25, 0.39, 0.60): tau from s_MLP = 0.6,
+    # ln tau = 3 x 1.53427 / 0.6 = 7.67134, then s_width = 3 x 0.63908 / 7.67134 = 0.250, s_depth = 0.388.
+    equal = ScalingRule(
+        exponents={"width": 0.25, "depth": 0.39, "mlp_dim": 0.60}, anchor=PAPER_ANCHOR, t0=9e12 / np.exp(7.67134)
+    )
+    config = compute_optimal_config(9e12, law=equal)
+    assert (config.hidden_size, config.num_hidden_layers, config.intermediate_size) == (1152, 27, 4304)
+    # ...while the paper's rule as written (equal weights, s = 0.22 / 0.45 / 0.6, the 9.30e9 upper bound) does not
+    config = compute_optimal_config(9e12)
+    assert (config.hidden_size, config.num_hidden_layers, config.intermediate_size) == (1008, 28, 3664)

@@ -6,6 +6,7 @@ import json
 import pytest
 
 from sovit_hf.cli import main
+from sovit_hf.output_folder import MARKER
 from sovit_hf.scaling.sweep import load_plan, reuse_results, row_states, run_sweep
 
 from .test_sweep_synthetic import LAW
@@ -33,6 +34,7 @@ def test_extended_grid_trains_only_its_new_rows(tmp_path, capsys):
     failed_log = new / "rows" / "row_0000" / "log.txt"  # an earlier, failed attempt of a row that gets reused
     failed_log.parent.mkdir(parents=True)
     failed_log.write_text("attempt 1 failed\n")
+    (new / MARKER).write_text("{}")  # that attempt ran in a sweep folder of this package
     assert _plan(new, WIDER, "--reuse", str(old)) == 0
     assert failed_log.read_text().startswith("attempt 1 failed\n") and failed_log.read_text().endswith("=== row 0 ok\n")
     plan_old, plan_new = load_plan(old)["rows"], load_plan(new)["rows"]

@@ -3,7 +3,7 @@ fit Eq. 2 per dimension with a shared c, find the grid anchor, write a law file,
 held-out budget. ``sovit sweep`` is the command line; see docs/sweep.md.
 """
 
-from .anchor import Anchor, find_anchor
+from .anchor import Anchor, find_anchor, next_grid
 from .fitting import finished_rows, fit_summary, fit_sweep
 from .plan import load_plan, plan_rows, write_plan
 from .reuse import reuse_results
@@ -23,6 +23,7 @@ __all__ = [
     "fit_summary",
     "fit_sweep",
     "load_plan",
+    "next_grid",
     "pending_rows",
     "plan_rows",
     "plan_validation",

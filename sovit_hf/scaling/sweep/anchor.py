@@ -1,14 +1,25 @@
 """The grid-sweep anchor x^(0) and its compute t^(0), by the rules of SoViT App. B.3.
 
 Each grid model has a curve of f against compute t (the recipe's evaluations during training, t = forward GFLOPs per
-image x examples seen). On a log-spaced set of compute levels inside the range every model was measured at, the
-optimum is the model with the lowest f, interpolated log-log along its curve. Then:
+image x examples seen). On a log-spaced set of compute levels inside the range every model was measured at, each
+model's f is interpolated log-log along its curve. Then (the procedure is ours; the rules are the paper's):
 
-* rule 2 (ours to make it a procedure): the anchor is the model that is optimal at the most levels, i.e. over the
-  widest range of compute, and t^(0) is the smallest level at which it is optimal ("use the smallest compute it is
-  optimal for"); the rule fails when no model is optimal at two or more levels;
+* the surface: with at least ``SMOOTH_MIN_MODELS`` grid models, log f at each level is replaced by a least-squares
+  quadratic in (log width, log depth, log MLP) over the grid (10 coefficients), so that the argmin is not seed
+  noise between grid neighbours that differ by less than it; the optimum at a level is the grid model with the
+  lowest smoothed f (``smoothed`` says whether this was done);
+* rule 2: the anchor is the model that is optimal over the longest **contiguous** run of levels (the widest compute
+  range, not the most scattered levels); the rule holds when that run spans at least two levels;
+  t^(0) is the smallest compute **the anchor was evaluated at** inside that range ("use the smallest compute it is
+  optimal for"), else its evaluation nearest to the range's start (a message says so): never a compute it did not
+  run at;
 * rule 1: the anchor must lie strictly inside the grid; on the edge of a dimension, the message says which way to
   extend that dimension's grid.
+
+Intermediate evaluations compare models fairly only when their learning rate at that point does not depend on the
+run's length: constant learning rate, or big_vision-style cooldown branches (each evaluation after its own short
+cooldown). The cosine-to-zero schedule of the classification recipe anneals short runs earlier than long ones, which
+favours small models at the common compute; the message ``schedule`` says so when the trainer is known to do this.
 """
 
 from __future__ import annotations
@@ -21,6 +32,7 @@ import numpy as np
 from ..laws import DIMENSIONS
 
 LEVELS = 24  # compute levels (log-spaced) at which the grid models are compared
+SMOOTH_MIN_MODELS = 15  # a quadratic surface in three log-dimensions has 10 coefficients
 
 
 @dataclass(frozen=True)
@@ -37,6 +49,8 @@ class Anchor:
         rule2_ok: optimal over a range of compute (at least two levels).
         messages: what failed and what to extend.
         frontier: ``[(level, width, depth, mlp_dim, f)]``, the optimum at each level.
+        optimal_range: (low, high) compute of the anchor's contiguous run of levels.
+        smoothed: whether the optimum was taken on the quadratic surface over the grid.
     """
 
     shape: dict[str, int]
@@ -48,6 +62,8 @@ class Anchor:
     rule2_ok: bool
     messages: list[str] = field(default_factory=list)
     frontier: list[tuple] = field(default_factory=list)
+    optimal_range: tuple[float, float] | None = None
+    smoothed: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -58,26 +74,52 @@ def _interpolate(curve: np.ndarray, level: float) -> float:
     return float(np.exp(np.interp(np.log(level), np.log(curve[:, 0]), np.log(curve[:, 1]))))
 
 
-def _rule1_message(dim: str, side: str, value: int, values: list[int], multiple: int = 1) -> str:
-    """What rule 1's failure means for ``dim`` and which value to add: a whole multiple of ``multiple`` (widths:
-    of the head count), one grid step beyond the edge; no depth below 1."""
-    head = f"rule 1 (App. B.3) fails: the grid optimum has {dim} = {value}, the {side} edge of the {dim} grid {values}"
+def _value_to_add(side: str, values: list[int], multiple: int = 1) -> int | None:
+    """One grid step beyond the edge, a whole multiple of ``multiple`` (widths: of the head count); None when the
+    low edge is already at ``multiple`` (no depth below 1, no width below the head count)."""
     if side == "low" and values[0] <= multiple:
+        return None
+    if side == "low":
+        step = values[1] / values[0]
+        add = min(multiple * int(values[0] / step / multiple), values[0] - multiple)
+        return max(multiple, add)
+    step = values[-1] / values[-2]
+    return max(multiple * int(np.ceil(values[-1] * step / multiple)), values[-1] + multiple)
+
+
+def _rule1_message(dim: str, side: str, value: int, values: list[int], multiple: int = 1) -> str:
+    """What rule 1's failure means for ``dim`` and which value to add (:func:`_value_to_add`)."""
+    head = f"rule 1 (App. B.3) fails: the grid optimum has {dim} = {value}, the {side} edge of the {dim} grid {values}"
+    add = _value_to_add(side, values, multiple)
+    if add is None:
         return (
             f"{head}; {dim} cannot go below {multiple}, so at this compute the optimum is the smallest model possible "
             f"in {dim}: give the grid more compute (longer training) or shrink the other dimensions"
         )
-    if side == "low":
-        step = values[1] / values[0]
-        add = min(multiple * int(values[0] / step / multiple), values[0] - multiple)
-        add = max(multiple, add)
-    else:
-        step = values[-1] / values[-2]
-        add = max(multiple * int(np.ceil(values[-1] * step / multiple)), values[-1] + multiple)
     return (
         f"{head}; extend it {'downward' if side == 'low' else 'upward'} (e.g. add {add}) and rerun the grid sweep "
         "(`sovit sweep plan NEW --override '{\"grid\": ...}' --reuse THIS` trains only the new rows)"
     )
+
+
+def next_grid(anchor: Anchor, grid: dict[str, Sequence[int]], heads: int = 1) -> dict:
+    """The next App. B.3 iteration: ``{"grid": extended grid}`` when rule 1 fails on an edge that can be extended,
+    else ``{"stop": why}`` (the rules hold, or an edge cannot move: depth 1, width = heads). Rule 2 failing on its
+    own asks for longer training or replicate seeds, not a wider grid, and is reported as a stop."""
+    if anchor.rule1_ok and anchor.rule2_ok:
+        return {"stop": "rules 1 and 2 of App. B.3 hold"}
+    if anchor.rule1_ok:
+        return {"stop": "rule 2 fails with the optimum inside the grid: train the grid longer or add replicate seeds"}
+    extended, stuck = {k: sorted(int(v) for v in grid[k]) for k in DIMENSIONS}, []
+    for dim, side in anchor.boundary.items():
+        add = _value_to_add(side, extended[dim], heads if dim == "width" else 1)
+        if add is None:
+            stuck.append(dim)
+        else:
+            extended[dim] = sorted({*extended[dim], add})
+    if stuck and all(d in stuck for d in anchor.boundary):
+        return {"stop": f"the optimum is on the low edge of {stuck}, which cannot go lower: give the grid more compute"}
+    return {"grid": extended, "cannot_extend": stuck}
 
 
 def find_anchor(models: Sequence[dict], grid: dict[str, Sequence[int]], heads: int = 1) -> Anchor:
@@ -110,10 +152,28 @@ def find_anchor(models: Sequence[dict], grid: dict[str, Sequence[int]], heads: i
     else:
         levels = list(np.geomspace(low, high, LEVELS))
         values = np.array([[_interpolate(c, level) for level in levels] for c in curves])  # (models, levels)
-    best = values.argmin(axis=0)  # (levels,)
-    counts = np.bincount(best, minlength=len(models))
-    winner = int(counts.argmax())
-    mine = [levels[i] for i in range(len(levels)) if best[i] == winner]
+    smoothed = len(models) >= SMOOTH_MIN_MODELS
+    ranked = _smooth(models, values) if smoothed else values
+    best = ranked.argmin(axis=0)  # (levels,)
+    # rule 2: the longest contiguous run of levels won by one model (ties: the earlier run, i.e. smaller compute)
+    runs, start = [], 0
+    for i in range(1, len(best) + 1):
+        if i == len(best) or best[i] != best[start]:
+            runs.append((i - start, -start, int(best[start]), start, i - 1))
+            start = i
+    length, _, winner, first, last = max(runs)
+    mine = [levels[i] for i in range(first, last + 1)]
+    own = curves[winner][:, 0]  # the computes the anchor was evaluated at
+    in_range = own[(own >= mine[0] * (1 - 1e-9)) & (own <= mine[-1] * (1 + 1e-9))]
+    if len(in_range):
+        t0 = float(in_range.min())
+    else:
+        t0 = float(own[np.argmin(np.abs(np.log(own / mine[0])))])
+        if len(levels) > 1:
+            messages.append(
+                f"t^(0) = {t0:.4g} GFLOPs is the anchor's evaluation nearest to the start of its optimal range "
+                f"{mine[0]:.4g}-{mine[-1]:.4g} (none of its evaluations lies inside it); record more evaluations"
+            )
     shape = {k: int(models[winner][k]) for k in DIMENSIONS}
     boundary = {}
     for dim in DIMENSIONS:
@@ -125,11 +185,11 @@ def find_anchor(models: Sequence[dict], grid: dict[str, Sequence[int]], heads: i
     for dim, side in boundary.items():
         multiple = heads if dim == "width" else 1
         messages.append(_rule1_message(dim, side, shape[dim], sorted(grid[dim]), multiple))
-    rule2 = len(mine) >= 2
+    rule2 = length >= 2
     if not rule2:
         messages.append(
-            "rule 2 (App. B.3) fails: no model is optimal over a range of compute (each is best at one level at "
-            "most); train the grid longer or pack it more tightly"
+            "rule 2 (App. B.3) fails: no model is optimal over a contiguous range of compute (no model wins two "
+            "neighbouring levels); train the grid longer, add replicate seeds, or pack it more tightly"
         )
     frontier = [
         (float(levels[i]), *(int(models[best[i]][k]) for k in DIMENSIONS), float(values[best[i], i]))
@@ -137,7 +197,7 @@ def find_anchor(models: Sequence[dict], grid: dict[str, Sequence[int]], heads: i
     ]
     return Anchor(
         shape=shape,
-        t0=float(min(mine)),
+        t0=t0,
         optimal_levels=[float(v) for v in mine],
         levels=[float(v) for v in levels],
         boundary=boundary,
@@ -145,4 +205,18 @@ def find_anchor(models: Sequence[dict], grid: dict[str, Sequence[int]], heads: i
         rule2_ok=rule2,
         messages=messages,
         frontier=frontier,
+        optimal_range=(float(mine[0]), float(mine[-1])),
+        smoothed=smoothed,
     )
+
+
+def _smooth(models: Sequence[dict], values: np.ndarray) -> np.ndarray:
+    """log f at each level replaced by its least-squares quadratic in (log width, log depth, log MLP) over the grid
+    models: (models, levels) in, the same out (exp of the fitted log f)."""
+    logs = np.log(np.array([[m[k] for k in DIMENSIONS] for m in models], dtype=float))  # (models, 3)
+    logs = logs - logs.mean(axis=0)
+    columns = [np.ones(len(models))] + [logs[:, i] for i in range(3)]
+    columns += [logs[:, i] * logs[:, j] for i in range(3) for j in range(i, 3)]
+    design = np.stack(columns, axis=1)  # (models, 10)
+    coef, *_ = np.linalg.lstsq(design, np.log(values), rcond=None)  # (10, levels)
+    return np.exp(design @ coef)

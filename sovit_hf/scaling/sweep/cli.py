@@ -24,13 +24,24 @@ PLOTS = "plots"
 NOT_IDENTIFIED = 3  # exit code of `fit` when the star sweep does not identify Eq. 2
 
 
+def _json_object(text: str, what: str) -> dict:
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{what} is not valid JSON ({err}).") from err
+    if not isinstance(values, dict):
+        raise ValueError(f"{what} must be a JSON object of SweepSpec fields, got {type(values).__name__}.")
+    return values
+
+
 def _spec(args: argparse.Namespace) -> SweepSpec:
-    if args.spec:
-        return SweepSpec.from_dict(json.loads(Path(args.spec).read_text()))
-    overrides = json.loads(args.override) if args.override else {}
-    if not isinstance(overrides, dict):
-        raise ValueError("--override must be a JSON object of SweepSpec fields.")
-    return preset(args.preset, **overrides)
+    try:
+        if args.spec:
+            return SweepSpec.from_dict(_json_object(Path(args.spec).read_text(), f"--spec {args.spec}"))
+        return preset(args.preset, **(_json_object(args.override, "--override") if args.override else {}))
+    except (KeyError, TypeError, AttributeError) as err:  # a missing, unknown or mistyped field
+        option = f"--spec {args.spec}" if args.spec else "--override"
+        raise ValueError(f"{option}: not a valid SweepSpec ({type(err).__name__}: {err}).") from err
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -56,11 +67,23 @@ def _run(args: argparse.Namespace) -> int:
     from .runner import BUSY_EXIT, run_row, run_sweep
 
     if args.row is not None:
-        status = run_row(args.folder, args.row, redirect_log=not args.no_log_redirect)
+        status = run_row(
+            args.folder, args.row, redirect_log=not args.no_log_redirect, trust_code=args.trust_trainer_code
+        )
         print(f"row {args.row}: {status}", file=sys.__stderr__)
         return {"ok": 0, "done": 0, "busy": BUSY_EXIT}.get(status, 1)
-    rows = [int(v) for v in args.rows.split(",")] if args.rows else None
-    outcome = run_sweep(args.folder, jobs=args.jobs, rows=rows, threads=args.threads, progress=not args.no_progress)
+    try:
+        rows = [int(v) for v in args.rows.split(",")] if args.rows else None
+    except ValueError as err:
+        raise ValueError(f"--rows must be comma-separated row numbers, got {args.rows!r}.") from err
+    outcome = run_sweep(
+        args.folder,
+        jobs=args.jobs,
+        rows=rows,
+        threads=args.threads,
+        progress=not args.no_progress,
+        trust_code=args.trust_trainer_code,
+    )
     print(_outcome_line(args.folder, outcome))
     return 0 if not (outcome["failed"] or outcome["exhausted"] or outcome["busy"]) else 1
 
@@ -73,6 +96,7 @@ def _outcome_line(folder, outcome: dict) -> str:
         f"{folder}: {len(outcome['ok'])} rows ran, {len(outcome['done'])} were already done, "
         f"{len(outcome['failed'])} failed, {len(outcome['exhausted'])} failed too often (not retried), "
         f"{len(outcome['busy'])} held by another process"
+        + (f", {len(outcome['interrupted'])} interrupted" if outcome.get("interrupted") else "")
     )
     for index in outcome["failed"] + outcome["exhausted"]:
         failures = states.get(index, {}).get("failures") or [{"error": "?"}]
@@ -85,11 +109,14 @@ def _fit(args: argparse.Namespace) -> int:
 
     report = fit_sweep(args.folder, bootstrap=args.bootstrap)
     print(fit_summary(report))
-    if report["status"] != "fitted":
+    if report["law_path"] is None:
         if not args.no_plot:
             _fit_plots(args.folder, report)
-        print("no law file written: the star sweep does not identify Eq. 2 (see fit.json)", file=sys.stderr)
+        print("no law file written: the star sweep identifies no exponent (see fit.json)", file=sys.stderr)
         return NOT_IDENTIFIED
+    if report["status"] != "fitted":
+        missing = [d for d, e in report["exponents"].items() if not e["identified"]]
+        print(f"law file has no exponent for {missing} (not identified; see fit.json)", file=sys.stderr)
     print(
         f"wrote {report['law_path']} (use: sovit shape --law {report['law_path']} --gflops T --heads "
         f"{_spec_of(args.folder).heads} --patch-size {_spec_of(args.folder).patch_size})"
@@ -140,19 +167,33 @@ def _fit_plots(folder, report: dict) -> None:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from ...output_folder import write_text_atomic
     from .runner import run_sweep
-    from .validate import VALIDATE_DIR, plan_validation, summarise_validation, validation_markdown
+    from .validate import (
+        VALIDATE_DIR,
+        check_validation_law,
+        plan_validation,
+        summarise_validation,
+        validation_markdown,
+    )
 
     folder = Path(args.folder)
     target = folder / VALIDATE_DIR
     if not (target / "plan.json").is_file():
         plan_validation(folder, fallback=args.fallback)
+    check_validation_law(folder)
     if not args.summary_only:
-        outcome = run_sweep(target, jobs=args.jobs, threads=args.threads, progress=not args.no_progress)
+        outcome = run_sweep(
+            target,
+            jobs=args.jobs,
+            threads=args.threads,
+            progress=not args.no_progress,
+            trust_code=args.trust_trainer_code,
+        )
         print(_outcome_line(target, outcome))
     document = summarise_validation(folder)
     text = validation_markdown(document)
-    (folder / "validation.md").write_text(text + "\n")
+    write_text_atomic(folder / "validation.md", text + "\n")
     print(text)
     try:
         from .plots import plot_validation
@@ -208,6 +249,11 @@ def _add_common(parser: argparse.ArgumentParser, *names: str) -> None:
         )
     if "jobs" in names:
         parser.add_argument("--jobs", type=int, default=1, help="rows trained at once, each its own process")
+        parser.add_argument(
+            "--trust-trainer-code",
+            action="store_true",
+            help="run a 'module:function' trainer named by the plan (code from the plan file: trust its author)",
+        )
         parser.add_argument("--threads", type=int, default=None, help="threads per row (default cores // jobs)")
         parser.add_argument("--no-progress", action="store_true")
     if "fit" in names:
@@ -253,10 +299,24 @@ def add_sweep_command(subparsers: argparse._SubParsersAction) -> None:
 
 def _wrap(function):
     def call(args: argparse.Namespace) -> int:
+        from .runner import INTERRUPTED_EXIT, SweepInterrupted
+
+        prefix = f"sovit sweep {args.sweep_command}"
         try:
             return function(args)
         except (ValueError, FitError) as err:
-            print(f"sovit sweep {args.sweep_command}: error: {err}", file=sys.stderr)
+            print(f"{prefix}: error: {err}", file=sys.stderr)
             return 2
+        except OSError as err:  # a full disk, a read-only or missing folder: one line naming the file
+            where = f" ({err.filename})" if err.filename else ""
+            print(f"{prefix}: error: {err.strerror or err}{where}", file=sys.stderr)
+            return 2
+        except SweepInterrupted as err:
+            rows = ", ".join(map(str, err.rows)) or "none"
+            print(f"{prefix}: interrupted; rows running ({rows}) recorded as interrupted; run again to resume.")
+            return INTERRUPTED_EXIT
+        except KeyboardInterrupt:
+            print(f"{prefix}: interrupted.", file=sys.stderr)
+            return INTERRUPTED_EXIT
 
     return call

@@ -76,23 +76,23 @@ def hard_digits_dataset(
 
 
 def write_hard_digits(path: str | Path, **kwargs) -> Path:
-    """Write :func:`hard_digits_dataset` to ``path`` with ``save_to_disk`` (via a temporary folder, then renamed);
-    an existing folder written by this function with the same arguments is reused."""
+    """Write :func:`hard_digits_dataset` to ``path`` with ``save_to_disk`` (through the package's atomic folder swap,
+    :func:`sovit_hf.output_folder.write_folder`); an existing folder written by this function with the same
+    arguments is reused, one of other arguments replaced, any other folder refused."""
     import json
-    import shutil
+
+    from ...output_folder import write_folder
 
     path = Path(path)
     stamp = {"format": HARD_DIGITS_FORMAT, **kwargs}
     marker = path / "sovit_sweep_data.json"
     if marker.is_file() and json.loads(marker.read_text()) == stamp:
         return path
-    if path.exists() and not marker.is_file():
+    if path.exists() and not marker.is_file():  # the stamp shows a folder of this function: the only one replaced
         raise ValueError(f"{path} exists and was not written by the sweep: refusing to replace it.")
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    hard_digits_dataset(**kwargs).save_to_disk(str(tmp))
-    (tmp / "sovit_sweep_data.json").write_text(json.dumps(stamp))
-    if path.exists():
-        shutil.rmtree(path)
-    tmp.rename(path)
-    return path
+
+    def fill(folder: Path) -> None:
+        hard_digits_dataset(**kwargs).save_to_disk(str(folder))
+        (folder / marker.name).write_text(json.dumps(stamp))
+
+    return write_folder(path, fill, tool="sovit_hf.scaling.sweep.data")

@@ -10,8 +10,9 @@ import numpy as np
 
 from ..files import save_shape_fits
 from ..fit import FitError, fit_shape_law, fit_shape_laws
+from ..identification import not_identified_section
 from ..laws import DIMENSIONS
-from .anchor import find_anchor
+from .anchor import find_anchor, next_grid
 from .plan import load_plan, write_json_atomic
 from .store import row_states
 
@@ -81,8 +82,12 @@ def fit_sweep(folder: str | Path, bootstrap: int | None = None, seed: int = 0) -
     Raises:
         ValueError: rows are missing for a fit (names them).
 
-    When the star arms cannot identify Eq. 2 the report has ``status = "not_identified"``, the error, each arm's
-    trend and single-arm fit, and no law file is written.
+    Per dimension the report says whether s_k is identified (:mod:`~sovit_hf.scaling.identification`: the
+    profile-likelihood interval closes inside (0.02, 5) and the fitted optimum lies inside the arm), with the reason
+    and the values to add when it is not. ``status`` is ``fitted`` (all three identified), ``partly_identified`` or
+    ``not_identified``. ``law.json`` carries only the identified exponents (its ``not_identified`` section says why
+    the others are missing); with none identified, or when the joint fit fails (the report then has the error,
+    each arm's trend and single-arm fit), no law file is written.
     """
     folder = Path(folder)
     plan = load_plan(folder)
@@ -110,6 +115,7 @@ def fit_sweep(folder: str | Path, bootstrap: int | None = None, seed: int = 0) -
         "metric": METRIC,
         "confidence": spec.confidence,
         "anchor": None if anchor is None else anchor.to_dict(),
+        "next_grid": None if anchor is None else next_grid(anchor, spec.grid, heads=spec.heads),
         "rows_finished": len(rows),
         "rows_planned": len(plan["rows"]),
         "f_range": [min(r["f"] for r in rows), max(r["f"] for r in rows)],
@@ -117,31 +123,84 @@ def fit_sweep(folder: str | Path, bootstrap: int | None = None, seed: int = 0) -
         "arms": arm_trends(rows),
     }
     law_path = folder / LAW_FILE
-    try:
-        fits = fit_shape_laws(
-            data,
-            shared_c=True,
-            bootstrap=spec.fit_bootstrap if bootstrap is None else bootstrap,
-            confidence=spec.confidence,
-            seed=seed,
-        )
-    except FitError as err:
-        law_path.unlink(missing_ok=True)  # a law of an earlier fit no longer matches these results
-        report = {**base, "status": "not_identified", "error": str(err), "single_arm_fits": _single_arms(data)}
-        write_json_atomic(folder / FIT_REPORT, report)
-        return {**report, "fits": None, "data": data, "law_path": None}
+    # An arm whose own parameters the joint fit drives to the boundary (no U-shape) is left out and reported not
+    # identified, so that it does not take the other arms down with it.
+    fitted, dropped = dict(data), {}
+    while True:
+        try:
+            fits = fit_shape_laws(
+                fitted,
+                shared_c=True,
+                bootstrap=spec.fit_bootstrap if bootstrap is None else bootstrap,
+                confidence=spec.confidence,
+                seed=seed,
+            )
+            break
+        except FitError as err:
+            names = list(fitted)
+            culprits = {names[int(p.split("[")[1][:-1])] for p in err.parameters if "[" in p}
+            if not culprits or len(culprits) == len(names):
+                law_path.unlink(missing_ok=True)  # a law of an earlier fit no longer matches these results
+                report = {**base, "status": "not_identified", "error": str(err), "single_arm_fits": _single_arms(data)}
+                write_json_atomic(folder / FIT_REPORT, report)
+                return {**report, "fits": None, "data": data, "law_path": None}
+            for dim in culprits:
+                dropped[dim] = str(err)
+                del fitted[dim]
     center = [r for r in rows if r["dim"] == "center"]
     held_out = [
         {
             "t": r["compute_gflops"],
             "f": r["f"],
-            "predicted": {d: float(fits[d].law.predict(spec.center[d], r["compute_gflops"])) for d in DIMENSIONS},
+            "predicted": {d: float(fits[d].law.predict(spec.center[d], r["compute_gflops"])) for d in fits},
         }
         for r in center
     ]
+    identified = [d for d in DIMENSIONS if d in fits and fits[d].identified]
+    status = "fitted" if len(identified) == len(DIMENSIONS) else "partly_identified" if identified else "not_identified"
+    exponents = {
+        d: {
+            "s": fits[d].exponent,
+            "identified": fits[d].identified,
+            "reason": fits[d].identification.reason,
+            "advice": fits[d].identification.advice,
+            "add": fits[d].identification.add,
+            "interval": list(fits[d].identification.interval),
+            "bootstrap_interval": list(fits[d].intervals.get("exponent", (None, None))),
+            "optimum": fits[d].identification.optimum,
+            "noise": fits[d].identification.noise,
+            "c": fits[d].law.c,
+            "relative_rmse": fits[d].relative_rmse,
+            "points": fits[d].n_points,
+            "bootstrap": fits[d].n_bootstrap,
+            "at_boundary": list(fits[d].at_boundary),
+        }
+        for d in DIMENSIONS
+        if d in fits
+    }
+    for d, error in dropped.items():
+        exponents[d] = {
+            "s": None,
+            "identified": False,
+            "reason": f"left out of the joint fit: {error}",
+            "advice": "look at this arm's U-shape (plots/arms.png); add values on the side where f still falls",
+            "add": [],
+            "interval": [None, None],
+            "bootstrap_interval": [None, None],
+        }
+    exponents = {d: exponents[d] for d in DIMENSIONS}
+    report = {**base, "status": status, "exponents": exponents, "held_out_center": held_out}
+    if not identified:
+        law_path.unlink(missing_ok=True)  # a law of an earlier fit no longer matches these results
+        write_json_atomic(folder / FIT_REPORT, report)
+        return {**report, "fits": fits, "data": data, "law_path": None}
     anchor_values = None if anchor is None else {**anchor.shape, "t0": anchor.t0}
-    save_shape_fits(law_path, fits, shared_c=True, metric=METRIC, anchor=anchor_values)
+    save_shape_fits(law_path, {d: fits[d] for d in identified}, shared_c=True, metric=METRIC, anchor=anchor_values)
     document = json.loads(law_path.read_text())
+    document["not_identified"] = {
+        **not_identified_section(fits),
+        **{d: {"reason": exponents[d]["reason"], "advice": exponents[d]["advice"], "add": []} for d in dropped},
+    }
     document["sweep"] = {
         "folder": str(folder),
         "rows_finished": len(rows),
@@ -156,23 +215,6 @@ def fit_sweep(folder: str | Path, bootstrap: int | None = None, seed: int = 0) -
         "model": {"heads": spec.heads, "patch_size": spec.patch_size, "image_size": spec.image_size},
     }
     write_json_atomic(law_path, document)
-    report = {
-        **base,
-        "status": "fitted",
-        "exponents": {
-            d: {
-                "s": fits[d].exponent,
-                "interval": list(fits[d].intervals.get("exponent", (None, None))),
-                "c": fits[d].law.c,
-                "relative_rmse": fits[d].relative_rmse,
-                "points": fits[d].n_points,
-                "bootstrap": fits[d].n_bootstrap,
-                "at_boundary": list(fits[d].at_boundary),
-            }
-            for d in DIMENSIONS
-        },
-        "held_out_center": held_out,
-    }
     write_json_atomic(folder / FIT_REPORT, report)
     return {**report, "fits": fits, "data": data, "law_path": law_path}
 
@@ -184,15 +226,25 @@ def fit_summary(report: dict) -> str:
         f"Eq. 2 per star arm, shared c, f = {report['metric']} ({report['rows_finished']} of "
         f"{report['rows_planned']} rows finished; f spans {report['f_range'][0]:.3f}-{report['f_range'][1]:.3f})"
     ]
-    if report["status"] != "fitted":
+    if "error" in report:
         lines.append(f"  NOT IDENTIFIED: {report['error']}")
         for dim, trend in report["arms"].items():
             lines.append(f"  {dim} arm, best value per length: {trend}; {report['single_arm_fits'][dim]}")
+
+    def end(value):
+        return "open" if value is None else f"{value:.3f}"
+
     for dim, entry in report.get("exponents", {}).items():
         low, high = entry["interval"]
-        interval = "no interval" if low is None else f"[{low:.3f}, {high:.3f}] ({level}% bootstrap)"
+        if entry["identified"]:
+            verdict = f"identified, [{end(low)}, {end(high)}] ({level}% profile likelihood)"
+        else:
+            verdict = f"NOT IDENTIFIED: {entry['reason']}; {entry['advice']}"
+        if entry["s"] is None:  # left out of the joint fit
+            lines.append(f"  s_{dim:<8}: {verdict}")
+            continue
         lines.append(
-            f"  s_{dim:<8} = {entry['s']:.3f}  {interval}  c = {entry['c']:.3f}, "
+            f"  s_{dim:<8} = {entry['s']:.3f}  {verdict}; c = {entry['c']:.3f}, "
             f"relative RMSE {100 * entry['relative_rmse']:.1f}%"
         )
     for point in report.get("held_out_center", []):
@@ -207,4 +259,13 @@ def fit_summary(report: dict) -> str:
             f"{len(anchor['levels'])} compute levels)"
         )
         lines += [f"  WARNING: {m}" for m in anchor["messages"]]
+        step = report.get("next_grid") or {}
+        if "grid" in step:
+            override = json.dumps({"grid": step["grid"]}, separators=(",", ":"))
+            lines.append(
+                f"  next App. B.3 iteration: sovit sweep plan NEW --override '{override}' --reuse THIS "
+                "(trains only the new rows), then run and fit NEW"
+            )
+        elif "stop" in step:
+            lines.append(f"  App. B.3 iteration stops: {step['stop']}")
     return "\n".join(lines)

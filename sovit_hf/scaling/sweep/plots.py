@@ -76,11 +76,13 @@ def plot_anchor(anchor: dict, models: list[dict], path: Path) -> Path:
 
 def plot_predicted_shape(law_path: Path, budget: float | None, path: Path, t_range: tuple[float, float]) -> Path:
     """The law's compute-optimal width, depth and MLP dim against compute (Fig. 1 style)."""
-    rule = ScalingRule.from_json(law_path)
+    rule = ScalingRule.from_json(law_path, fill_missing="paper")  # the source names the paper's stand-ins
     figure, axes = _figure(1, 3, (14, 3.8))
     t = np.geomspace(t_range[0], t_range[1], 100)
     for ax, dim in zip(axes[0], DIMENSIONS, strict=True):
-        ax.plot(t, [rule.shape(v)[dim] for v in t], "k-", label=f"x(t), s/3 = {rule.exponents[dim] / 3:.3f}")
+        filled = f"paper's s_{dim}" in rule.source or f"s_{dim} = " in rule.source  # a stand-in, not fitted
+        note = " (paper's s: not identified)" if filled else ""
+        ax.plot(t, [rule.shape(v)[dim] for v in t], "k-", label=f"x(t), s/3 = {rule.exponents[dim] / 3:.3f}{note}")
         ax.scatter([rule.t0], [rule.anchor[dim]], color="tab:blue", zorder=3, label="anchor x^(0)")
         if budget is not None:
             ax.axvline(budget, color="tab:red", ls="--", label="validation budget")
@@ -126,4 +128,5 @@ def plot_validation(document: dict, path: Path) -> Path:
 
 def plot_fit_panels(fits, data, law_path: Path, path: Path) -> Path:
     """The scaling helper's three panels per arm (Eq. 2 vs t, IsoFLOP curves, frontier with the scaling rule)."""
-    return plot_shape_fits(fits, data, path, rule=ScalingRule.from_json(law_path), metric="f (few-shot error)")
+    rule = ScalingRule.from_json(law_path, fill_missing="paper")  # the source names the paper's stand-ins
+    return plot_shape_fits(fits, data, path, rule=rule, metric="f (few-shot error)")

@@ -8,18 +8,11 @@ old row's ``ok`` record, marked ``reused_from``, so ``run`` trains only the rows
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from .plan import load_plan
+from .plan import load_plan, row_fingerprint
 from .runner import row_dir
 from .store import append_record, row_states
-
-_NOT_THE_RUN = ("index", "name")  # row fields that number or label a run without changing what is trained
-
-
-def _run_key(row: dict) -> str:
-    return json.dumps({k: v for k, v in row.items() if k not in _NOT_THE_RUN}, sort_keys=True)
 
 
 def reuse_results(folder: str | Path, source: str | Path) -> int:
@@ -42,16 +35,18 @@ def reuse_results(folder: str | Path, source: str | Path) -> int:
     finished = {}
     for index, state in row_states(source).items():
         if state["ok"] is not None and index < len(old["rows"]):
-            finished.setdefault(_run_key(old["rows"][index]), (index, state["ok"]))
+            finished.setdefault(row_fingerprint(old["rows"][index], old["spec"].trainer), (index, state["ok"]))
     mine = row_states(folder)
     filled = 0
     for row in new["rows"]:
-        match = finished.get(_run_key(row))
+        fingerprint = row_fingerprint(row, new["spec"].trainer)
+        match = finished.get(fingerprint)
         if match is None or (mine.get(row["index"]) or {}).get("ok"):
             continue
         index, record = match
         origin = row_dir(source, index)
-        record = {**record, "index": row["index"], "name": row["name"], "reused_from": str(origin)}
+        record = {**record, "index": row["index"], "name": row["name"], "fingerprint": fingerprint}
+        record["reused_from"] = str(origin)
         if append_record(folder, record):
             filled += 1
             target = row_dir(folder, row["index"])

@@ -66,6 +66,7 @@ class SweepSpec:
             raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}.")
         if "name" not in self.trainer:
             raise ValueError(f"SweepSpec.trainer needs a 'name', got {self.trainer}.")
+        check_field_types(self)
 
     def to_dict(self) -> dict:
         """JSON-ready fields."""
@@ -138,6 +139,42 @@ PRESETS: dict[str, dict] = {
         fit_bootstrap=20,
     ),
 }
+
+
+_POSITIVE_INTS = ("grid_steps", "batch_size", "heads", "patch_size", "image_size", "width_multiple", "max_attempts")
+
+
+def _whole(value, low: int = 1) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def check_field_types(spec: SweepSpec) -> None:
+    """``ValueError`` naming the first field of a spec (from a plan file, ``--spec`` or ``--override``) that is not
+    of its type: sizes and lengths are positive whole numbers, the trainer a JSON object, the confidence in (0, 1)."""
+    for name in _POSITIVE_INTS:
+        if not _whole(getattr(spec, name)):
+            raise ValueError(f"SweepSpec.{name} must be a positive whole number, got {getattr(spec, name)!r}.")
+    if not _whole(spec.fit_bootstrap, 0):
+        raise ValueError(f"SweepSpec.fit_bootstrap must be a whole number >= 0, got {spec.fit_bootstrap!r}.")
+    if not isinstance(spec.trainer, dict) or not isinstance(spec.trainer.get("name"), str):
+        raise ValueError(f"SweepSpec.trainer must be an object with a string 'name', got {spec.trainer!r}.")
+    values = {
+        "center": list(spec.center.values()),
+        "star_steps": list(spec.star_steps),
+        "validate_seeds": list(spec.validate_seeds),
+        **{f"star_grids.{k}": list(v) for k, v in spec.star_grids.items()},
+        **{f"grid.{k}": list(v) for k, v in spec.grid.items()},
+    }
+    for name, items in values.items():
+        low = 0 if name == "validate_seeds" else 1
+        if not items or not all(_whole(v, low) for v in items):
+            raise ValueError(f"SweepSpec.{name} must be whole numbers >= {low}, got {items!r}.")
+    for name in ("validate_factor", "confidence"):
+        value = getattr(spec, name)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+            raise ValueError(f"SweepSpec.{name} must be a number, got {value!r}.")
+    if not 0 < spec.confidence < 1:
+        raise ValueError(f"SweepSpec.confidence must be in (0, 1), got {spec.confidence!r}.")
 
 
 def preset(name: str, **overrides) -> SweepSpec:

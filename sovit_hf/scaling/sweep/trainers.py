@@ -7,19 +7,21 @@
   evaluations during training (used by the grid-sweep anchor's rule 2).
 * ``synthetic``: no training; f follows a known decomposable law (SoViT Eq. 3, which gives Eq. 2 along each star arm
   with one shared c) times (1 + noise), for testing that the loop recovers s_k.
-* ``"module:function"``: any callable with the same signature.
+* ``"module:function"``: any callable with the same signature. A plan file names it, so it is code that a shared
+  sweep folder would run: it is imported only with ``trust_code`` (``--trust-trainer-code``), as transformers'
+  ``trust_remote_code``.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
+from ...output_folder import remove_own_folder
 from ..laws import DIMENSIONS
 from .spec import SweepSpec
 
@@ -165,7 +167,7 @@ def train_classification(row: dict, spec: SweepSpec, workdir: Path) -> dict:
     options = spec.trainer
     data = dataset_path(spec, workdir.parent.parent)
     out = workdir / "train"
-    shutil.rmtree(out, ignore_errors=True)  # a crashed attempt's leftovers (this tool wrote them)
+    remove_own_folder(out)  # a crashed attempt's leftovers (the recipe marked the folder as ours)
     code = classification.main(_recipe_argv(row, spec, data, out))
     if code != 0:
         raise RuntimeError(f"sovit train exited with {code} (see the row's log)")
@@ -188,12 +190,21 @@ def train_classification(row: dict, spec: SweepSpec, workdir: Path) -> dict:
 TRAINERS = {"synthetic": train_synthetic, "classification": train_classification}
 
 
-def get_trainer(spec: SweepSpec):
-    """The trainer callable named by ``spec.trainer["name"]`` (a registered name or ``module:function``)."""
+def get_trainer(spec: SweepSpec, trust_code: bool = False):
+    """The trainer callable named by ``spec.trainer["name"]`` (a registered name, or ``module:function`` when
+    ``trust_code``); ``ValueError`` otherwise, before anything is imported."""
     name = spec.trainer["name"]
-    if name in TRAINERS:
+    if isinstance(name, str) and name in TRAINERS:
         return TRAINERS[name]
-    if ":" in name:
+    if isinstance(name, str) and ":" in name:
+        if not trust_code:
+            raise ValueError(
+                f"the plan's trainer {name!r} is code named by the plan file; it runs only with --trust-trainer-code "
+                "(pass it if you trust whoever wrote the plan)."
+            )
         module, function = name.split(":", 1)
-        return getattr(importlib.import_module(module), function)
+        try:
+            return getattr(importlib.import_module(module), function)
+        except (ImportError, AttributeError) as err:
+            raise ValueError(f"sweep trainer {name!r} cannot be loaded ({type(err).__name__}: {err}).") from err
     raise ValueError(f"Unknown sweep trainer {name!r}; use one of {sorted(TRAINERS)} or 'module:function'.")

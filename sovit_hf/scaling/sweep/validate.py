@@ -6,13 +6,23 @@ three alternatives of the same compute, each on the examples that compute pays f
 * ``vit_proportioned``: ViT-B's proportions (MLP = 4 x width, depth : width = 12 : 768) at the predicted shape's
   parameter count, as the paper's B-150m (Fig. 6 left);
 * ``wider_shallower``: width x 1.5, depth / 2, same MLP;
-* ``narrower_deeper``: width / 1.5, depth x 2, same MLP.
+* ``narrower_deeper``: width / 1.5, depth x 2, same MLP;
+* ``mlp_wider`` / ``mlp_narrower``: MLP x 2 / MLP / 2, same width and depth (the MLP dimension varied);
+* ``anchor_proportions``: the grid anchor x^(0) scaled uniformly to the predicted parameter count (no law at all);
+* ``paper_exponents``: the paper's s_k (Sec. 4.1) on this sweep's anchor.
+
+The last two are the baselines the fitted law must beat; they are planned when the sweep has a grid anchor.
+
+The test (ours): for each alternative, a one-sided Welch t-test of "the alternative's mean f is larger than the
+predicted shape's" over the seeds, with Holm's correction over the alternatives at family-wise level 0.05. With 3
+seeds per shape the test has little power: a difference must be large against the seed spread to count.
 
 The rows form a plan of their own in ``FOLDER/validate`` (run with the same runner; ``--row`` works there too).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -28,7 +38,17 @@ from .plan import load_plan, write_json_atomic, write_plan
 
 VALIDATE_DIR = "validate"
 VALIDATION_FILE = "validation.json"
-SHAPES = ("predicted", "vit_proportioned", "wider_shallower", "narrower_deeper")
+SHAPES = (
+    "predicted",
+    "vit_proportioned",
+    "wider_shallower",
+    "narrower_deeper",
+    "mlp_wider",
+    "mlp_narrower",
+    "anchor_proportions",
+    "paper_exponents",
+)
+ALPHA = 0.05  # family-wise level of the Holm-corrected one-sided Welch tests
 VIT_B = {"width": 768, "depth": 12, "mlp_ratio": 4}  # Scaling ViT Table 2 / ViT-B
 
 
@@ -49,8 +69,11 @@ def _params(spec, width: int, depth: int, mlp: int) -> int:
     )
 
 
-def validation_shapes(spec, predicted: dict[str, int]) -> dict[str, dict[str, int]]:
-    """The predicted shape and the three alternatives (widths rounded to lcm(heads, width_multiple))."""
+def validation_shapes(
+    spec, predicted: dict[str, int], anchor: dict[str, float] | None = None, paper: dict[str, int] | None = None
+) -> dict[str, dict[str, int]]:
+    """The predicted shape and its alternatives (widths rounded to lcm(heads, width_multiple)); ``anchor`` adds the
+    anchor's proportions at the predicted parameter count, ``paper`` the paper-exponent shape."""
     step = math.lcm(spec.heads, spec.width_multiple)
     w, d, m = predicted["width"], predicted["depth"], predicted["mlp_dim"]
     target = _params(spec, w, d, m)
@@ -58,14 +81,33 @@ def validation_shapes(spec, predicted: dict[str, int]) -> dict[str, dict[str, in
     for width in range(step, 64 * max(w, step), step):
         depth = max(1, round(width * VIT_B["depth"] / VIT_B["width"]))
         mlp = VIT_B["mlp_ratio"] * width
-        candidates.append((abs(math.log(_params(spec, width, depth, mlp) / target)), width, depth, mlp))
+        params = _params(spec, width, depth, mlp)
+        candidates.append((abs(math.log(params / target)), width, depth, mlp))
+        if params > target:  # the count grows with the width: every wider candidate is further off
+            break
     _, vw, vd, vm = min(candidates)
-    return {
+    shapes = {
         "predicted": {"width": w, "depth": d, "mlp_dim": m},
         "vit_proportioned": {"width": vw, "depth": vd, "mlp_dim": vm},
         "wider_shallower": {"width": _round(1.5 * w, step), "depth": max(1, round(d / 2)), "mlp_dim": m},
         "narrower_deeper": {"width": _round(w / 1.5, step), "depth": 2 * d, "mlp_dim": m},
+        "mlp_wider": {"width": w, "depth": d, "mlp_dim": _round(2 * m, spec.width_multiple)},
+        "mlp_narrower": {"width": w, "depth": d, "mlp_dim": _round(m / 2, spec.width_multiple)},
     }
+    if anchor is not None:
+        scaled = []
+        for k in np.geomspace(0.25, 16, 200):  # uniform scale factor of the anchor
+            shape = (
+                _round(anchor["width"] * k, step),
+                max(1, round(anchor["depth"] * k)),
+                _round(anchor["mlp_dim"] * k, spec.width_multiple),
+            )
+            scaled.append((abs(math.log(_params(spec, *shape) / target)), *shape))
+        _, aw, ad, am = min(scaled)
+        shapes["anchor_proportions"] = {"width": aw, "depth": ad, "mlp_dim": am}
+    if paper is not None:
+        shapes["paper_exponents"] = dict(paper)
+    return shapes
 
 
 def fallback_rule(folder: Path) -> ScalingRule:
@@ -91,7 +133,8 @@ def plan_validation(folder: str | Path, fallback: bool = False) -> Path:
 
     Args:
         folder: the sweep folder.
-        fallback: without a fitted ``law.json``, validate :func:`fallback_rule` instead of failing.
+        fallback: without a fitted ``law.json``, validate :func:`fallback_rule` instead of failing; with a law file
+            that lacks an exponent the sweep did not identify, use the paper's s_k for it (the plan's ``law`` says so).
     """
     folder = Path(folder)
     plan = load_plan(folder)
@@ -110,6 +153,7 @@ def plan_validation(folder: str | Path, fallback: bool = False) -> Path:
     optimal = compute_optimal_shape(
         budget,
         law=law,
+        fill_missing="paper" if fallback else "refuse",
         heads=spec.heads,
         multiple_of=spec.width_multiple,
         patch_size=spec.patch_size,
@@ -117,8 +161,25 @@ def plan_validation(folder: str | Path, fallback: bool = False) -> Path:
     )
     c = optimal.config
     predicted = {"width": c.hidden_size, "depth": c.num_hidden_layers, "mlp_dim": c.intermediate_size}
+    anchor = paper = None
+    report_path = folder / FIT_REPORT
+    if report_path.is_file() and json.loads(report_path.read_text()).get("anchor") is not None:
+        anchor = json.loads(report_path.read_text())["anchor"]["shape"]
+        paper_config = compute_optimal_shape(
+            budget,
+            law=fallback_rule(folder),
+            heads=spec.heads,
+            multiple_of=spec.width_multiple,
+            patch_size=spec.patch_size,
+            image_size=spec.image_size,
+        ).config
+        paper = {
+            "width": paper_config.hidden_size,
+            "depth": paper_config.num_hidden_layers,
+            "mlp_dim": paper_config.intermediate_size,
+        }
     out, index = [], 0
-    for name, shape in validation_shapes(spec, predicted).items():
+    for name, shape in validation_shapes(spec, predicted, anchor, paper).items():
         config = SoViTConfig(
             hidden_size=shape["width"],
             num_hidden_layers=shape["depth"],
@@ -161,10 +222,30 @@ def plan_validation(folder: str | Path, fallback: bool = False) -> Path:
         "budget_gflops": budget,
         "largest_sweep_gflops": largest,
         "law": str(law) if isinstance(law, Path) else law.source,
+        "law_sha256": _law_sha256(folder),
         "predicted_unrounded": optimal.exact,
     }
     write_plan(target, spec, out, stage="validate", extra=extra)
     return target
+
+
+def _law_sha256(folder: Path) -> str | None:
+    """The sha256 of the sweep's ``law.json`` (``None`` without one: then the fallback rule, from ``fit.json``)."""
+    law = folder / LAW_FILE
+    source = law if law.is_file() else folder / FIT_REPORT
+    return hashlib.sha256(source.read_bytes()).hexdigest() if source.is_file() else None
+
+
+def check_validation_law(folder: str | Path) -> None:
+    """``ValueError`` if ``FOLDER/validate/plan.json`` was planned from another law than the sweep's current one
+    (``law.json`` re-fitted since): its shapes would test a law that is no longer the sweep's."""
+    folder = Path(folder)
+    plan = load_plan(folder / VALIDATE_DIR)
+    if "law_sha256" in plan and plan["law_sha256"] != _law_sha256(folder):
+        raise ValueError(
+            f"{folder / VALIDATE_DIR / 'plan.json'} was planned from another law than {folder / LAW_FILE} (re-fitted "
+            f"since); move {folder / VALIDATE_DIR} aside to validate the current law."
+        )
 
 
 def summarise_validation(folder: str | Path) -> dict:
@@ -174,7 +255,8 @@ def summarise_validation(folder: str | Path) -> dict:
     plan = json.loads((target / "plan.json").read_text())
     rows = finished_rows(target)
     table = {}
-    for name in SHAPES:
+    names = list(dict.fromkeys(r["dim"] for r in plan["rows"]))  # the shapes this plan has, in its order
+    for name in names:
         mine = [r for r in rows if r["dim"] == name]
         planned = [r for r in plan["rows"] if r["dim"] == name]
         f = np.array([r["f"] for r in mine])
@@ -197,25 +279,16 @@ def summarise_validation(folder: str | Path) -> dict:
         }
     done = {k: v for k, v in table.items() if v["f_mean"] is not None}
     ranking = sorted(done, key=lambda k: done[k]["f_mean"])
-    outcome = "incomplete"
-    if "predicted" in done and len(done) == len(SHAPES):
-        p = done["predicted"]
-        beaten_by = [k for k in ranking if done[k]["f_mean"] < p["f_mean"]]
-        clear = [
-            k
-            for k in done
-            if k != "predicted"
-            and done[k]["f_std"] is not None
-            and p["f_std"] is not None
-            and done[k]["f_mean"] - p["f_mean"] > done[k]["f_std"] + p["f_std"]
-        ]
-        if not beaten_by:
-            outcome = (
-                "the predicted shape has the lowest mean f; it beats "
-                f"{len(clear)} of 3 alternatives by more than the two spreads combined"
-            )
-        else:
-            outcome = f"the predicted shape ranks {ranking.index('predicted') + 1} of 4 (beaten by {beaten_by})"
+    outcome, tests = "incomplete", {}
+    if "predicted" in done and len(done) == len(names):
+        tests = _welch_holm(done)
+        rejected = [k for k, entry in tests.items() if entry["predicted_better"]]
+        rank = ranking.index("predicted") + 1
+        outcome = (
+            f"the predicted shape ranks {rank} of {len(done)} by mean f; one-sided Welch t-tests with Holm's "
+            f"correction (family-wise {ALPHA:g}) find it better than {len(rejected)} of {len(tests)} alternatives"
+            + (f" ({', '.join(rejected)})" if rejected else "")
+        )
     document = {
         "budget_gflops": plan["budget_gflops"],
         "largest_sweep_gflops": plan["largest_sweep_gflops"],
@@ -223,10 +296,31 @@ def summarise_validation(folder: str | Path) -> dict:
         "law": plan["law"],
         "shapes": table,
         "ranking_by_mean_f": ranking,
+        "tests": tests,
         "outcome": outcome,
     }
     write_json_atomic(folder / VALIDATION_FILE, document)
     return document
+
+
+def _welch_holm(done: dict) -> dict[str, dict]:
+    """Per alternative: the one-sided Welch t-test of mean f(alternative) > mean f(predicted) over the seeds, and
+    whether Holm's step-down procedure rejects it at family-wise level ALPHA."""
+    from scipy.stats import ttest_ind
+
+    predicted = np.array(done["predicted"]["f"])
+    p_values = {}
+    for name, row in done.items():
+        if name == "predicted":
+            continue
+        result = ttest_ind(np.array(row["f"]), predicted, equal_var=False, alternative="greater")
+        p_values[name] = float(result.pvalue) if np.isfinite(result.pvalue) else 1.0
+    out, still_rejecting = {}, True
+    for i, (name, p) in enumerate(sorted(p_values.items(), key=lambda item: item[1])):
+        threshold = ALPHA / (len(p_values) - i)
+        still_rejecting = still_rejecting and p <= threshold
+        out[name] = {"p_value": p, "holm_threshold": threshold, "predicted_better": still_rejecting}
+    return {name: out[name] for name in p_values}
 
 
 def validation_markdown(document: dict) -> str:
@@ -249,5 +343,13 @@ def validation_markdown(document: dict) -> str:
             f"{row['steps']} | {row['seeds']} | {cell(row['f_mean'], row['f_std'])} | "
             f"{cell(row['test_error_mean'], row['test_error_std'])} |"
         )
+    tests = document.get("tests") or {}
+    if tests:
+        lines += ["", "| alternative | one-sided Welch p | Holm threshold | predicted better |", "|---|---|---|---|"]
+        lines += [
+            f"| {name} | {entry['p_value']:.3g} | {entry['holm_threshold']:.3g} | "
+            f"{'yes' if entry['predicted_better'] else 'no'} |"
+            for name, entry in tests.items()
+        ]
     lines += ["", f"Outcome: {document['outcome']}."]
     return "\n".join(lines)

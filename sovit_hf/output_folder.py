@@ -1,6 +1,7 @@
-"""Writing a converter's output folder so that nothing the user owns is ever lost.
+"""The one output-folder policy of every command that writes (converters, ``export``, training recipes, sweeps), so
+that nothing the user owns is ever lost.
 
-* Every folder a converter writes carries a marker file (``MARKER``). ``--overwrite`` replaces only such a folder:
+* Every folder this package writes carries a marker file (``MARKER``). ``--overwrite`` replaces only such a folder:
   never the working directory or one of its parents, never a folder that holds (or is) a source, never a
   non-empty folder without the marker (a folder of other data), never a file. Each refusal is a one-line
   ``FileExistsError``, raised by ``check_output_folder`` before any work starts.
@@ -8,6 +9,12 @@
   aside, the new one moved in, and only then is the old one deleted. SIGINT and SIGTERM are held back during the
   two renames, so an interruption leaves either the old or the new complete folder; SIGTERM at any other moment is
   turned into an exception, so the temporary folder is removed on the way out.
+* Commands that fill their folder in place as they go (training recipes, sweeps) call ``claim_folder`` first: the
+  folder must be new, empty or marked; it is marked at once, so a crashed run's folder stays recognisably ours.
+  ``remove_own_folder`` deletes a folder only if it carries the marker.
+* Every single file (JSON, law, record, card) goes through ``write_text_atomic`` / ``write_json_atomic``: a temporary
+  file beside the target, flushed to disk, then renamed over it; a failed write (a full disk, a read-only folder)
+  removes the temporary file and leaves the previous file as it was.
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-MARKER = ".sovit_hf_output.json"  # written into every folder a converter produces
+MARKER = ".sovit_hf_output.json"  # written into every folder this package produces
+PROBE_PREFIX = ".sovit_hf-write-probe-"  # the temporary file that shows a folder can be written
 
 
 def _is_within(path: Path, folder: Path) -> bool:
@@ -97,7 +105,7 @@ def write_folder(out_dir: str | Path, fill: Callable[[Path], None], tool: str) -
         old, swapped = None, False
         try:
             fill(tmp)
-            (tmp / MARKER).write_text(json.dumps({"written_by": tool}) + "\n")
+            write_json_atomic(tmp / MARKER, {"written_by": tool})
             os.chmod(tmp, 0o755 & ~_umask())  # mkdtemp makes 0700; a model folder is as readable as any other
             with _signals_held():
                 if out_dir.exists():
@@ -118,6 +126,90 @@ def write_folder(out_dir: str | Path, fill: Callable[[Path], None], tool: str) -
     return out_dir
 
 
+def is_ours(folder: str | Path) -> bool:
+    """``folder`` is a real folder (not a link) that carries this package's marker."""
+    folder = Path(folder)
+    return folder.is_dir() and not folder.is_symlink() and (folder / MARKER).is_file()
+
+
+def claim_folder(
+    folder: str | Path, tool: str, sources: Iterable[str | Path] = (), option: str = "--output_dir", mark: bool = True
+) -> Path:
+    """Make ``folder`` this package's before a command writes into it in place; returns it.
+
+    Allowed: a new folder (created), an empty one, or one with the marker; the marker is written at once (``mark``;
+    a command that checks before its work and writes after it claims twice: first unmarked, then marked). Refused with
+    a one-line ``FileExistsError``: a file or link, a non-empty folder without the marker (the user's data), a folder
+    holding one of ``sources`` (the command's own input). An unwritable place is a one-line ``PermissionError`` /
+    ``OSError`` from the attempt itself.
+    """
+    folder = Path(folder)
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise FileExistsError(f"{option} {folder} is not a folder; give a new or empty folder.")
+    resolved = folder.resolve()
+    for source in sources:
+        if source is None or str(source) == "":
+            continue
+        path = Path(str(source).split(":")[0])
+        if path.exists() and _is_within(path.resolve(), resolved):
+            raise FileExistsError(f"{option} {folder} holds this command's input {source}; write elsewhere.")
+    if folder.is_dir() and not is_ours(folder) and any(not _transient(p.name) for p in folder.iterdir()):
+        raise FileExistsError(
+            f"{option} {folder} holds files this package did not write (no {MARKER}): it is left alone; choose a new "
+            "or empty folder."
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    if mark and not (folder / MARKER).is_file():
+        write_json_atomic(folder / MARKER, {"written_by": tool})
+    return folder
+
+
+def _transient(name: str) -> bool:
+    """A write probe or the marker's temporary file: another process of the same command (a rank of a distributed
+    run) claiming the folder at the same moment, not the user's data."""
+    return name.startswith(PROBE_PREFIX) or (name.startswith(f".{MARKER}.") and name.endswith(".partial"))
+
+
+def remove_own_folder(folder: str | Path) -> None:
+    """Delete ``folder`` if it carries the marker or is empty; a missing folder is fine; anything else is a
+    ``FileExistsError``."""
+    folder = Path(folder)
+    if not folder.exists() and not folder.is_symlink():
+        return
+    if folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
+        folder.rmdir()  # empty: nothing to lose
+        return
+    if not is_ours(folder):
+        raise FileExistsError(f"{folder} was not written by this package (no {MARKER}); it is left alone.")
+    shutil.rmtree(folder)
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file beside it (flushed, then renamed over ``path``).
+
+    A failure at any point removes the temporary file and leaves the previous ``path`` untouched."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644 & ~_umask())  # mkstemp makes 0600
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_json_atomic(path: str | Path, document, indent: int = 2) -> Path:
+    """``document`` as JSON (one trailing newline) through :func:`write_text_atomic`; serialised before anything is
+    written, so an unserialisable value leaves no file behind."""
+    return write_text_atomic(path, json.dumps(document, indent=indent) + "\n")
+
+
 def portable(text: str | Path) -> str:
     """``text`` without the machine's absolute paths: an absolute path (or ``path:SUBTREE``) becomes its file name, so
     a model card records what was converted, not where it lay on the converting machine."""
@@ -134,4 +226,14 @@ def _umask() -> int:
     return mask
 
 
-__all__ = ["MARKER", "check_output_folder", "portable", "write_folder"]
+__all__ = [
+    "MARKER",
+    "check_output_folder",
+    "claim_folder",
+    "is_ours",
+    "portable",
+    "remove_own_folder",
+    "write_folder",
+    "write_json_atomic",
+    "write_text_atomic",
+]

@@ -1,0 +1,213 @@
+"""transformers' own test battery against the captioning/VQA model: the common model mixin (``ModelTesterMixin``,
+tests/test_modeling_common.py) and the generation mixin (``GenerationTesterMixin``, tests/generation/test_utils.py) of
+the installed transformers version, taken from its source distribution.
+
+The sdist is fetched once with pip (``pip download --no-deps --no-binary :all: transformers==<installed>``) into
+``$SOVIT_HF_CACHE`` (default ``~/.cache/sovit_hf``), or read from ``$SOVIT_HF_TRANSFORMERS_TESTS`` (the ``tests``
+folder of a transformers checkout of the same version). Where neither is available, or a mixin is absent from it
+(transformers' sdists ship tests/*.py but not tests/generation/ nor tests/exporters/), the affected tests skip with
+that reason. The common mixin imports those two modules; when they are absent it gets empty stand-ins, so the common
+tests run and the generation tests skip.
+
+Skipped mixin tests, each with its reason, are listed in ``MIXIN_SKIPS``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import tarfile
+import types
+import unittest
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+
+from tests.generation.helpers import tiny_generation_config
+
+VERSION = transformers.__version__
+PACKAGE = "transformers_sdist_tests"  # the sdist's tests/ folder, imported under this name (ours is `tests`)
+
+
+def _sdist_tests_dir() -> tuple[Path | None, str]:
+    """The ``tests`` folder of this transformers version's sources, and why not where there is none."""
+    given = os.environ.get("SOVIT_HF_TRANSFORMERS_TESTS")
+    if given:
+        folder = Path(given)
+        return (folder, "") if (folder / "test_modeling_common.py").is_file() else (None, f"{given} has no mixins")
+    cache = Path(os.environ.get("SOVIT_HF_CACHE", Path.home() / ".cache" / "sovit_hf")) / f"transformers-{VERSION}"
+    folder = cache / f"transformers-{VERSION}" / "tests"
+    if (folder / "test_modeling_common.py").is_file():
+        return folder, ""
+    cache.mkdir(parents=True, exist_ok=True)
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "-q",
+        "--retries",
+        "1",
+        "--timeout",
+        "30",
+        "--no-deps",
+        "--no-binary",
+        ":all:",
+    ]
+    try:
+        subprocess.run([*command, f"transformers=={VERSION}", "-d", str(cache)], check=True, timeout=300,
+                       capture_output=True)  # fmt: skip
+        archive = next(cache.glob(f"transformers-{VERSION}.tar.gz"))
+        with tarfile.open(archive) as tar:
+            members = [m for m in tar.getmembers() if m.name.startswith(f"transformers-{VERSION}/tests/")]
+            tar.extractall(cache, members=members, filter="data")
+    except (subprocess.SubprocessError, OSError, StopIteration, tarfile.TarError) as error:
+        return None, f"transformers {VERSION}'s sdist could not be fetched ({type(error).__name__})"
+    if not (folder / "test_modeling_common.py").is_file():
+        return None, f"transformers {VERSION}'s sdist has no tests/test_modeling_common.py"
+    return folder, ""
+
+
+def _import_mixins():
+    """(ModelTesterMixin, GenerationTesterMixin or None, helpers module, reason for what is missing)."""
+    folder, reason = _sdist_tests_dir()
+    if folder is None:
+        return None, None, None, reason
+    if importlib.util.find_spec("parameterized") is None:
+        return None, None, None, "transformers' test mixins need `parameterized` (pip install parameterized)"
+    if PACKAGE not in sys.modules:
+        package = types.ModuleType(PACKAGE)
+        package.__path__ = [str(folder)]
+        sys.modules[PACKAGE] = package
+        missing = []
+        for sub in ("exporters.test_export", "generation.test_utils"):
+            if not (folder / (sub.replace(".", "/") + ".py")).is_file():
+                missing.append(sub.replace(".", "/") + ".py")
+                parent = sub.split(".")[0]
+                sys.modules[f"{PACKAGE}.{parent}"] = types.ModuleType(f"{PACKAGE}.{parent}")
+                stand_in = types.ModuleType(f"{PACKAGE}.{sub}")
+                stand_in.ExportTesterMixin = type("ExportTesterMixin", (), {})
+                stand_in.GenerationTesterMixin = type("GenerationTesterMixin", (), {"_sovit_stand_in": True})
+                sys.modules[f"{PACKAGE}.{sub}"] = stand_in
+        package._sovit_missing = missing
+    common = importlib.import_module(f"{PACKAGE}.test_modeling_common")
+    generation = sys.modules[f"{PACKAGE}.generation.test_utils"]
+    if getattr(generation.GenerationTesterMixin, "_sovit_stand_in", False):
+        generation_mixin = None
+        reason = f"transformers {VERSION}'s sources here lack {', '.join(sys.modules[PACKAGE]._sovit_missing)}"
+    else:
+        generation_mixin, reason = generation.GenerationTesterMixin, ""
+    return common.ModelTesterMixin, generation_mixin, common, reason
+
+
+ModelTesterMixin, GenerationTesterMixin, COMMON, WHY_MISSING = _import_mixins()
+if COMMON is not None:
+    # The mixins pick labels and skip base models by transformers' model-name tables, which list its own models only.
+    # The captioner is registered in them (copies, for the mixins' module only) the way transformers' own
+    # vision-language models are: a base model (no loss) and an image-text-to-text head (token labels).
+    from collections import OrderedDict
+
+    COMMON.MODEL_MAPPING_NAMES = OrderedDict({**COMMON.MODEL_MAPPING_NAMES, "sovit_decoder": "SoViTImageToTextModel"})
+    COMMON.MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES = OrderedDict(
+        {**COMMON.MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES, "sovit_decoder": "SoViTForConditionalGeneration"}
+    )
+
+# Mixin tests that cannot apply to this model, with the reason (every other test must pass).
+MIXIN_SKIPS = {}
+if GenerationTesterMixin is None:
+    MIXIN_SKIPS["test_generation_tester_mixin_inheritance"] = WHY_MISSING + " (GenerationTesterMixin)"
+
+
+def _config_accepts_layer_norm_eps_one() -> bool:
+    try:
+        tiny_generation_config(layer_norm_eps=1.0)
+    except Exception:
+        return False
+    return True
+
+
+# transformers' eager-vs-sdpa tests build the model with layer_norm_eps=1.0 (set_config_for_less_flaky_test); the
+# config validator refused eps >= 1 until it was made to accept every finite eps > 0. Expected failures exactly
+# while it still does (they pass with it: checked by running them with the bound removed).
+EPS_ONE_REFUSED = pytest.mark.xfail(
+    not _config_accepts_layer_norm_eps_one(),
+    strict=True,
+    reason="the config validator refuses layer_norm_eps=1.0, which transformers' less-flaky-test config sets",
+)
+
+
+class SoViTCaptionerModelTester:
+    """Tiny captioning model and inputs in the shape transformers' mixins expect (prompt ids + image)."""
+
+    def __init__(self, parent, batch_size: int = 2, seq_length: int = 7):
+        self.parent = parent
+        self.batch_size, self.seq_length = batch_size, seq_length
+        self.is_training = True
+        config = self.get_config()
+        self.vocab_size = config.vocab_size
+        self.hidden_size = config.hidden_size
+        self.num_hidden_layers = config.num_hidden_layers
+        self.num_attention_heads = config.num_attention_heads
+        self.image_size = config.vision_config.image_size
+        self.vision_config = {"num_hidden_layers": config.vision_config.num_hidden_layers}  # what image features count
+
+    def get_config(self):
+        return tiny_generation_config(pad_token_id=0, bos_token_id=1, eos_token_id=2, sep_token_id=4)
+
+    def prepare_config_and_inputs_for_common(self):
+        config = self.get_config()
+        generator = torch.Generator().manual_seed(0)
+        ids = torch.randint(5, config.vocab_size, (self.batch_size, self.seq_length), generator=generator)
+        ids[:, 0] = config.bos_token_id
+        inputs = {
+            "input_ids": ids,
+            "attention_mask": torch.ones_like(ids),
+            "pixel_values": torch.randn(self.batch_size, 3, self.image_size, self.image_size, generator=generator),
+        }
+        return config, inputs
+
+
+def _mixin_bases():
+    bases = [b for b in (ModelTesterMixin, GenerationTesterMixin) if b is not None]
+    return (*bases, unittest.TestCase) if bases else (unittest.TestCase,)
+
+
+def _setup(self):
+    self.model_tester = SoViTCaptionerModelTester(self)
+    self.config_tester = None
+
+
+if ModelTesterMixin is None:
+
+    @pytest.mark.skip(reason=WHY_MISSING)
+    def test_transformers_common_model_mixin():
+        """transformers' ModelTesterMixin against SoViTForConditionalGeneration."""
+
+else:
+    from sovit_hf.modeling_sovit_generation import SoViTForConditionalGeneration, SoViTImageToTextModel
+
+    SoViTCaptionerMixinTest = type(
+        "SoViTCaptionerMixinTest",
+        _mixin_bases(),
+        {
+            "all_model_classes": (SoViTImageToTextModel, SoViTForConditionalGeneration),
+            "pipeline_model_mapping": {"image-text-to-text": SoViTForConditionalGeneration},
+            "setUp": _setup,
+            "_is_composite": True,
+            "additional_model_inputs": ["pixel_values"],  # the image goes with input_ids (as in transformers VLM tests)
+            **{name: pytest.mark.skip(reason=why)(lambda self: None) for name, why in MIXIN_SKIPS.items()},
+        },
+    )
+    for _name in dir(SoViTCaptionerMixinTest):
+        if _name.startswith("test_eager_matches_sdpa_inference"):
+            setattr(SoViTCaptionerMixinTest, _name, EPS_ONE_REFUSED(getattr(SoViTCaptionerMixinTest, _name)))
+
+if GenerationTesterMixin is None:
+
+    @pytest.mark.skip(reason=WHY_MISSING or "transformers' sources could not be read")
+    def test_transformers_generation_mixin():
+        """transformers' GenerationTesterMixin against SoViTForConditionalGeneration."""
