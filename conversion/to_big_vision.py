@@ -26,7 +26,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file as load_numpy
 from safetensors.torch import load_file as load_torch
 
-from sovit_hf import SoViTConfig, SoViTSiglipConfig
+from sovit_hf import SoViTConfig, SoViTForConditionalGenerationConfig, SoViTSiglipConfig
 from sovit_hf.configuration_sovit import pool_type_spec
 
 from .big_vision_keys import INVERSE_TRANSFORMS, checkpoint_rules, two_tower_rules
@@ -79,8 +79,14 @@ def to_big_vision_arrays(folder: str | Path, scan: bool = False, naflex: bool = 
     config_path = folder / "config.json"
     if config_path.is_file() and json.loads(config_path.read_text()).get("model_type") == "sovit_siglip":
         return _two_tower_arrays(folder, scan)
-    config = SoViTConfig.from_pretrained(folder)
     weights = _read_weights(folder)
+    if SoViTConfig.get_config_dict(folder)[0].get("model_type") == SoViTForConditionalGenerationConfig.model_type:
+        # A captioning / VQA folder (SoViTForConditionalGeneration): its vision tower, as big_vision's img model.
+        config = SoViTForConditionalGenerationConfig.from_pretrained(folder).vision_config
+        tower = re.compile(r"^(model\.)?vision_model\.")  # model.vision_model.* (older folders: vision_model.*)
+        weights = {tower.sub("", k): v for k, v in weights.items() if tower.match(k)}
+    else:
+        config = SoViTConfig.from_pretrained(folder)
     with_head = any(k.startswith("classifier.") for k in weights)
     rules = checkpoint_rules(config, with_head)
     unknown = sorted(set(weights) - {hf for _, hf, _ in rules})

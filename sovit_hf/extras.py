@@ -12,6 +12,7 @@ import importlib.util
 REQUIRED = {
     "train": {"datasets": "datasets", "accelerate": "accelerate", "scikit-learn": "sklearn"},
     "text": {"pycocoevalcap": "pycocoevalcap", "sacrebleu": "sacrebleu"},
+    "siglip": {"sentencepiece": "sentencepiece"},
 }
 # command -> the extras it needs (commands not listed need only the base install)
 COMMAND_EXTRAS = {
@@ -19,6 +20,7 @@ COMMAND_EXTRAS = {
     "train --task classification": ("train",),
     "train --task captioning": ("train", "text"),
     "train --task vqa": ("train",),  # VQA accuracy is computed here (official rules), no [text] package
+    "train --task contrastive": ("train", "siglip"),  # Trainer, and a SentencePiece tokenizer trained on captions
     "sweep": ("train",),
 }
 INSTALL_HINT = "pip install -e '.[{extras}]' in a checkout, or the wheel as 'sovit_hf-0.1.0-py3-none-any.whl[{extras}]'"

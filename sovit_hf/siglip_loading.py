@@ -15,8 +15,8 @@ folders are untouched and a SigLIP-loaded model saves as an ordinary SoViT folde
 the checkpoint (a classification head, which SigLIP does not have, is the one exception): a missing, unexpected or
 mis-shaped weight is an error, never a random initialisation.
 
-Fixed-size SigLIP 2 checkpoints are ``siglip`` folders and load the same way. ``siglip2`` (NaFlex) folders have a
-linear patch embedding over variable grids and are refused with the reason.
+Fixed-size SigLIP 2 checkpoints are ``siglip`` folders and load the same way. ``siglip2`` (NaFlex) folders, whose
+patch embedding is a Linear layer, are refused with a pointer to ``sovit convert-siglip``, which converts them.
 """
 
 from __future__ import annotations
@@ -130,8 +130,8 @@ def siglip_vision_config(config: dict, where: str) -> dict | None:
     model_type = config.get("model_type")
     if model_type in NAFLEX_MODEL_TYPES:
         raise ValueError(
-            f"{where} is a {model_type!r} (NaFlex) folder: its linear patch embedding over variable grids is not a "
-            "SoViT; load a fixed-size SigLIP 2 checkpoint (model_type 'siglip') instead."
+            f"{where} is a {model_type!r} (NaFlex) folder, which from_pretrained does not map (its patch embedding is "
+            "a Linear layer): convert it with `sovit convert-siglip`, or load a fixed-size SigLIP 2 folder."
         )
     if model_type not in SIGLIP_MODEL_TYPES:
         return None

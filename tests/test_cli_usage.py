@@ -4,6 +4,7 @@ extras checked before any work, ``info`` stating the patch size."""
 from __future__ import annotations
 
 import ast
+import importlib.machinery
 import importlib.util
 import re
 import subprocess
@@ -86,9 +87,13 @@ def test_required_packages_are_in_their_extra_and_in_dev():
 def test_captioning_without_the_text_extra_stops_before_any_work(tmp_path, monkeypatch, capsys):
     """A [train]-only install used to train to the end and crash in the final CIDEr evaluation."""
     real = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "pycocoevalcap" else real(name, *a)
-    )
+
+    def only_missing(module: str):  # every package of the extras installed but ``module``
+        return lambda name, *a: (
+            None if name == module else (real(name, *a) or importlib.machinery.ModuleSpec(name, None))
+        )
+
+    monkeypatch.setattr(importlib.util, "find_spec", only_missing("pycocoevalcap"))
     out_dir = tmp_path / "out"
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--task", "captioning", "--output_dir", str(out_dir), "--max_steps", "1"])
@@ -96,13 +101,13 @@ def test_captioning_without_the_text_extra_stops_before_any_work(tmp_path, monke
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "[text] (pycocoevalcap not installed)" in err and "'.[train,text]'" in err
     assert not out_dir.exists()  # nothing was started
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "datasets" else real(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec", only_missing("datasets"))
     with pytest.raises(SystemExit):
         main(["train", "--output_dir", str(out_dir)])
     assert "[train] (datasets not installed)" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("task", ["classification", "captioning", "vqa"])
+@pytest.mark.parametrize("task", ["classification", "captioning", "vqa", "contrastive"])
 def test_train_help_fits_a_screen_and_points_to_trainers_options(task, capsys):
     """`sovit train --help` was 677 lines: the recipe's options now, TrainingArguments' behind --help-trainer."""
     import dataclasses
@@ -117,7 +122,7 @@ def test_train_help_fits_a_screen_and_points_to_trainers_options(task, capsys):
     lines = text.splitlines()
     assert len(lines) <= 100 and max(map(len, lines)) <= 120
     module, names = TASK_ARGUMENTS[task]
-    for dataclass in (getattr(importlib.import_module(module), name) for name in names[:2]):
+    for dataclass in (getattr(importlib.import_module(module), name) for name in names[:-1]):
         assert all(re.search(rf"--{f.name}(\s|$)", text, re.M) for f in dataclasses.fields(dataclass))
     assert "--gradient_accumulation_steps" not in text.split("applies too")[0]  # Trainer's own, listed apart
     assert f"sovit train --task {task} --help-trainer" in " ".join(text.split())
@@ -126,3 +131,33 @@ def test_train_help_fits_a_screen_and_points_to_trainers_options(task, capsys):
     assert exit_info.value.code == 0
     full = capsys.readouterr().out
     assert "--gradient_accumulation_steps" in full and "--label_smoothing_factor" in full
+
+
+def test_shape_warns_far_from_t0_and_names_a_kernel_friendly_head_count(capsys):
+    """1e3 GFLOPs is log10(9.305e9 / 1e3) = 7.0 orders below the paper law's t0; its width 192 with 16 heads gives
+    head_dim 12, while 3 heads give 64 (192 / 3) for the same width."""
+    assert main(["shape", "--gflops", "1e3"]) == 0
+    out = capsys.readouterr().out
+    assert "width 192," in out and "(head_dim 12)" in out
+    assert "7.0 orders of magnitude below t0 = 9.3e+09 GFLOPs" in out
+    assert "--heads 3 gives head_dim 64 with the same width and MLP" in out
+    assert main(["shape", "--gflops", "9e12"]) == 0  # SoViT-400m's budget (Sec. 5): the paper's own use of its law
+    out = capsys.readouterr().out
+    assert "orders of magnitude" not in out and "width 1008," in out and "--heads 21 gives head_dim 48" in out
+
+
+def test_export_of_a_captioning_folder_writes_its_vision_tower(tmp_path):
+    """It failed with an unknown-keys message; the arrays now equal those of the tower saved on its own."""
+    import numpy as np
+
+    from sovit_hf.conversion.to_big_vision import to_big_vision_arrays
+    from tests.generation.helpers import tiny_model
+
+    model = tiny_model()
+    model.save_pretrained(tmp_path / "captioner")
+    model.vision_model.save_pretrained(tmp_path / "tower")
+    assert main(["export", str(tmp_path / "captioner"), str(tmp_path / "out.npz")]) == 0
+    exported = dict(np.load(tmp_path / "out.npz"))
+    expected = to_big_vision_arrays(tmp_path / "tower")
+    assert exported.keys() == expected.keys() and "embedding/kernel" in exported
+    assert all(np.array_equal(exported[k], expected[k]) for k in expected)

@@ -42,6 +42,8 @@ def _shape(args: argparse.Namespace) -> int:
         print(f"sovit shape: error: {err}", file=sys.stderr)
         return 2
     print(report.summary())
+    for note in shape_notes(report, args):
+        print(f"  note: {note}")
     if args.variant_like is not None:
         ref = SoViTConfig.from_variant(args.variant_like, image_size=PAPER_IMAGE_SIZE)
         ref_flops, ref_params = count_flops(ref), count_params(ref)
@@ -53,6 +55,47 @@ def _shape(args: argparse.Namespace) -> int:
             f"examples for the budget {budget / ref_flops:.4g}"
         )
     return 0
+
+
+# How far below t0 (the smallest compute the law's anchor is optimal at, SoViT App. B.3 rule 2) or above it a budget
+# may be before `sovit shape` says the shape is an extrapolation of the law.
+EXTRAPOLATION_BELOW, EXTRAPOLATION_ABOVE = 10.0, 1e4
+
+
+def shape_notes(report, args: argparse.Namespace) -> list[str]:
+    """Warnings for a shape: a budget far from the law's t0, and a head dim the attention kernels pad (docs/kernels.md:
+    a multiple of 16 runs without padded columns), with the shape a better head count gives."""
+    import math
+
+    notes = []
+    t, t0 = report.budget_gflops, report.rule.t0
+    if t < t0 / EXTRAPOLATION_BELOW or t > t0 * EXTRAPOLATION_ABOVE:
+        orders = abs(math.log10(t / t0))
+        notes.append(
+            f"t = {t:.3g} GFLOPs is {orders:.1f} orders of magnitude {'below' if t < t0 else 'above'} t0 = {t0:.3g} "
+            "GFLOPs, where the law is anchored: this shape extrapolates the law far from where it was measured"
+        )
+    config = report.config
+    if config.head_dim % 16:
+        width = config.hidden_size
+        same = [d for d in range(32, 129, 16) if width % d == 0]  # head dims for this very width
+        if same:
+            d = min(same, key=lambda d: (abs(d - 64), d))  # nearest to 64, as in the papers' ViTs
+            hint = f"; --heads {width // d} gives head_dim {d} with the same width and MLP"
+        else:
+            heads = max(1, round(report.exact["width"] / 64))
+            step = math.lcm(16 * heads, args.multiple_of)
+            better = compute_optimal_shape(
+                t, task=args.task, law=args.law, heads=heads, multiple_of=step, patch_size=args.patch_size, t0=args.t0
+            ).config
+            hint = (
+                f"; --heads {heads} --multiple-of {step} gives width {better.hidden_size}, mlp_dim "
+                f"{better.intermediate_size}, head_dim {better.head_dim}"
+            )
+        notes.append(
+            f"head_dim {config.head_dim} is not a multiple of 16: the Triton kernels pad it (docs/kernels.md){hint}"
+        )
+    return notes
 
 
 def _end(value: float | None) -> str:

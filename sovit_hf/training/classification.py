@@ -545,8 +545,9 @@ def run(
 def choose_threads(args: TrainingArguments) -> str | None:
     """On CPU, with ``OMP_NUM_THREADS`` unset: as many torch threads as the other processes leave cores free (the
     1-minute load average counts them), at least one; a note saying so when that is fewer than torch's default.
-    With one other busy process on 2 cores, 1 thread trained several times faster than 2 (benchmarks/results/
-    busy_threads.json)."""
+    On a shared 2-core machine (load average 10-12, one more busy process), 15 training steps of the default shape took
+    3.0 s with 1 thread and 37.3 s with torch's default 2 (benchmarks/bench_busy_threads.py,
+    benchmarks/results/busy_threads.json)."""
     if (torch.cuda.is_available() and not args.use_cpu) or os.environ.get("OMP_NUM_THREADS"):
         return None
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

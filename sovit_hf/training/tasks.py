@@ -32,6 +32,7 @@ TASK_ARGUMENTS = {
     ),
     "captioning": ("sovit_hf.training.seq2seq", ("ModelArguments", "DataArguments", "Seq2SeqArguments")),
     "vqa": ("sovit_hf.training.seq2seq", ("ModelArguments", "DataArguments", "Seq2SeqArguments")),
+    "contrastive": ("sovit_hf.training.contrastive", ("ContrastiveArguments", "TrainingArguments")),
 }
 # Training options listed with the recipe's own (the rest of TrainingArguments: --help-trainer).
 TRAINING_OPTIONS = (
