@@ -31,7 +31,8 @@ test: install
 	@$(PY) $(VERSIONS)
 	SOVIT_HF_TEST_ALL_OPTIONAL=1 $(PY) -m pytest -q -m "not gpu"
 
-# The newest versions the registry resolves today (no lock): what a user who runs `pip install sovit_hf` gets.
+# The wheel-install test (tests/test_install.py) installs with the lock whatever venv runs it, so only `make test` runs
+# it. The newest versions the registry resolves today (no lock): what a user who runs `pip install sovit_hf` gets.
 # Rebuilt on every run so that a release that came out since the last one is tested (pip's wheel cache is shared
 # with the other venvs, so only new releases are downloaded).
 LATEST_VENV ?= .venv-latest
@@ -43,7 +44,7 @@ test-latest:
 	$(LATEST_PY) -c "import torch" 2>/dev/null || $(LATEST_PY) -m pip install -q "$(TORCH_SPEC)"
 	$(LATEST_PY) -m pip install -q --upgrade --upgrade-strategy eager -e ".[dev]"
 	@$(LATEST_PY) $(VERSIONS)
-	SOVIT_HF_TEST_ALL_OPTIONAL=1 $(LATEST_PY) -m pytest -q -m "not gpu" -p no:cacheprovider
+	SOVIT_HF_TEST_ALL_OPTIONAL=1 $(LATEST_PY) -m pytest -q -m "not gpu and not install" -p no:cacheprovider
 
 # Write the newest-versions venv's packages as the new lock (run after `make test-latest` passed).
 lock:
@@ -70,7 +71,7 @@ test-compat: $(COMPAT_VENV)/.installed
 	@$(COMPAT_PY) $(VERSIONS)
 	$(COMPAT_PY) -c "import sys, sovit_hf, sovit_hf.conversion.hf_siglip; extra = {'datasets', 'evaluate'} & set(sys.modules); \
 		sys.exit(f'import sovit_hf imported {extra}') if extra else print('import sovit_hf: no datasets/evaluate')"
-	$(COMPAT_PY) -m pytest -q -m "not gpu" -p no:cacheprovider
+	$(COMPAT_PY) -m pytest -q -m "not gpu and not install" -p no:cacheprovider
 
 test-gpu: install
 	$(PY) -m pytest -q -m gpu

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TORCH = "torch==2.13.0"  # the Makefile's TORCH_SPEC: the CPU wheel on CPU machines
 PIP_TIMEOUT = 900
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.install]
 
 
 def _pip(python: Path, *args: str) -> subprocess.CompletedProcess:
