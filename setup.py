@@ -57,6 +57,7 @@ setup(
             "onnx>=1.17",
             "onnxruntime>=1.20",
             "onnxscript>=0.3",
+            "parameterized>=0.9",  # transformers' common test mixins import it (tests/ecosystem)
             "triton==3.6.0; platform_system == 'Linux'",  # the version CI tests (and the GPU machine's)
         ],
     },
