@@ -1,9 +1,9 @@
 """transformers' own common test mixins (``tests/test_modeling_common.py`` of its source distribution), imported for
 SoViT's tests. The sdist is not a dependency: ``make transformers-tests`` downloads the one matching the installed
 transformers (``pip download --no-binary :all: --no-deps``) and unpacks its ``tests/`` into
-``.cache/transformers-tests`` (or point ``SOVIT_HF_TRANSFORMERS_TESTS`` at such a folder). The sdist ships only the top-level test files, so the three
-helper modules they import from sub-packages it lacks are stood in for here (their tests do not run: see
-``STAND_INS``)."""
+``.cache/transformers-tests`` (or point ``SOVIT_HF_TRANSFORMERS_TESTS`` at such a folder). The sdist ships only the
+top-level test files, so the three helper modules they import from sub-packages it lacks are stood in for here (their
+tests do not run: see ``STAND_INS``)."""
 
 from __future__ import annotations
 
