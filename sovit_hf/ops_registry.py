@@ -218,7 +218,7 @@ def _fallback(module: torch.nn.Module, layers: dict[str, torch.nn.Module], what:
     for name, layer in layers.items():
         reason = plain_layers(layer)
         if reason is not None:
-            path = f"{getattr(module, 'sovit_path', None) or type(module).__name__}.{name}".lstrip(".")
+            path = ".".join(part for part in (getattr(module, "sovit_path", None) or type(module).__name__, name) if part)
             if (path, reason) not in _WARNED:
                 _WARNED.add((path, reason))
                 warnings.warn(
