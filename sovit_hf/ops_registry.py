@@ -218,7 +218,8 @@ def _fallback(module: torch.nn.Module, layers: dict[str, torch.nn.Module], what:
     for name, layer in layers.items():
         reason = plain_layers(layer)
         if reason is not None:
-            path = ".".join(part for part in (getattr(module, "sovit_path", None) or type(module).__name__, name) if part)
+            owner = getattr(module, "sovit_path", None) or type(module).__name__
+            path = f"{owner}.{name}" if name else owner
             if (path, reason) not in _WARNED:
                 _WARNED.add((path, reason))
                 warnings.warn(
