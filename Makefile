@@ -8,7 +8,7 @@ LOCK ?= constraints.txt
 VERSIONS := -c "import importlib.metadata as m; print('versions:', ', '.join(f'{p} {m.version(p)}' for p in \
 	('torch', 'transformers', 'huggingface_hub', 'accelerate', 'triton', 'numpy', 'scipy', 'safetensors')))"
 
-.PHONY: install run demo test test-latest test-compat test-gpu test-kernels lint lock format bench bench-kernels \
+.PHONY: install run demo test test-latest transformers-tests test-compat test-gpu test-kernels lint lock format bench bench-kernels \
 	bench-throughput gpu-check gpu-check-dry clean
 
 $(VENV)/.installed: setup.py $(LOCK)
@@ -29,7 +29,21 @@ demo: install
 # Every optional dependency is installed here, so no test may skip for want of one (tests/conftest.py: needs).
 test: install
 	@$(PY) $(VERSIONS)
+	$(MAKE) --no-print-directory transformers-tests TESTS_PY=$(PY)
 	SOVIT_HF_TEST_ALL_OPTIONAL=1 $(PY) -m pytest -q -m "not gpu"
+
+# transformers' own common test mixins (tests/ecosystem/test_transformers_mixins.py) come from its source distribution,
+# which matches the installed transformers: fetched once per version into .cache/transformers-tests (the sdist's tests/).
+TESTS_PY ?= $(PY)
+transformers-tests:
+	@version=$$($(TESTS_PY) -c "import transformers; print(transformers.__version__)"); \
+	target=.cache/transformers-tests/transformers-$$version; \
+	if [ ! -f $$target/tests/test_modeling_common.py ]; then \
+		mkdir -p .cache/transformers-tests && tmp=$$(mktemp -d .cache/transformers-tests/fetch.XXXXXX) && \
+		$(TESTS_PY) -m pip download -q --no-deps --no-binary :all: "transformers==$$version" -d $$tmp && \
+		tar -xzf $$tmp/transformers-$$version.tar.gz -C $$tmp "transformers-$$version/tests" && \
+		rm -rf $$target && mv $$tmp/transformers-$$version $$target && rm -rf $$tmp; \
+	fi
 
 # The wheel-install test (tests/test_install.py) installs with the lock whatever venv runs it, so only `make test` runs
 # it. The newest versions the registry resolves today (no lock): what a user who runs `pip install sovit_hf` gets.
@@ -44,6 +58,7 @@ test-latest:
 	$(LATEST_PY) -c "import torch" 2>/dev/null || $(LATEST_PY) -m pip install -q "$(TORCH_SPEC)"
 	$(LATEST_PY) -m pip install -q --upgrade --upgrade-strategy eager -e ".[dev]"
 	@$(LATEST_PY) $(VERSIONS)
+	$(MAKE) --no-print-directory transformers-tests TESTS_PY=$(LATEST_PY)
 	SOVIT_HF_TEST_ALL_OPTIONAL=1 $(LATEST_PY) -m pytest -q -m "not gpu and not install" -p no:cacheprovider
 
 # Write the newest-versions venv's packages as the new lock (run after `make test-latest` passed).

@@ -31,7 +31,7 @@ The override, for tests and debugging (nanochat's ``_override_impl``, timm's ``T
   says (an error if they cannot run); attention still follows ``attn_implementation``.
 
 ``force`` sets a process-wide value (not per thread); a ``torch.compile``d model recompiles when it changes. The
-environment variable is read on each eager call and, under ``torch.compile``, once per compilation.
+environment variable is read on each eager call; a compiled model uses the value read last outside compilation.
 """
 
 from __future__ import annotations
@@ -218,7 +218,8 @@ def _fallback(module: torch.nn.Module, layers: dict[str, torch.nn.Module], what:
     for name, layer in layers.items():
         reason = plain_layers(layer)
         if reason is not None:
-            path = f"{getattr(module, 'sovit_path', None) or type(module).__name__}.{name}".lstrip(".")
+            owner = getattr(module, "sovit_path", None) or type(module).__name__
+            path = f"{owner}.{name}" if name else owner
             if (path, reason) not in _WARNED:
                 _WARNED.add((path, reason))
                 warnings.warn(

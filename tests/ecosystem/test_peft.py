@@ -80,3 +80,20 @@ def test_lora_classifier_loss_gets_gradients_from_an_mlp_only_adapter():
     model(pixels(3), labels=torch.tensor([0, 1, 2])).loss.backward()
     grads = [p.grad for n, p in model.named_parameters() if "lora_" in n]
     assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_auto_peft_model_loads_sovit_adapters_with_an_import_allowlist(tmp_path):
+    """``AutoPeftModel`` imports the base class's module only from allowed packages (PEFT's default: transformers and
+    a few others), so a SoViT adapter loads with ``import_allowlist=["sovit_hf"]`` and computes what was saved."""
+    from peft import AutoPeftModel
+
+    base = sovit(attn_implementation="eager")
+    base.save_pretrained(tmp_path / "base")
+    model = _lora(type(base).from_pretrained(tmp_path / "base"), TARGETS["all-linear"]).eval()
+    model.save_pretrained(tmp_path / "adapter")
+    x = pixels(2)
+    with pytest.raises(ValueError, match="import_allowlist"):
+        AutoPeftModel.from_pretrained(tmp_path / "adapter")
+    loaded = AutoPeftModel.from_pretrained(tmp_path / "adapter", import_allowlist=["sovit_hf"]).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(_output(loaded, x), _output(model, x), rtol=1e-5, atol=1e-5)
