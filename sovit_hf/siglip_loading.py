@@ -197,7 +197,10 @@ def _config_for(vision: dict, kwargs: dict) -> SoViTConfig:
 
 
 def load_siglip_folder(cls: type, path, model_args: tuple, kwargs: dict):
-    """``cls.from_pretrained(path, ...)`` for a SigLIP folder, or None when ``path`` is not one."""
+    """``cls.from_pretrained(path, ...)`` for a SigLIP folder, or None when ``path`` is not one (or None: weights given
+    as ``state_dict`` with a ``config``)."""
+    if path is None:
+        return None
     config_dict = read_config_dict(path, kwargs)
     vision = siglip_vision_config(config_dict, str(path)) if config_dict else None
     if vision is None:

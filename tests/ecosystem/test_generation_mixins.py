@@ -2,12 +2,11 @@
 tests/test_modeling_common.py) and the generation mixin (``GenerationTesterMixin``, tests/generation/test_utils.py) of
 the installed transformers version, taken from its source distribution.
 
-The sdist is fetched once with pip (``pip download --no-deps --no-binary :all: transformers==<installed>``) into
-``$SOVIT_HF_CACHE`` (default ``~/.cache/sovit_hf``), or read from ``$SOVIT_HF_TRANSFORMERS_TESTS`` (the ``tests``
-folder of a transformers checkout of the same version). Where neither is available, or a mixin is absent from it
-(transformers' sdists ship tests/*.py but not tests/generation/ nor tests/exporters/), the affected tests skip with
-that reason. The common mixin imports those two modules; when they are absent it gets empty stand-ins, so the common
-tests run and the generation tests skip.
+The sources come from ``tests/ecosystem/transformers_common.py`` (``make transformers-tests`` fetches the sdist, or
+``$SOVIT_HF_TRANSFORMERS_TESTS`` names the ``tests`` folder of a transformers checkout of the same version). Where
+they are absent, or a mixin is absent from them (transformers' sdists ship tests/*.py but not tests/generation/ nor
+tests/exporters/), the affected tests skip with that reason: the common mixin then gets empty stand-ins for those
+modules, so the common tests run and the generation tests skip.
 
 Skipped mixin tests, each with its reason, are listed in ``MIXIN_SKIPS``.
 """
@@ -15,93 +14,35 @@ Skipped mixin tests, each with its reason, are listed in ``MIXIN_SKIPS``.
 from __future__ import annotations
 
 import importlib.util
-import os
-import subprocess
 import sys
-import tarfile
-import types
 import unittest
-from pathlib import Path
 
 import pytest
 import torch
 import transformers
 
+from tests.ecosystem.transformers_common import PACKAGE, STAND_INS, import_common, tests_folder
 from tests.generation.helpers import tiny_generation_config
 
 VERSION = transformers.__version__
-PACKAGE = "transformers_sdist_tests"  # the sdist's tests/ folder, imported under this name (ours is `tests`)
-
-
-def _sdist_tests_dir() -> tuple[Path | None, str]:
-    """The ``tests`` folder of this transformers version's sources, and why not where there is none."""
-    given = os.environ.get("SOVIT_HF_TRANSFORMERS_TESTS")
-    if given:
-        folder = Path(given)
-        return (folder, "") if (folder / "test_modeling_common.py").is_file() else (None, f"{given} has no mixins")
-    cache = Path(os.environ.get("SOVIT_HF_CACHE", Path.home() / ".cache" / "sovit_hf")) / f"transformers-{VERSION}"
-    folder = cache / f"transformers-{VERSION}" / "tests"
-    if (folder / "test_modeling_common.py").is_file():
-        return folder, ""
-    cache.mkdir(parents=True, exist_ok=True)
-    command = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "-q",
-        "--retries",
-        "1",
-        "--timeout",
-        "30",
-        "--no-deps",
-        "--no-binary",
-        ":all:",
-    ]
-    try:
-        subprocess.run([*command, f"transformers=={VERSION}", "-d", str(cache)], check=True, timeout=300,
-                       capture_output=True)  # fmt: skip
-        archive = next(cache.glob(f"transformers-{VERSION}.tar.gz"))
-        with tarfile.open(archive) as tar:
-            members = [m for m in tar.getmembers() if m.name.startswith(f"transformers-{VERSION}/tests/")]
-            tar.extractall(cache, members=members, filter="data")
-    except (subprocess.SubprocessError, OSError, StopIteration, tarfile.TarError) as error:
-        return None, f"transformers {VERSION}'s sdist could not be fetched ({type(error).__name__})"
-    if not (folder / "test_modeling_common.py").is_file():
-        return None, f"transformers {VERSION}'s sdist has no tests/test_modeling_common.py"
-    return folder, ""
 
 
 def _import_mixins():
     """(ModelTesterMixin, GenerationTesterMixin or None, helpers module, reason for what is missing)."""
-    folder, reason = _sdist_tests_dir()
-    if folder is None:
-        return None, None, None, reason
+    if tests_folder() is None:
+        return None, None, None, f"transformers {VERSION}'s test sources not fetched (make transformers-tests)"
     if importlib.util.find_spec("parameterized") is None:
         return None, None, None, "transformers' test mixins need `parameterized` (pip install parameterized)"
-    if PACKAGE not in sys.modules:
-        package = types.ModuleType(PACKAGE)
-        package.__path__ = [str(folder)]
-        sys.modules[PACKAGE] = package
-        missing = []
-        for sub in ("exporters.test_export", "generation.test_utils"):
-            if not (folder / (sub.replace(".", "/") + ".py")).is_file():
-                missing.append(sub.replace(".", "/") + ".py")
-                parent = sub.split(".")[0]
-                sys.modules[f"{PACKAGE}.{parent}"] = types.ModuleType(f"{PACKAGE}.{parent}")
-                stand_in = types.ModuleType(f"{PACKAGE}.{sub}")
-                stand_in.ExportTesterMixin = type("ExportTesterMixin", (), {})
-                stand_in.GenerationTesterMixin = type("GenerationTesterMixin", (), {"_sovit_stand_in": True})
-                sys.modules[f"{PACKAGE}.{sub}"] = stand_in
-        package._sovit_missing = missing
-    common = importlib.import_module(f"{PACKAGE}.test_modeling_common")
-    generation = sys.modules[f"{PACKAGE}.generation.test_utils"]
-    if getattr(generation.GenerationTesterMixin, "_sovit_stand_in", False):
-        generation_mixin = None
-        reason = f"transformers {VERSION}'s sources here lack {', '.join(sys.modules[PACKAGE]._sovit_missing)}"
-    else:
-        generation_mixin, reason = generation.GenerationTesterMixin, ""
-    return common.ModelTesterMixin, generation_mixin, common, reason
+    common = import_common("test_modeling_common")
+    generation_mixin = sys.modules[f"{PACKAGE}.generation.test_utils"].GenerationTesterMixin
+    if generation_mixin is STAND_INS["generation.test_utils"][1]:
+        return (
+            common.ModelTesterMixin,
+            None,
+            common,
+            f"transformers {VERSION}'s sources here lack generation/test_utils.py",
+        )
+    return common.ModelTesterMixin, generation_mixin, common, ""
 
 
 ModelTesterMixin, GenerationTesterMixin, COMMON, WHY_MISSING = _import_mixins()

@@ -2,8 +2,8 @@
 SoViT's tests. The sdist is not a dependency: ``make transformers-tests`` downloads the one matching the installed
 transformers (``pip download --no-binary :all: --no-deps``) and unpacks its ``tests/`` into
 ``.cache/transformers-tests`` (or point ``SOVIT_HF_TRANSFORMERS_TESTS`` at such a folder). The sdist ships only the
-top-level test files, so the three helper modules they import from sub-packages it lacks are stood in for here (their
-tests do not run: see ``STAND_INS``)."""
+top-level test files, so the three helper modules they import from sub-packages it lacks are stood in for here where
+absent (their tests do not run: see ``STAND_INS``)."""
 
 from __future__ import annotations
 
@@ -43,6 +43,8 @@ def import_common(module: str) -> types.ModuleType | None:
         package.__path__ = [str(folder)]
         sys.modules[PACKAGE] = package
         for name, (attribute, stand_in, _) in STAND_INS.items():
+            if (folder / (name.replace(".", "/") + ".py")).is_file():  # a full checkout has it: the real module
+                continue
             parts = name.split(".")
             for depth in range(1, len(parts) + 1):
                 full = ".".join([PACKAGE, *parts[:depth]])
