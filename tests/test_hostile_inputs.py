@@ -339,6 +339,12 @@ CASES = [
     # training: the output folder, the weights, the data and the run itself
     Case("training", "output folder of the user's files", user_folder_kept, "holds files this package did not write"),
     Case("training", "one-class data", classify_one_class, "has 1 class(es) ['a']: classification needs at least 2"),
+    Case(
+        "training",
+        "Trainer's label smoothing over a sigmoid loss",
+        lambda p: classify(p, "--classification_loss", "sigmoid", "--label_smoothing_factor", "0.1"),
+        "use --label_smoothing",
+    ),
     Case("training", "batch size 0", lambda p: classify(p, "--per_device_train_batch_size", "0"), "must be at least 1"),
     Case("training", "weights of another width", lambda p: fine_tune(p, config_of_another_width), "do not match"),
     Case("training", "truncated model.safetensors", lambda p: fine_tune(p, truncated_weights), "--model_name_or_path"),

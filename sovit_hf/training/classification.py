@@ -450,6 +450,12 @@ def run(
 
     transformers.set_seed(args.seed)
     model, budget_examples = build_model(model_args, labels)
+    if args.label_smoothing_factor > 0 and model.config.classification_loss == "sigmoid":
+        # Trainer's label smoother takes the labels away from the model and scores softmax cross-entropy instead
+        raise ValueError(
+            "--label_smoothing_factor would replace the model's sigmoid loss by Trainer's softmax cross-entropy; "
+            "use --label_smoothing (smoothing inside the model's loss)."
+        )
     check_resume_shapes(resume, model)
     n_train = num_examples(train, data_args.train_split)
     if data_args.streaming:
