@@ -23,6 +23,8 @@ NOT_EXECUTED = {
     ("README.md", 1): "needs a NaFlex SoViT `model` and images of any shape; tests/test_naflex.py runs the same calls",
     ("README.md", 3): "needs a converted two-tower folder and its SentencePiece file; tests/two_towers run it",
     ("docs/captioning_vqa.md", 0): "needs a trained captioning folder; the same calls run in tests/generation",
+    ("docs/ecosystem.md", 0): "a fragment (`model` is the reader's); tests/ecosystem/test_peft.py runs these adapters",
+    ("docs/ecosystem.md", 1): "needs a saved adapter folder; tests/ecosystem/test_peft.py loads one with this call",
     ("docs/kernels.md", 0): "CUDA only (.cuda(), Triton on a GPU); tests/kernels run the kernels on CPU",
     ("docs/kernels.md", 1): "the kernels need a GPU or TRITON_INTERPRET=1 set before import; tests/kernels do that",
     ("docs/naflex.md", 0): "a fragment: model and the three images are the reader's; tests/test_naflex.py runs it",

@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 import unittest
+from unittest import mock
 
 import pytest
 import torch
@@ -46,16 +47,13 @@ def _import_mixins():
 
 
 ModelTesterMixin, GenerationTesterMixin, COMMON, WHY_MISSING = _import_mixins()
-if COMMON is not None:
-    # The mixins pick labels and skip base models by transformers' model-name tables, which list its own models only.
-    # The captioner is registered in them (copies, for the mixins' module only) the way transformers' own
-    # vision-language models are: a base model (no loss) and an image-text-to-text head (token labels).
-    from collections import OrderedDict
-
-    COMMON.MODEL_MAPPING_NAMES = OrderedDict({**COMMON.MODEL_MAPPING_NAMES, "sovit_decoder": "SoViTImageToTextModel"})
-    COMMON.MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES = OrderedDict(
-        {**COMMON.MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES, "sovit_decoder": "SoViTForConditionalGeneration"}
-    )
+# The mixins pick labels and skip base models by transformers' model-name tables, which list its own models only. The
+# captioner is registered in them per test (mock.patch.dict: the shared tables are restored after each test) the way
+# transformers' own vision-language models are: a base model (no loss) and an image-text-to-text head (token labels).
+NAME_TABLES = {
+    "MODEL_MAPPING_NAMES": "SoViTImageToTextModel",
+    "MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES": "SoViTForConditionalGeneration",
+}
 
 # Mixin tests that cannot apply to this model, with the reason (every other test must pass).
 MIXIN_SKIPS = {}
@@ -120,6 +118,10 @@ def _mixin_bases():
 def _setup(self):
     self.model_tester = SoViTCaptionerModelTester(self)
     self.config_tester = None
+    for table, name in NAME_TABLES.items():
+        patcher = mock.patch.dict(getattr(COMMON, table), {"sovit_decoder": name})
+        patcher.start()
+        self.addCleanup(patcher.stop)
 
 
 if ModelTesterMixin is None:
