@@ -418,6 +418,7 @@ def run(
         check_output_dir,
         check_pretrained_path,
         config_overrides,
+        input_paths,
         is_stream,
         label_names,
         num_examples,
@@ -429,7 +430,7 @@ def run(
     args.remove_unused_columns = False
     set_loader_defaults(args)
     check_batch_sizes(args)
-    sources = (model_args.model_name_or_path, data_args.data_dir, data_args.dataset_name)
+    sources = input_paths(model_args.model_name_or_path, data_args.data_dir, data_args.dataset_name)
     check_output_dir(args.output_dir, sources)
     resume = check_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
     check_pretrained_path(model_args.model_name_or_path, "--model_name_or_path")

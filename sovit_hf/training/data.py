@@ -386,6 +386,13 @@ def config_overrides(text: str | None, option: str) -> dict:
     return overrides
 
 
+def input_paths(*candidates: str | None) -> tuple[str, ...]:
+    """The run's inputs (model folder, data folder, dataset name) that are local paths *now*, absolute: taken before
+    the output folder is created, so that a dataset name such as ``digits`` is not mistaken later for an output
+    folder of the same name in the working directory."""
+    return tuple(str(Path(c).resolve()) for c in candidates if c and Path(c).exists())
+
+
 def check_output_dir(path: str, sources=(), mark: bool = False) -> None:
     """Fail before training unless the output folder is new, empty or this package's (the shared policy of
     :mod:`sovit_hf.output_folder`), holds none of the run's ``sources`` (model, data) and can be written (a probe

@@ -323,13 +323,13 @@ def run(
     command: str | None = None,
 ) -> dict:
     from ..model_card import hub_id
-    from .data import check_output_dir
+    from .data import check_output_dir, input_paths
 
     start = time.perf_counter()
     args.remove_unused_columns = False
     check_batch_sizes(args)
     check_generation_arguments(data_args)
-    sources = (model_args.model_name_or_path, model_args.vision_model_name_or_path, data_args.dataset_name)
+    sources = input_paths(model_args.model_name_or_path, model_args.vision_model_name_or_path, data_args.dataset_name)
     check_output_dir(args.output_dir, sources)
     resume = check_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
     if wants_cpu_fsdp(args):  # accelerate would silently run plain DDP on CPU

@@ -92,3 +92,11 @@ def test_a_second_run_into_its_own_folder_is_allowed_and_marked(tmp_path, capsys
     assert json.loads((out / MARKER).read_text())["written_by"] == "sovit_hf.training"
     assert not (out / "training_args.bin").exists()
     assert train(out, "--max_steps", "1") == 0, capsys.readouterr().err
+
+
+def test_an_output_folder_named_like_the_dataset_is_not_the_input(tmp_path, monkeypatch, capsys):
+    """``sovit train --output_dir digits`` in a fresh working directory: the embedded dataset's name is not a path,
+    so the folder the run creates is not mistaken for its input when the run claims it again before writing."""
+    monkeypatch.chdir(tmp_path)
+    assert train(Path("digits"), "--max_steps", "1") == 0, capsys.readouterr().err
+    assert (tmp_path / "digits" / MARKER).is_file() and (tmp_path / "digits" / "config.json").is_file()
