@@ -281,24 +281,7 @@ def _require(shapes: dict[str, tuple[int, ...]], key: str, ndim: int) -> tuple[i
 def expected_shapes(config, with_head: bool) -> dict[str, tuple[int, ...]]:
     """big_vision shape of every tensor of the model a config describes (the parameter tree of big_vision
     ``models/vit.py`` @0127fb6)."""
-    w, h, m, p = config.hidden_size, config.num_attention_heads, config.intermediate_size, config.patch_size
-    d, r = w // h, config.representation_size
-    per_suffix = {
-        "query/kernel": (w, h, d),
-        "key/kernel": (w, h, d),
-        "value/kernel": (w, h, d),
-        "out/kernel": (h, d, w),
-        "query/bias": (h, d),
-        "key/bias": (h, d),
-        "value/bias": (h, d),
-        "out/bias": (w,),
-        "Dense_0/kernel": (w, m),
-        "Dense_0/bias": (m,),
-        "Dense_1/kernel": (m, w),
-        "Dense_1/bias": (w,),
-        "scale": (w,),
-        "bias": (w,),
-    }
+    w, p, r = config.hidden_size, config.patch_size, config.representation_size
     shapes = {}
     for bv, _, _ in checkpoint_rules(config, with_head):
         if bv == "embedding/kernel":
@@ -316,7 +299,7 @@ def expected_shapes(config, with_head: bool) -> dict[str, tuple[int, ...]]:
         elif bv == "head/bias":
             shapes[bv] = (config.num_labels,)
         else:
-            shapes[bv] = next(shape for suffix, shape in per_suffix.items() if bv.endswith(suffix))
+            shapes[bv] = _block_shape(bv, config)
     return shapes
 
 
