@@ -28,8 +28,16 @@ pytestmark = [pytest.mark.slow, pytest.mark.install]
 
 
 def _pip(python: Path, *args: str) -> subprocess.CompletedProcess:
-    command = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT)
+    """pip of the venv, isolated (``-I``: no PYTHON* variables, no working directory or user site on sys.path) and run
+    from the venv's folder, so that nothing of the test process (a checkout's ``sovit_hf.egg-info``, an inherited
+    path) can look like an installed sovit_hf and make pip skip the wheel (once, in a full-suite run on a fresh clone,
+    pip installed the wheel's dependencies but not sovit_hf itself; ``_install`` checks the venv holds it and shows
+    pip's lines about it if not)."""
+    command = [str(python), "-I", "-m", "pip", "install", "-v", "--disable-pip-version-check", *args]
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=PIP_TIMEOUT, cwd=python.parent.parent, env=env
+    )
 
 
 def _sovit(venv: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -81,6 +89,12 @@ def _install(venv: Path, wheel: Path, extras: str = "") -> None:
     if result.returncode != 0 and ("No matching distribution" in result.stderr or "Could not" in result.stderr):
         pytest.skip(f"the package registry could not resolve sovit_hf[{extras}]: {result.stderr.strip()[-300:]}")
     assert result.returncode == 0, result.stderr[-2000:]
+    where = subprocess.run(
+        [str(venv / "bin" / "python"), "-I", "-c", "import importlib.metadata as m; print(m.version('sovit_hf'))"],
+        capture_output=True, text=True, cwd=venv, timeout=60,
+    )  # fmt: skip
+    installed = [line for line in result.stdout.splitlines() if "sovit" in line.lower()]
+    assert where.returncode == 0 and (venv / "bin" / "sovit").is_file(), f"pip left sovit_hf out: {installed[-5:]}"
 
 
 def test_wheel_with_each_documented_extra_set(wheel, venv, tmp_path):
