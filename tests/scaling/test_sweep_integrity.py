@@ -22,7 +22,7 @@ from tests.conftest import needs
 
 from .test_sweep_synthetic import LAW
 
-# `sovit sweep` checks its [train] extra first (sovit_hf/extras.py): skipped where it is absent, as on the GPU machine
+# With the [train] extra's packages only (skipped where they are absent, as on the GPU machine)
 pytestmark = needs("datasets", "accelerate", "sklearn")
 
 ROOT = Path(__file__).resolve().parents[2]
