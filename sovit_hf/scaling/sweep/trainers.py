@@ -5,6 +5,8 @@
   ridge probe of :mod:`sovit_hf.training.fewshot`) on frozen pre-logits, averaged over ``probe_draws`` draws of the
   shots; ``test_error`` is the classifier's error on the test split; ``curve`` is the probe error at the recipe's
   evaluations during training (used by the grid-sweep anchor's rule 2).
+* ``tensors``: the same model, optimizer and probe in a plain loop over pre-processed tensors, no augmentation, no
+  per-row card or plot (:mod:`.fast_trainer`: the fast data path of small sweeps).
 * ``synthetic``: no training; f follows a known decomposable law (SoViT Eq. 3, which gives Eq. 2 along each star arm
   with one shared c) times (1 + noise), for testing that the loop recovers s_k.
 * ``"module:function"``: any callable with the same signature. A plan file names it, so it is code that a shared
@@ -23,6 +25,7 @@ import numpy as np
 
 from ...output_folder import remove_own_folder
 from ..laws import DIMENSIONS
+from .fast_trainer import SCHEDULES, schedule_of, train_tensors
 from .spec import SweepSpec
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -131,6 +134,8 @@ def _recipe_argv(row: dict, spec: SweepSpec, data: str, out: Path) -> list[str]:
         "true",
         "--use_cpu",
         "true",
+        "--lr_scheduler_type",
+        SCHEDULES[schedule_of(options)],
         *options.get("extra_args", ()),
     ]
 
@@ -187,7 +192,7 @@ def train_classification(row: dict, spec: SweepSpec, workdir: Path) -> dict:
     return {"f": f, "test_error": 1.0 - float(metrics["eval_accuracy"]), "curve": curve}
 
 
-TRAINERS = {"synthetic": train_synthetic, "classification": train_classification}
+TRAINERS = {"synthetic": train_synthetic, "classification": train_classification, "tensors": train_tensors}
 
 
 def get_trainer(spec: SweepSpec, trust_code: bool = False):
