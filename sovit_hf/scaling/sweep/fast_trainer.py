@@ -96,8 +96,12 @@ def _test_error(model, pixels, labels, batch_size: int = 256) -> float:
 
     model.eval()
     with torch.no_grad():
-        predicted = torch.cat([model(pixel_values=pixels[i : i + batch_size]).logits.argmax(-1)
-                               for i in range(0, len(pixels), batch_size)])
+        predicted = torch.cat(
+            [
+                model(pixel_values=pixels[i : i + batch_size]).logits.argmax(-1)
+                for i in range(0, len(pixels), batch_size)
+            ]
+        )
     model.train()
     return float((predicted != labels).double().mean())
 
@@ -129,8 +133,10 @@ def train_tensors(row: dict, spec: SweepSpec, workdir: Path) -> dict:
     def probe_error(draws: int) -> float:
         features = extract_features(model, train_x, 256), extract_features(model, test_x, 256)
         model.train()
-        accuracy = [fewshot_accuracy(features[0], train_y.numpy(), features[1], test_y.numpy(), (shots,), seed=s)
-                    for s in range(draws)]
+        accuracy = [
+            fewshot_accuracy(features[0], train_y.numpy(), features[1], test_y.numpy(), (shots,), seed=s)
+            for s in range(draws)
+        ]
         return float(np.mean([1.0 - a[shots] for a in accuracy]))
 
     batches = batch_indices(len(train_x), row["batch_size"], row["seed"])
