@@ -126,3 +126,27 @@ def test_tensors_row_records_the_probe_error_and_the_classifier_error(tmp_path):
     assert [p[0] for p in record["curve"]] == [row["examples"] / 2, row["examples"]]  # 2 evaluations (micro grid)
     assert record["schedule"] == "constant"
     assert sorted(p.name for p in (tmp_path / "rows" / "row_0000").iterdir()) == ["lock", "train"]  # no card, plot
+
+
+@needs("datasets", "sklearn")
+def test_validation_rows_get_more_generated_data_so_they_repeat_it_no_more_than_the_sweep(tmp_path):
+    import datasets
+
+    from sovit_hf.scaling.sweep.data import hard_digits_train_size
+    from sovit_hf.scaling.sweep.trainers import dataset_path
+    from sovit_hf.scaling.sweep.validate import same_regime
+
+    spec = _micro(tmp_path)  # hard_digits, 1 copy
+    written = datasets.load_from_disk(dataset_path(spec, tmp_path))["train"].num_rows  # generated, not computed
+    assert hard_digits_train_size(1) == written and hard_digits_train_size(7) == 7 * written
+    grown, epochs = same_regime(spec, sweep_examples=1000, validate_examples=4500)
+    assert grown.trainer["data"]["copies"] == 5  # ceil(1 x 4500 / 1000)
+    assert {k: v for k, v in grown.trainer["data"].items() if k != "copies"} == {
+        k: v for k, v in spec.trainer["data"].items() if k != "copies"
+    }
+    assert epochs == pytest.approx({"sweep_max": 1000 / written, "validate_max": 4500 / (5 * written)})
+    assert epochs["validate_max"] <= epochs["sweep_max"]
+    same, _ = same_regime(spec, sweep_examples=1000, validate_examples=800)  # never fewer copies than the sweep's
+    assert same.trainer == spec.trainer
+    synthetic = preset("micro", trainer={"name": "synthetic", "law": {}})
+    assert same_regime(synthetic, 1000, 4500) == (synthetic, {"sweep_max": None, "validate_max": None})

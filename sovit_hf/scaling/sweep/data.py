@@ -31,6 +31,15 @@ def _distort(image: np.ndarray, size: int, rng: np.random.Generator, noise: floa
     return Image.fromarray((255.0 * pixels).round().astype(np.uint8), mode="L").convert("RGB")
 
 
+def hard_digits_train_size(copies: int, test_fraction: float = 0.2) -> int:
+    """Training images of :func:`hard_digits_dataset` (the originals outside the stratified test split, x copies),
+    without generating them."""
+    from sklearn.datasets import load_digits
+
+    counts = np.bincount(load_digits().target)
+    return int(sum(n - round(n * test_fraction) for n in counts)) * copies
+
+
 def hard_digits_dataset(
     size: int = 16, copies: int = 3, noise: float = 0.35, test_fraction: float = 0.2, seed: int = 0
 ):

@@ -106,12 +106,32 @@ def _test_error(model, pixels, labels, batch_size: int = 256) -> float:
     return float((predicted != labels).double().mean())
 
 
+def _probe_error(model, train_x, train_y, test_x, test_y, shots: int, draws: int) -> float:
+    """Mean few-shot error over ``draws`` draws of the shots (seeds 0..draws-1): the numbers
+    :func:`~sovit_hf.training.fewshot.fewshot_accuracy` gives on the whole pool's features, with only the drawn
+    training rows embedded (the pool is 10-100x the shots)."""
+    from ...training.fewshot import extract_features, ridge_fit, ridge_predict, sample_shots
+
+    labels, test_labels = train_y.numpy(), test_y.numpy()
+    classes = int(max(labels.max(), test_labels.max())) + 1
+    picks = [sample_shots(labels, shots, seed) for seed in range(draws)]
+    pool = np.unique(np.concatenate(picks))  # sorted
+    features = extract_features(model, train_x, 256, pool)
+    test_features = extract_features(model, test_x, 256)
+    model.train()
+    errors = []
+    for pick in picks:
+        rows = np.searchsorted(pool, pick)
+        fit = ridge_fit(features[rows], labels[pick], classes, 1024.0)
+        errors.append(1.0 - float((ridge_predict(test_features, *fit) == test_labels).mean()))
+    return float(np.mean(errors))
+
+
 def train_tensors(row: dict, spec: SweepSpec, workdir: Path) -> dict:
     """Train the row on the plan's pre-processed tensors; f = few-shot probe error (mean of ``probe_draws``)."""
     import torch
     import transformers
 
-    from ...training.fewshot import extract_features, fewshot_accuracy
     from .tensors import load_tensors, write_tensors
     from .trainers import dataset_path
 
@@ -131,13 +151,7 @@ def train_tensors(row: dict, spec: SweepSpec, workdir: Path) -> dict:
     every = max(1, steps // points)
 
     def probe_error(draws: int) -> float:
-        features = extract_features(model, train_x, 256), extract_features(model, test_x, 256)
-        model.train()
-        accuracy = [
-            fewshot_accuracy(features[0], train_y.numpy(), features[1], test_y.numpy(), (shots,), seed=s)
-            for s in range(draws)
-        ]
-        return float(np.mean([1.0 - a[shots] for a in accuracy]))
+        return _probe_error(model, train_x, train_y, test_x, test_y, shots, draws)
 
     batches = batch_indices(len(train_x), row["batch_size"], row["seed"])
     curve, train_s = [], 0.0
