@@ -167,6 +167,7 @@ def train_tensors(row: dict, spec: SweepSpec, workdir: Path) -> dict:
         train_s += time.perf_counter() - began
         if step % every == 0 and step < steps:
             curve.append([float(step * row["batch_size"]), probe_error(1)])
+            print(f"step {step}: f {curve[-1][1]:.4f}, {1e3 * train_s / step:.1f} ms a training step", flush=True)
         if not torch.isfinite(loss):
             raise ValueError(f"the training loss is {loss.item()} at step {step}")
     curve.append([float(steps * row["batch_size"]), probe_error(1)])
