@@ -1,7 +1,6 @@
 """The package's import graph has no circle: every edge (module-level or inside a function) points down.
 
-Read from the source with ``ast`` (nothing is imported), over ``sovit_hf/`` and the converter, which installs as
-``sovit_hf.conversion`` from the repository's top-level ``conversion/`` folder.
+Read from the source with ``ast`` (nothing is imported), over ``sovit_hf/`` (the converter included).
 """
 
 from __future__ import annotations
@@ -10,7 +9,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = {"sovit_hf": ROOT / "sovit_hf", "sovit_hf.conversion": ROOT / "conversion"}
+PACKAGES = {"sovit_hf": ROOT / "sovit_hf"}
 
 
 def _modules() -> dict[str, Path]:
