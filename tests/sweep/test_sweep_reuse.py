@@ -7,7 +7,7 @@ import pytest
 
 from sovit_hf.cli import main
 from sovit_hf.output_folder import MARKER
-from sovit_hf.scaling.sweep import load_plan, reuse_results, row_states, run_sweep
+from sovit_hf.sweep import load_plan, reuse_results, row_states, run_sweep
 
 from .test_sweep_synthetic import LAW
 

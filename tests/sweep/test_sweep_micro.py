@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from sovit_hf.scaling.sweep import plan_rows, preset, row_states, run_sweep, write_plan
+from sovit_hf.sweep import plan_rows, preset, row_states, run_sweep, write_plan
 from tests.conftest import needs
 
 

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..fit import FitError
+from ..scaling.fit import FitError
 from .spec import PRESETS, SweepSpec, preset
 
 PLOTS = "plots"
@@ -167,7 +167,7 @@ def _fit_plots(folder, report: dict) -> None:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from ...output_folder import write_text_atomic
+    from ..output_folder import write_text_atomic
     from .runner import run_sweep
     from .validate import (
         VALIDATE_DIR,

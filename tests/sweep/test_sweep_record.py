@@ -10,8 +10,8 @@ import pytest
 
 from sovit_hf import SoViTConfig
 from sovit_hf.scaling import count_flops
-from sovit_hf.scaling.sweep import finished_rows, fit_sweep, load_plan, summarise_validation, validation_markdown
-from sovit_hf.scaling.sweep.fitting import arm_trends
+from sovit_hf.sweep import finished_rows, fit_sweep, load_plan, summarise_validation, validation_markdown
+from sovit_hf.sweep.fitting import arm_trends
 
 ROOT = Path(__file__).resolve().parents[2]
 RECORD = ROOT / "benchmarks" / "results" / "sweep_cpu"

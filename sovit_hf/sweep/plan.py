@@ -1,7 +1,7 @@
 """``sovit sweep plan``: the star and grid sweeps of a :class:`~.spec.SweepSpec` as one plan file, one row per run.
 
-The rows come from :func:`~sovit_hf.scaling.sweeps.plan_star_sweep` (App. B.2) and
-:func:`~sovit_hf.scaling.sweeps.plan_grid_sweep` (App. B.3); each gets an index (its ``--row``), a name and a seed.
+The rows come from :func:`~sovit_hf.sweep.star_grid.plan_star_sweep` (App. B.2) and
+:func:`~sovit_hf.sweep.star_grid.plan_grid_sweep` (App. B.3); each gets an index (its ``--row``), a name and a seed.
 A plan folder holds ``plan.json`` and, once run, ``results.jsonl`` and ``rows/row_NNNN/`` (log and outputs).
 
 Every row has a fingerprint (:func:`row_fingerprint`: what is trained, and with which trainer settings); every result
@@ -16,13 +16,13 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from ...output_folder import claim_folder, write_json_atomic
-from ..sweeps import SweepRun, plan_grid_sweep, plan_star_sweep
+from ..output_folder import claim_folder, write_json_atomic
 from .spec import SweepSpec
+from .star_grid import SweepRun, plan_grid_sweep, plan_star_sweep
 
 PLAN_FORMAT = "sovit_hf.sweep.plan/1"
 PLAN_FILE = "plan.json"
-TOOL = "sovit_hf.scaling.sweep"
+TOOL = "sovit_hf.sweep"
 _NOT_THE_RUN = ("index", "name")  # row fields that number or label a run without changing what is trained
 # Row fields and their types: checked on reading, so a tampered plan fails in one line naming the field.
 ROW_INTS = ("width", "depth", "mlp_dim", "heads", "patch_size", "image_size", "steps", "batch_size", "examples")

@@ -29,12 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ...configuration_sovit import SoViTConfig
-from ..flops import count_flops, count_params
-from ..optimal import PAPER_EXPONENTS, ScalingRule, compute_optimal_shape
-from ..sweeps import SweepRun
+from ..configuration_sovit import SoViTConfig
+from ..scaling.flops import count_flops, count_params
+from ..scaling.optimal import PAPER_EXPONENTS, ScalingRule, compute_optimal_shape
 from .fitting import FIT_REPORT, LAW_FILE, finished_rows
 from .plan import load_plan, write_json_atomic, write_plan
+from .star_grid import SweepRun
 
 VALIDATE_DIR = "validate"
 VALIDATION_FILE = "validation.json"

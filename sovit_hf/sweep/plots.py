@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..flops import shape_flops
-from ..laws import DIMENSIONS
-from ..optimal import ScalingRule
-from ..plot import _colors, _figure, plot_shape_fits
+from ..scaling.flops import shape_flops
+from ..scaling.laws import DIMENSIONS
+from ..scaling.optimal import ScalingRule
+from ..scaling.plot import _colors, _figure, plot_shape_fits
 
 
 def plot_arms(fits, rows: list[dict], spec, path: Path) -> Path:

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ...output_folder import remove_own_folder
-from ..laws import DIMENSIONS
+from ..output_folder import remove_own_folder
+from ..scaling.laws import DIMENSIONS
 from .spec import SweepSpec
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -139,10 +139,10 @@ def _probe_error(model_dir: Path, data: str, shots: int, draws: int) -> float:
     """Mean few-shot error over ``draws`` draws of the shots, on the frozen pre-logits of the trained model."""
     import torch
 
-    from ...image_processing_sovit import SoViTImageProcessor
-    from ...modeling_sovit import SoViTForImageClassification
-    from ...training.data import load_classification_dataset
-    from ...training.fewshot import extract_features, fewshot_accuracy
+    from ..image_processing_sovit import SoViTImageProcessor
+    from ..modeling_sovit import SoViTForImageClassification
+    from ..training.data import load_classification_dataset
+    from ..training.fewshot import extract_features, fewshot_accuracy
 
     model = SoViTForImageClassification.from_pretrained(model_dir, dtype=torch.float32)
     size = model.config.image_size
@@ -162,7 +162,7 @@ def _probe_error(model_dir: Path, data: str, shots: int, draws: int) -> float:
 
 def train_classification(row: dict, spec: SweepSpec, workdir: Path) -> dict:
     """Train the row with ``sovit train`` (classification recipe) and measure f (few-shot error) and test error."""
-    from ...training import classification
+    from ..training import classification
 
     options = spec.trainer
     data = dataset_path(spec, workdir.parent.parent)

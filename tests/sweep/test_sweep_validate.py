@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy.stats import t as student_t
 
-from sovit_hf.scaling.sweep import preset, validation_shapes
-from sovit_hf.scaling.sweep.validate import _params, _welch_holm
+from sovit_hf.sweep import preset, validation_shapes
+from sovit_hf.sweep.validate import _params, _welch_holm
 
 
 def test_alternatives_vary_every_dimension_and_the_anchor_keeps_its_proportions():

@@ -9,7 +9,7 @@ import pytest
 
 from sovit_hf.scaling import count_flops, fit_shape_laws
 from sovit_hf.scaling.files import load_runs_csv
-from sovit_hf.scaling.sweeps import grid_optimum, plan_grid_sweep, plan_star_sweep, write_sweep_csv
+from sovit_hf.sweep.star_grid import grid_optimum, plan_grid_sweep, plan_star_sweep, write_sweep_csv
 from tests.scaling.helpers import STAR_CENTER, STAR_GRIDS, TRUE_LAWS
 
 

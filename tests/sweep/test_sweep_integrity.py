@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from sovit_hf.cli import main
-from sovit_hf.scaling.sweep import load_plan, plan_rows, preset, read_records, row_states, run_sweep, write_plan
-from sovit_hf.scaling.sweep.validate import validation_shapes
+from sovit_hf.sweep import load_plan, plan_rows, preset, read_records, row_states, run_sweep, write_plan
+from sovit_hf.sweep.validate import validation_shapes
 from tests.conftest import needs
 
 from .test_sweep_synthetic import LAW
@@ -181,7 +181,7 @@ def test_a_failed_law_write_leaves_the_previous_law(tmp_path):
 import resource, signal
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with an OSError instead of killing the process
 from sovit_hf.scaling.files import save_shape_fits
-from tests.scaling.test_sweep_integrity import _fits
+from tests.sweep.test_sweep_integrity import _fits
 resource.setrlimit(resource.RLIMIT_FSIZE, (200, 200))
 save_shape_fits({str(law)!r}, _fits(), shared_c=False, metric="another")
 """
@@ -211,7 +211,7 @@ sys.exit(main(sys.argv[1:]))
 
 def test_validation_shapes_for_wide_predicted_shapes():
     """Widths above ~127 made the ViT-proportioned scan build configs of over 1e11 parameters and fail."""
-    from sovit_hf.scaling.sweep.validate import _params
+    from sovit_hf.sweep.validate import _params
 
     spec = preset("cpu")
     predicted = {"width": 256, "depth": 8, "mlp_dim": 1024}
@@ -229,7 +229,7 @@ def test_validation_shapes_for_wide_predicted_shapes():
 
 def test_validation_plan_of_another_law_is_refused(tmp_path, capsys):
     from sovit_hf.scaling.files import save_shape_fits
-    from sovit_hf.scaling.sweep.validate import VALIDATE_DIR, plan_validation
+    from sovit_hf.sweep.validate import VALIDATE_DIR, plan_validation
 
     plan = _plan(tmp_path, 3)
     assert run_sweep(tmp_path, jobs=0, progress=False)["ok"] == [0, 1, 2]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from ..laws import DIMENSIONS
+from ..scaling.laws import DIMENSIONS
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ class SweepSpec:
 
 
 # Ours: the 2-CPU default. 16 px images in 4 px patches (16 tokens), 4 heads, batch 64, on the sweep's hard digits
-# (sovit_hf.scaling.sweep.data, 12 distortions per digit: 17K training images, so that the longest star row sees
+# (sovit_hf.sweep.data, 12 distortions per digit: 17K training images, so that the longest star row sees
 # under 3 epochs; Sec. 3 assumes unlimited data). Star and validation rows evaluate once at the end; grid rows 5 times
 # (their curve of f against compute is what App. B.3 rule 2 reads). The lengths are long enough for the models to
 # learn (f 0.4-0.8 over the sweep, not 0.67-0.86 as at 40-160 steps), and sized so that the loop (75 trainings) fits
@@ -117,7 +117,7 @@ PRESETS: dict[str, dict] = {
         image_size=16,
         trainer=CPU_TRAINER,
     ),
-    # A few seconds per row: the whole loop in CI (tests/scaling/test_sweep_micro.py).
+    # A few seconds per row: the whole loop in CI (tests/sweep/test_sweep_micro.py).
     "micro": dict(
         center={"width": 16, "depth": 4, "mlp_dim": 32},
         star_grids={"width": (4, 8, 12), "depth": (1, 2, 3), "mlp_dim": (8, 16, 24)},

@@ -81,7 +81,7 @@ def write_hard_digits(path: str | Path, **kwargs) -> Path:
     arguments is reused, one of other arguments replaced, any other folder refused."""
     import json
 
-    from ...output_folder import write_folder
+    from ..output_folder import write_folder
 
     path = Path(path)
     stamp = {"format": HARD_DIGITS_FORMAT, **kwargs}
@@ -95,4 +95,4 @@ def write_hard_digits(path: str | Path, **kwargs) -> Path:
         hard_digits_dataset(**kwargs).save_to_disk(str(folder))
         (folder / marker.name).write_text(json.dumps(stamp))
 
-    return write_folder(path, fill, tool="sovit_hf.scaling.sweep.data")
+    return write_folder(path, fill, tool="sovit_hf.sweep.data")

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ..laws import DIMENSIONS
+from ..scaling.laws import DIMENSIONS
 
 LEVELS = 24  # compute levels (log-spaced) at which the grid models are compared
 SMOOTH_MIN_MODELS = 15  # a quadratic surface in three log-dimensions has 10 coefficients

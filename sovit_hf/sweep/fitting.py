@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..files import save_shape_fits
-from ..fit import FitError, fit_shape_law, fit_shape_laws
-from ..identification import not_identified_section
-from ..laws import DIMENSIONS
+from ..scaling.files import save_shape_fits
+from ..scaling.fit import FitError, fit_shape_law, fit_shape_laws
+from ..scaling.identification import not_identified_section
+from ..scaling.laws import DIMENSIONS
 from .anchor import find_anchor, next_grid
 from .plan import load_plan, write_json_atomic
 from .store import row_states

@@ -10,7 +10,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from sovit_hf.scaling.sweep import plan_rows, preset, read_records, row_states, run_row, run_sweep, write_plan
+from sovit_hf.sweep import plan_rows, preset, read_records, row_states, run_row, run_sweep, write_plan
 
 from .test_sweep_synthetic import LAW
 

@@ -7,7 +7,7 @@ import json
 
 from sovit_hf.cli import main
 from sovit_hf.scaling import compute_optimal_config
-from sovit_hf.scaling.sweep import load_plan, synthetic_loss
+from sovit_hf.sweep import load_plan, synthetic_loss
 
 from .test_sweep_synthetic import LAW, STAR
 

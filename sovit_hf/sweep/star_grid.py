@@ -21,9 +21,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..configuration_sovit import SoViTConfig
-from .flops import count_flops
-from .laws import DIMENSIONS
-from .paper import (  # re-exported: the names this module has always offered
+from ..scaling.flops import count_flops, shape_config, shape_fields
+from ..scaling.laws import DIMENSIONS
+from ..scaling.paper import (  # re-exported: the names this module has always offered
     GRID_INCREMENT_RANGE,
     PAPER_GRID,
     PAPER_GRID_EXAMPLES,
@@ -76,23 +76,6 @@ class SweepRun:
     def to_dict(self) -> dict:
         """The row as a plain dict (CSV/JSON ready)."""
         return asdict(self)
-
-
-def shape_fields(shape: Mapping[str, int], heads: int, patch_size: int, image_size: int) -> dict:
-    """The SoViTConfig fields of a ``{"width", "depth", "mlp_dim"}`` shape (MAP head, as the sweeps train it)."""
-    return dict(
-        hidden_size=shape["width"],
-        num_hidden_layers=shape["depth"],
-        intermediate_size=shape["mlp_dim"],
-        num_attention_heads=heads,
-        patch_size=patch_size,
-        image_size=image_size,
-    )
-
-
-def shape_config(shape: Mapping[str, int], heads: int, patch_size: int, image_size: int) -> SoViTConfig:
-    """The SoViTConfig of a ``{"width", "depth", "mlp_dim"}`` shape (:func:`shape_fields`)."""
-    return SoViTConfig(**shape_fields(shape, heads, patch_size, image_size))
 
 
 def _run(

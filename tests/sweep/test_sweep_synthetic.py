@@ -8,7 +8,7 @@ import pytest
 
 from sovit_hf.cli import main
 from sovit_hf.scaling import ScalingRule, compute_optimal_shape
-from sovit_hf.scaling.sweep import (
+from sovit_hf.sweep import (
     find_anchor,
     fit_sweep,
     next_grid,
@@ -197,7 +197,7 @@ def test_an_arm_that_breaks_the_joint_fit_is_left_out_and_reported(tmp_path, mon
     that arm is reported not identified with the error, and the other two are fitted without it: the same laws as
     fit_shape_laws on those two arms alone."""
     from sovit_hf.scaling import FitError, fit_shape_laws
-    from sovit_hf.scaling.sweep import fitting
+    from sovit_hf.sweep import fitting
 
     spec = synthetic_spec(0)
     write_plan(tmp_path, spec, rows=[r for r in plan_rows(spec) if r["sweep"] == "star"])
