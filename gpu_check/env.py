@@ -1,7 +1,7 @@
-"""Stage a of ``benchmarks/gpu_check.sh``: one line (and a JSON file) naming the machine and the library versions, and
+"""Stage a of ``gpu_check/run.sh``: one line (and a JSON file) naming the machine and the library versions, and
 the SDPA backend PyTorch picks for SoViT's attention shape (2, 16, 256, 72) in bf16.
 
-    python benchmarks/gpu_env.py --out OUT/env.json [--dry]
+    python gpu_check/env.py --out OUT/env.json [--dry]
 
 The backend is read from the profiler: the ``aten::_scaled_dot_product_*`` op that one
 ``F.scaled_dot_product_attention`` call dispatches to (cudnn, flash, efficient or math). ``--dry``: the same on the
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry", action="store_true", help="CPU, float32: check the script, measure nothing")
     args = parser.parse_args(argv)
     if not args.dry and not torch.cuda.is_available():
-        sys.exit("gpu_env.py needs a CUDA GPU (or --dry); nothing was written.")
+        sys.exit("gpu_check/env.py needs a CUDA GPU (or --dry); nothing was written.")
     env = environment(args.dry)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(env, indent=1) + "\n")

@@ -1,6 +1,6 @@
-"""The short table ``benchmarks/gpu_check.sh`` prints last: what each stage left in its output folder.
+"""The short table ``gpu_check/run.sh`` prints last: what each stage left in its output folder.
 
-    python benchmarks/gpu_summary.py OUT   # prints the table and writes OUT/summary.txt
+    python gpu_check/summary.py OUT   # prints the table and writes OUT/summary.txt
 
 Reads ``env.json`` (stage a), ``tests.log`` (b: pytest's last line), ``kernels_*.json`` (c) and ``throughput_*.json``
 (d); a stage that wrote nothing shows as "no result". Only ratios of numbers in those files are printed; a dry run's
@@ -117,7 +117,7 @@ def summary(folder: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        sys.exit("usage: python benchmarks/gpu_summary.py OUT_FOLDER")
+        sys.exit("usage: python gpu_check/summary.py OUT_FOLDER")
     folder = Path(args[0])
     text = summary(folder)
     (folder / "summary.txt").write_text(text)

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole GPU check in one run of at most 8 minutes (issue #17), on an H100/H200 machine without a package registry:
 #
-#   bash benchmarks/gpu_check.sh OUT          # on the GPU machine, from the repository root (OUT: e.g. "$OUT")
-#   bash benchmarks/gpu_check.sh --dry OUT    # on a CPU: every stage's entry point at tiny sizes, nothing measured
+#   bash gpu_check/run.sh OUT          # on the GPU machine, from the repository root (OUT: e.g. "$OUT")
+#   bash gpu_check/run.sh --dry OUT    # on a CPU: every stage's entry point at tiny sizes, nothing measured
 #
 # Stages, each under its own `timeout` (no `set -e`: a failing stage does not skip the next), their files in OUT as
 # soon as they exist (records are rewritten one by one, so a run cut short keeps what it measured):
@@ -20,7 +20,7 @@
 # Afterwards: copy OUT's kernels_*.json and throughput_*.json into benchmarks/results/ and commit them.
 dry=0
 if [[ "${1:-}" == "--dry" ]]; then dry=1; shift; fi
-out="${1:?usage: bash benchmarks/gpu_check.sh [--dry] OUT_FOLDER}"
+out="${1:?usage: bash gpu_check/run.sh [--dry] OUT_FOLDER}"
 mkdir -p "$out" && out="$(cd "$out" && pwd)" || exit 1  # absolute: the stages run from the repository root
 cd "$(dirname "$0")/.." || exit 1
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -66,17 +66,17 @@ stage() {  # stage NAME SECONDS LOG COMMAND...: under a time limit; output to gp
 
 if ((dry)); then
   export TRITON_INTERPRET=1  # the kernels run on the CPU through Triton's interpreter
-  stage a 60 - "$PY" benchmarks/gpu_env.py --dry --out "$out/env.json"
+  stage a 60 - "$PY" gpu_check/env.py --dry --out "$out/env.json"
   # The selected tests exist (a renamed test or parameter makes pytest fail here); a CPU does not run them.
   stage b 120 "$out/tests.log" "$PY" -m pytest --collect-only -q -p no:cacheprovider "${TESTS[@]}"
   stage c 240 - "$PY" benchmarks/bench_kernels.py --dry --out "$out/kernels_dry_cpu.json"
   stage d 240 - "$PY" benchmarks/throughput.py "${THROUGHPUT_DRY_ARGS[@]}" --out "$out/throughput_dry_cpu.json"
 else  # limits: 20 + 120 + 165 + 155 = 460 s, plus a few seconds for nvidia-smi, the device name and the table
   nvidia-smi -L 2>&1 | tee -a "$log"
-  stage a 20 - "$PY" benchmarks/gpu_env.py --out "$out/env.json"
+  stage a 20 - "$PY" gpu_check/env.py --out "$out/env.json"
   stage b 120 "$out/tests.log" env SOVIT_HF_AUTOTUNE=0 "$PY" -m pytest -q -p no:cacheprovider -rfE "${TESTS[@]}"
   slug=$("$PY" -c "import torch, re; print(re.sub(r'[^a-z0-9]+', '_', torch.cuda.get_device_name().lower()).strip('_'))")
   stage c 165 - "$PY" benchmarks/bench_kernels.py --budget-s 135 --out "$out/kernels_${slug}.json"
   stage d 155 - "$PY" benchmarks/throughput.py "${THROUGHPUT_GPU_ARGS[@]}" --out "$out"
 fi
-"$PY" benchmarks/gpu_summary.py "$out" | tee -a "$log"
+"$PY" gpu_check/summary.py "$out" | tee -a "$log"
