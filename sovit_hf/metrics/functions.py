@@ -14,7 +14,7 @@ import numbers
 
 import numpy as np
 
-from . import text as text_metrics
+import sovit_hf.metrics.text as text_metrics
 
 VQA_MIN_ANSWERS = 4  # a prediction matching all N answers scores min(1, (N - 1) / 3): below 4 it can never reach 1
 
