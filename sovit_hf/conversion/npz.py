@@ -7,13 +7,13 @@ are stored as numpy void ``|V2``; files are read with ``np.load(..., allow_pickl
 from __future__ import annotations
 
 import math
-import os
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from ..output_folder import write_file_atomic
 
 # Weights compress poorly (random-looking float bits; np.savez stores them uncompressed): a member that expands more
 # than this is not a checkpoint.
@@ -112,18 +112,16 @@ def split_subtree(source: str) -> tuple[str, str | None]:
 
 
 def save_npz_atomic(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
-    """``np.savez`` with sorted keys to a temporary file in the same folder, then an atomic rename."""
+    """``np.savez`` with sorted keys through :func:`~sovit_hf.output_folder.write_file_atomic` (temporary file,
+    rename)."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:  # a file object: np.savez would add ".npz" to the temporary name
+            np.savez(handle, **{key: arrays[key] for key in sorted(arrays)})
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".npz", dir=path.parent)
-    os.close(fd)
-    try:
-        np.savez(tmp, **{key: arrays[key] for key in sorted(arrays)})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return write_file_atomic(path, write)
 
 
 __all__ = [
