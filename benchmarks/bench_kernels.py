@@ -147,12 +147,11 @@ class Bench:
     def write(self) -> None:
         """The whole file, atomically (temp file + rename): a run cut short leaves every finished record."""
         from sovit_hf.kernels._utils import autotune_winners
+        from sovit_hf.output_folder import write_json_atomic
 
         payload = {"header": self.header, "records": self.records, "autotune": autotune_winners()}
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.out.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(payload, indent=1) + "\n")
-        tmp.replace(self.out)
+        write_json_atomic(self.out, payload, indent=1)
 
 
 def header(dry: bool) -> dict:

@@ -78,11 +78,12 @@ def _signals_held() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """SIGTERM raises ``SystemExit`` (so ``finally`` blocks run) instead of killing the process outright."""
+def sigterm_raises(error: Callable[[int], BaseException] = lambda signum: SystemExit(128 + signum)) -> Iterator[None]:
+    """SIGTERM raises ``error(signum)`` (by default ``SystemExit``, so ``finally`` blocks run) instead of killing the
+    process outright, on the main thread; elsewhere nothing changes."""
 
     def _raise(signum, frame):
-        raise SystemExit(128 + signum)
+        raise error(signum)
 
     try:
         previous = signal.signal(signal.SIGTERM, _raise)
@@ -101,7 +102,7 @@ def write_folder(out_dir: str | Path, fill: Callable[[Path], None], tool: str) -
     Call ``check_output_folder`` first; ``out_dir`` is replaced only after ``fill`` returned."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with _sigterm_raises():
+    with sigterm_raises():
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-new-", dir=out_dir.parent))
         old, swapped = None, False
         try:

@@ -4,7 +4,6 @@ stage's file, at most 8 in all, every one labelled dry."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -28,11 +27,9 @@ def _bash_array(name: str) -> list[str]:
 
 
 def test_stage_d_arguments_parse_with_the_throughput_script():
+    from benchmarks import throughput as script
     from benchmarks.throughput_lib.matrix import parse_implementation
 
-    spec = importlib.util.spec_from_file_location("throughput_script", ROOT / "benchmarks" / "throughput.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
     for name in ("THROUGHPUT_GPU_ARGS", "THROUGHPUT_DRY_ARGS"):
         args = script.parse_args(_bash_array(name))
         assert args.models and args.implementations, name

@@ -21,7 +21,6 @@ import fcntl
 import math
 import numbers
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..output_folder import sigterm_raises
 from .plan import load_plan, row_fingerprint
 from .store import append_record, row_states
 from .trainers import get_trainer
@@ -46,22 +46,9 @@ class SweepInterrupted(KeyboardInterrupt):
         self.rows = rows
 
 
-@contextlib.contextmanager
 def _sigterm_interrupts():
     """SIGTERM raises ``KeyboardInterrupt`` (as SIGINT does), on the main thread; elsewhere nothing changes."""
-
-    def _raise(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    try:
-        previous = signal.signal(signal.SIGTERM, _raise)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    return sigterm_raises(lambda signum: KeyboardInterrupt(f"signal {signum}"))
 
 
 def row_dir(folder: str | Path, index: int) -> Path:
