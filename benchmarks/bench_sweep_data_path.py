@@ -38,9 +38,9 @@ import transformers  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sovit_hf.scaling.flops import count_flops  # noqa: E402
-from sovit_hf.scaling.sweep import preset  # noqa: E402
-from sovit_hf.scaling.sweep.tensors import write_tensors  # noqa: E402
-from sovit_hf.scaling.sweep.trainers import TRAINERS, dataset_path  # noqa: E402
+from sovit_hf.sweep import preset  # noqa: E402
+from sovit_hf.sweep.tensors import write_tensors  # noqa: E402
+from sovit_hf.sweep.trainers import TRAINERS, dataset_path  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "sweep_data_path.json"
 SHAPES = [(8, 6, 192), (24, 3, 64), (32, 6, 192), (48, 4, 192)]  # cpu preset: star arm ends and a grid model

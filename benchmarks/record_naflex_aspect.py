@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sovit_hf import SoViTConfig, SoViTForImageClassification, SoViTImageProcessor, SoViTNaFlexImageProcessor  # noqa: E402
+from sovit_hf.output_folder import write_json_atomic  # noqa: E402
 from sovit_hf.training.naflex_batches import TokenBudgetBatchSampler, naflex_collate, unpadded_examples  # noqa: E402
 
 RESULT = ROOT / "benchmarks" / "results" / "naflex_aspect.json"
@@ -221,9 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python benchmarks/record_naflex_aspect.py " + " ".join(sys.argv[1:] if argv is None else argv),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.replace(args.out)
+    write_json_atomic(args.out, record)
     print(json.dumps(summary, indent=2))
     print(f"wrote {args.out}")
     return 0

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sovit_hf.scaling.sweep import finished_rows, plan_rows, preset, write_plan
-from sovit_hf.scaling.sweep.spec import CPU_TRAINER
+from sovit_hf.sweep import finished_rows, plan_rows, preset, write_plan
+from sovit_hf.sweep.spec import CPU_TRAINER
 
 STEPS = 3000
 POINTS = 10
