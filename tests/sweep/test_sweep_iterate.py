@@ -14,8 +14,8 @@ from tests.sweep.test_sweep_synthetic import LAW, STAR
 GRID = {"width": (16, 24, 32), "depth": (2, 3, 4), "mlp_dim": (48, 64, 80)}
 
 
-def _spec(**fields):
-    trainer = {"name": "synthetic", "law": LAW, "noise": 0.0, "noise_seed": 0}
+def _spec(noise: float = 0.0, **fields):
+    trainer = {"name": "synthetic", "law": LAW, "noise": noise, "noise_seed": 0}
     return preset("cpu", trainer=trainer, fit_bootstrap=0, **{**STAR, "grid": GRID, **fields})
 
 
@@ -102,3 +102,21 @@ def test_iterate_says_why_a_star_only_plan_stops(tmp_path):
 
     write_plan(tmp_path, spec, rows=[r for r in plan_rows(spec) if r["sweep"] == "star"])
     assert iterate_grid(tmp_path, jobs=0, progress=False)["stop"] == "the plan has no grid sweep"
+
+
+def test_star_seeds_give_replicate_rows_and_the_fit_its_replicate_noise_model(tmp_path):
+    from sovit_hf.sweep import fit_sweep, plan_rows, run_sweep
+
+    spec = _spec(noise=0.02, star_seeds=(0, 1))
+    star = [r for r in plan_rows(spec) if r["sweep"] == "star"]
+    single = [r for r in plan_rows(_spec()) if r["sweep"] == "star"]
+    assert len(star) == 2 * len(single) and len({r["name"] for r in star}) == len(star)
+    drop = {"index", "name", "seed"}
+    assert [{k: v for k, v in r.items() if k not in drop} for r in star[::2]] == [
+        {k: v for k, v in r.items() if k not in drop} for r in single
+    ]
+    assert [r["seed"] for r in star[:4]] == [0, 1, 0, 1]
+    write_plan(tmp_path, spec, rows=star)
+    run_sweep(tmp_path, jobs=0, progress=False)
+    report = fit_sweep(tmp_path, bootstrap=0)
+    assert {e["noise"]["source"] for e in report["exponents"].values()} == {"replicates"}
