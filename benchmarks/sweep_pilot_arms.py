@@ -57,9 +57,11 @@ def analyse(folder: str) -> None:
     out = {"steps": STEPS, "points": POINTS, "copies": COPIES, "arms": {}}
     for dim, values in SPEC["star_grids"].items():
         arm = sorted((r for r in rows if r["dim"] == dim), key=lambda r: r[dim])
-        if len(arm) < len(values):
-            out["arms"][dim] = {"missing": sorted(set(values) - {r[dim] for r in arm})}
+        missing = sorted(set(values) - {r[dim] for r in arm})
+        if len(arm) < 3:  # fewer than three values cannot show an optimum inside
+            out["arms"][dim] = {"values": list(values), "missing": missing}
             continue
+        values = [r[dim] for r in arm]  # the finished ones (a partial pilot says which are missing)
         curves = {r[dim]: np.array([[r["gflops_per_image"] * ex, f] for ex, f in r["curve"]]) for r in arm}
         low, high = max(c[0, 0] for c in curves.values()), min(c[-1, 0] for c in curves.values())
         levels = np.geomspace(low, high, LEVELS) if low < high else []
@@ -71,9 +73,11 @@ def analyse(folder: str) -> None:
             table.append({"compute_gflops": float(level), "best": best, "where": where, "f": f})
         out["arms"][dim] = {
             "values": list(values),
+            "missing": missing,
             "common_compute": [float(low), float(high)],
             "levels": table,
             "final_f": {r[dim]: r["f"] for r in arm},
+            "ms_per_step": {r[dim]: 1e3 * r["train_s"] / r["steps"] for r in arm},
             "inside_at": [t["compute_gflops"] for t in table if t["where"] == "inside"],
         }
     path = Path(folder) / "pilot.json"
