@@ -56,6 +56,15 @@ def _plan(args: argparse.Namespace) -> int:
         f"{sum(r['sweep'] == 'grid' for r in rows)} grid); compute {min(r['compute_gflops'] for r in rows):.3g}"
         f"-{largest:.3g} GFLOPs"
     )
+    from .anchor import curves_comparable
+
+    trainer = _spec_of(args.folder).trainer
+    comparable = {True: "yes", False: "no: App. B.3 rule 2 cannot be checked", None: "unknown"}[
+        curves_comparable(trainer)
+    ]
+    print(
+        f"trainer {trainer['name']}, schedule {trainer.get('schedule', '-')}; grid evaluations comparable: {comparable}"
+    )
     if getattr(args, "reuse", None):
         from .reuse import reuse_results
 
