@@ -62,9 +62,8 @@ def _plan(args: argparse.Namespace) -> int:
     comparable = {True: "yes", False: "no: App. B.3 rule 2 cannot be checked", None: "unknown"}[
         curves_comparable(trainer)
     ]
-    print(
-        f"trainer {trainer['name']}, schedule {trainer.get('schedule', '-')}; grid evaluations comparable: {comparable}"
-    )
+    schedule = trainer.get("schedule", "cosine" if trainer["name"] in ("classification", "tensors") else "-")
+    print(f"trainer {trainer['name']}, schedule {schedule}; grid evaluations comparable at equal compute: {comparable}")
     if getattr(args, "reuse", None):
         from .reuse import reuse_results
 
