@@ -120,3 +120,12 @@ def test_star_seeds_give_replicate_rows_and_the_fit_its_replicate_noise_model(tm
     run_sweep(tmp_path, jobs=0, progress=False)
     report = fit_sweep(tmp_path, bootstrap=0)
     assert {e["noise"]["source"] for e in report["exponents"].values()} == {"replicates"}
+
+
+def test_cpu_fast_preset_is_the_cpu_rows_on_the_fast_path_with_comparable_grid_curves():
+    from sovit_hf.sweep import plan_rows
+
+    cpu, fast = preset("cpu"), preset("cpu_fast")
+    assert plan_rows(fast) == plan_rows(cpu)  # the same runs; only how they are trained differs
+    assert fast.trainer["name"] == "tensors" and curves_comparable(fast.trainer) is True
+    assert curves_comparable(cpu.trainer) is False
