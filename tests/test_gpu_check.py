@@ -1,4 +1,4 @@
-"""gpu_check/run.sh, the one GPU run (issue #17): its stage-d arguments are valid for throughput.py, and its
+"""gpu_check/run.sh, the one GPU run: its stage-d arguments are valid for throughput.py, and its
 dry mode runs every stage's entry point on the CPU (tiny sizes, the kernels under Triton's interpreter), writing each
 stage's file, at most 8 in all, every one labelled dry."""
 
