@@ -21,6 +21,7 @@ from sovit_hf.training.classification import (
 )
 from sovit_hf.training.finish import finish_run
 from tests.conftest import needs
+from tests.training.helpers import budget_batches
 
 pytestmark = needs("datasets")
 
@@ -55,7 +56,7 @@ def _prepare(folder, out, *extra):
     model_args, data_args, args = parse_args(
         ["--dataset_name", str(folder), "--output_dir", str(out), *TINY, "--report_to", "none", *extra]
     )
-    sources, resume = preflight(model_args, data_args, args)
+    _, resume = preflight(model_args, data_args, args)
     train, evaluation, labels = load_data(data_args, args)
     prepared = prepare_training(model_args, data_args, args, train, evaluation, labels, resume, 0.0, "test")
     return prepared, args, train, evaluation
@@ -72,23 +73,6 @@ def _padded_batch(images, labels):
         "spatial_shapes": inputs["spatial_shapes"],
         "labels": torch.as_tensor(labels),
     }
-
-
-def _first_batch_by_hand(images, lengths, budget: int, seed: int) -> list[int]:
-    """Epoch 0's first batch of the sampler's rule (module docstring of ``naflex_batches``), written out for one
-    bucket: permute with ``default_rng([seed, 0])``, sort by length (stable), cut greedily at ``budget`` padded tokens,
-    then shuffle the batches with the same generator."""
-    rng = np.random.default_rng([seed, 0])
-    order = rng.permutation(len(images))
-    order = order[np.argsort(np.asarray(lengths)[order], kind="stable")]
-    batches, batch = [], []
-    for index in order.tolist():
-        if batch and (len(batch) + 1) * max(lengths[i] for i in [*batch, index]) > budget:
-            batches.append(batch)
-            batch = []
-        batch.append(index)
-    batches.append(batch)
-    return batches[rng.permutation(len(batches))[0]]
 
 
 def test_one_recipe_step_equals_a_hand_written_step(shapes_folder, tmp_path):
@@ -110,7 +94,7 @@ def test_one_recipe_step_equals_a_hand_written_step(shapes_folder, tmp_path):
     images = [image.convert("RGB") for image in train["image"]]
     processor = SoViTNaFlexImageProcessor(patch_size=8, max_num_patches=PATCHES)
     lengths = [int(processor([im], return_tensors="pt")["spatial_shapes"].prod()) for im in images]
-    indices = _first_batch_by_hand(images, lengths, budget=8 * PATCHES, seed=0)
+    indices = budget_batches(lengths, budget=8 * PATCHES, seed=0)[0]
     batch = _padded_batch([images[i] for i in indices], [train["label"][i] for i in indices])
     model = SoViTForImageClassification(prepared.model.config)
     model.load_state_dict(init)
@@ -170,7 +154,8 @@ def test_saved_folder_reproduces_the_runs_eval_predictions_image_by_image(shapes
 )
 def test_bad_naflex_input_stops_before_work(shapes_folder, tmp_path, capsys, extra, message):
     out = tmp_path / "out"
-    assert main(["--dataset_name", str(shapes_folder), "--output_dir", str(out), *TINY, "--max_steps", "1", *extra]) == 2
+    argv = ["--dataset_name", str(shapes_folder), "--output_dir", str(out), *TINY, "--max_steps", "1", *extra]
+    assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1, err
     assert not (out / "model.safetensors").exists()
