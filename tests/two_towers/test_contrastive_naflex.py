@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import json
 
-import numpy as np
 import pytest
 import torch
 
@@ -98,7 +97,9 @@ def test_naflex_folder_reproduces_the_recorded_retrieval(tmp_path):
     owner = [i for i, r in enumerate(rows) for _ in r["captions"]]
     recomputed = retrieval_recall(torch.cat(zimg) @ ztxt.T, owner)
     for k in (1, 5):
-        assert record["metrics"][f"eval_image_to_text_recall@{k}"] == pytest.approx(recomputed[f"image_to_text_recall@{k}"])
+        assert record["metrics"][f"eval_image_to_text_recall@{k}"] == pytest.approx(
+            recomputed[f"image_to_text_recall@{k}"]
+        )
 
 
 def test_a_budget_below_one_image_stops_before_work(tmp_path, capsys):
