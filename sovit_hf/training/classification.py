@@ -38,7 +38,7 @@ from .finish import finish_run
 from .fsdp import wants_cpu_fsdp
 from .guards import GuardedTrainer, check_batch_sizes, check_resume_shapes
 from .naflex_batches import TokenBudgetBatchSampler, naflex_collate
-from .naflex_recipe import TokenBudgetLoaders, check_naflex_budget, naflex_features, same_aspect_crop
+from .naflex_recipe import NaFlexArguments, TokenBudgetLoaders, naflex_features, same_aspect_crop
 from .resume import check_resume_checkpoint
 from .tasks import task_usage
 from .transforms import flip_lr, inception_crop
@@ -69,7 +69,10 @@ class ModelArguments:
 
 
 @dataclass
-class DataArguments:
+class DataArguments(NaFlexArguments):
+    """The data flags; NaFlex evaluation batches hold ``--per_device_eval_batch_size`` x ``--naflex_max_num_patches``
+    padded tokens."""
+
     dataset_name: str = field(default="digits", metadata={"help": "digits | imagefolder | saved folder | Hub name"})
     dataset_config: str | None = field(default=None)
     data_dir: str | None = field(default=None)
@@ -93,20 +96,6 @@ class DataArguments:
         default=False, metadata={"help": "read the dataset as a datasets IterableDataset (Hub or local files)"}
     )
     shuffle_buffer: int = field(default=10_000, metadata={"help": "--streaming: shuffle buffer, in examples"})
-    naflex_max_num_patches: int = field(
-        default=0,
-        metadata={
-            "help": "NaFlex (docs/naflex.md): each image keeps its aspect ratio and is resized to at most N patches "
-            "(Siglip2ImageProcessor's max_num_patches); 0 = fixed-size images"
-        },
-    )
-    naflex_tokens_per_batch: int | None = field(
-        default=None,
-        metadata={
-            "help": "NaFlex: padded tokens per training batch (default: --per_device_train_batch_size x "
-            "--naflex_max_num_patches); evaluation batches hold --per_device_eval_batch_size x that many"
-        },
-    )
     naflex_bucket_size: int = field(
         default=1024, metadata={"help": "NaFlex: images sorted by length together (larger: less padding)"}
     )
@@ -458,18 +447,14 @@ def preflight(model_args: ModelArguments, data_args: DataArguments, args: SoViTT
         raise ValueError("--streaming works with the Trainer path without --fewshot_shots (they need random access).")
     if wants_cpu_fsdp(args) and data_args.fewshot_shots:
         raise ValueError("--fewshot_shots is a Trainer callback: not with --fsdp on CPU (it evaluates at the end).")
-    if data_args.naflex_max_num_patches or data_args.naflex_tokens_per_batch is not None:
+    if data_args.naflex:
         check_naflex_flags(data_args, args)
     return sources, resume
 
 
 def check_naflex_flags(data_args: DataArguments, args: SoViTTrainingArguments) -> None:
     """One-line ``ValueError`` for NaFlex flags that cannot work (before any data is read)."""
-    if data_args.naflex_max_num_patches < 1:
-        raise ValueError(
-            f"--naflex_max_num_patches must be at least 1 (got {data_args.naflex_max_num_patches}); leave it out "
-            "for fixed-size images."
-        )
+    data_args.check_naflex(args.per_device_train_batch_size)
     taken = [
         flag
         for flag, on in (
@@ -481,18 +466,8 @@ def check_naflex_flags(data_args: DataArguments, args: SoViTTrainingArguments) -
     ]
     if taken:  # the sampler reads every image's size before training; the probes batch fixed-size images
         raise ValueError(f"--naflex_max_num_patches does not work with {', '.join(taken)}.")
-    patches = data_args.naflex_max_num_patches
-    check_naflex_budget(patches, naflex_tokens(data_args, args), "--naflex_tokens_per_batch")
     if data_args.naflex_bucket_size < 1:
         raise ValueError(f"--naflex_bucket_size must be at least 1, got {data_args.naflex_bucket_size}.")
-
-
-def naflex_tokens(data_args: DataArguments, args: SoViTTrainingArguments, train: bool = True) -> int:
-    """Padded tokens per NaFlex batch: ``--naflex_tokens_per_batch`` (train) or batch size x max patches."""
-    if train and data_args.naflex_tokens_per_batch is not None:
-        return data_args.naflex_tokens_per_batch
-    size = args.per_device_train_batch_size if train else args.per_device_eval_batch_size
-    return size * data_args.naflex_max_num_patches
 
 
 def load_data(data_args: DataArguments, args: SoViTTrainingArguments):
@@ -534,12 +509,12 @@ def naflex_samplers(processor, train, evaluation, data_args: DataArguments, args
 
     lengths = {name: patch_counts(processor, image_sizes(split, data_args.image_column))
                for name, split in (("train", train), ("eval", evaluation))}  # fmt: skip
+    train_tokens = data_args.naflex_tokens(args.per_device_train_batch_size)
+    eval_tokens = data_args.naflex_tokens(args.per_device_eval_batch_size, train=False)
     train_sampler = TokenBudgetBatchSampler(
-        lengths["train"], naflex_tokens(data_args, args), data_args.naflex_bucket_size, shuffle=True, seed=args.seed
+        lengths["train"], train_tokens, data_args.naflex_bucket_size, shuffle=True, seed=args.seed
     )
-    eval_sampler = TokenBudgetBatchSampler(
-        lengths["eval"], naflex_tokens(data_args, args, train=False), len(lengths["eval"]), shuffle=False
-    )
+    eval_sampler = TokenBudgetBatchSampler(lengths["eval"], eval_tokens, len(lengths["eval"]), shuffle=False)
     return {"train": train_sampler, "eval": eval_sampler}
 
 

@@ -28,7 +28,7 @@ from ..configuration_sovit_siglip import CONTRASTIVE_LOSSES, SoViTSiglipConfig
 from ..image_processing_sovit import SoViTImageProcessor
 from ..image_processing_sovit_naflex import SoViTNaFlexImageProcessor
 from ..modeling_sovit_siglip import SoViTSiglipModel
-from .naflex_recipe import TokenBudgetLoaders, check_naflex_budget
+from .naflex_recipe import NaFlexArguments, TokenBudgetLoaders
 from .run_record import write_run_record
 from .scenes import COLOURS, SHAPES, SIZES, captions_for, make_scene
 from .tasks import task_usage
@@ -42,7 +42,7 @@ ZERO_SHOT_TASKS = (
 
 
 @dataclass
-class ContrastiveArguments:
+class ContrastiveArguments(NaFlexArguments):
     train_images: int = field(default=2000, metadata={"help": "embedded scenes to train on"})
     eval_images: int = field(default=200, metadata={"help": "held-out scenes to evaluate on"})
     image_size: int = field(default=32, metadata={"help": "scene resolution"})
@@ -55,20 +55,6 @@ class ContrastiveArguments:
     loss_chunk_size: int | None = field(default=None, metadata={"help": "sigmoid loss: text columns per block"})
     vision_model_name_or_path: str | None = field(default=None, metadata={"help": "LiT: a SoViT image folder"})
     lock_image: bool = field(default=False, metadata={"help": "LiT: keep the image tower frozen"})
-    naflex_max_num_patches: int = field(
-        default=0,
-        metadata={
-            "help": "NaFlex (docs/naflex.md): each image keeps its aspect ratio and is resized to at most N patches "
-            "(Siglip2ImageProcessor's max_num_patches); 0 = fixed-size images"
-        },
-    )
-    naflex_tokens_per_batch: int | None = field(
-        default=None,
-        metadata={
-            "help": "NaFlex: padded image tokens per training batch (default: --per_device_train_batch_size x "
-            "--naflex_max_num_patches)"
-        },
-    )
 
 
 def scene_rows(count: int, seed: int, size: int) -> list[dict]:
@@ -233,8 +219,8 @@ def scene_sampler(rows: list[dict], image_processor, cargs: ContrastiveArguments
     from .naflex_batches import TokenBudgetBatchSampler
     from .naflex_recipe import patch_counts
 
-    budget = cargs.naflex_tokens_per_batch or args.per_device_train_batch_size * cargs.naflex_max_num_patches
     lengths = patch_counts(image_processor, [r["image"].size for r in rows])
+    budget = cargs.naflex_tokens(args.per_device_train_batch_size)
     return TokenBudgetBatchSampler(lengths, budget, shuffle=True, seed=args.seed)
 
 
@@ -247,9 +233,8 @@ def run(cargs: ContrastiveArguments, args: TrainingArguments, command: str) -> d
         raise ValueError(f"--loss {cargs.loss!r}: expected one of {CONTRASTIVE_LOSSES}.")
     if cargs.lock_image and not cargs.vision_model_name_or_path:
         raise ValueError("--lock_image keeps a pre-trained image tower frozen: pass --vision_model_name_or_path.")
-    if cargs.naflex_max_num_patches or cargs.naflex_tokens_per_batch is not None:
-        budget = cargs.naflex_tokens_per_batch or args.per_device_train_batch_size * cargs.naflex_max_num_patches
-        check_naflex_budget(cargs.naflex_max_num_patches, budget, "--naflex_tokens_per_batch")
+    if cargs.naflex:
+        cargs.check_naflex(args.per_device_train_batch_size)
         if cargs.vision_model_name_or_path:
             raise ValueError("--naflex_max_num_patches: the patch size is --patch_size; not with a pre-trained tower.")
     check_output_dir(args.output_dir)

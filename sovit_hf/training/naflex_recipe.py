@@ -18,6 +18,7 @@ between epochs (Trainer then stops an epoch at its count, or ends it a step earl
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -71,15 +72,49 @@ def naflex_features(processor, images: list[Image.Image]) -> dict:
     }
 
 
-def check_naflex_budget(max_num_patches: int, tokens_per_batch: int, flag: str) -> None:
-    """One-line ``ValueError`` for a budget that cannot hold one image of ``max_num_patches`` patches."""
-    if max_num_patches < 1:
-        raise ValueError(f"--naflex_max_num_patches must be at least 1, got {max_num_patches}.")
-    if tokens_per_batch < max_num_patches:
-        raise ValueError(
-            f"{flag} {tokens_per_batch} is below --naflex_max_num_patches {max_num_patches}: an image of "
-            f"{max_num_patches} patches could never be batched."
-        )
+@dataclass
+class NaFlexArguments:
+    """The recipes' NaFlex flags (names after transformers' ``Siglip2ImageProcessor``'s ``max_num_patches``)."""
+
+    naflex_max_num_patches: int = field(
+        default=0,
+        metadata={
+            "help": "NaFlex (docs/naflex.md): each image keeps its aspect ratio and is resized to at most N patches "
+            "(Siglip2ImageProcessor's max_num_patches); 0 = fixed-size images"
+        },
+    )
+    naflex_tokens_per_batch: int | None = field(
+        default=None,
+        metadata={
+            "help": "NaFlex: padded image tokens per training batch (default: --per_device_train_batch_size x "
+            "--naflex_max_num_patches)"
+        },
+    )
+
+    @property
+    def naflex(self) -> bool:
+        """Whether a NaFlex flag was given (then :meth:`check_naflex` must pass)."""
+        return bool(self.naflex_max_num_patches) or self.naflex_tokens_per_batch is not None
+
+    def naflex_tokens(self, batch_size: int, train: bool = True) -> int:
+        """Padded tokens per batch: ``--naflex_tokens_per_batch`` (training), else ``batch_size`` full images."""
+        if train and self.naflex_tokens_per_batch is not None:
+            return self.naflex_tokens_per_batch
+        return batch_size * self.naflex_max_num_patches
+
+    def check_naflex(self, batch_size: int) -> None:
+        """One-line ``ValueError`` for a patch budget below 1 or a token budget that cannot hold one image of
+        ``--naflex_max_num_patches`` patches."""
+        patches, tokens = self.naflex_max_num_patches, self.naflex_tokens(batch_size)
+        if patches < 1:
+            raise ValueError(
+                f"--naflex_max_num_patches must be at least 1 (got {patches}); leave it out for fixed-size images."
+            )
+        if tokens < patches:
+            raise ValueError(
+                f"--naflex_tokens_per_batch {tokens} is below --naflex_max_num_patches {patches}: an image of "
+                f"{patches} patches could never be batched."
+            )
 
 
 class TokenBudgetLoaders:
@@ -112,8 +147,8 @@ class TokenBudgetLoaders:
 
 
 __all__ = [
+    "NaFlexArguments",
     "TokenBudgetLoaders",
-    "check_naflex_budget",
     "image_sizes",
     "naflex_features",
     "patch_counts",
