@@ -518,27 +518,6 @@ def naflex_samplers(processor, train, evaluation, data_args: DataArguments, args
     return {"train": train_sampler, "eval": eval_sampler}
 
 
-def naflex_record(samplers: dict, total: int, data_args: DataArguments) -> dict:
-    """The run record's NaFlex fields: the budget, and the tokens the run's ``total`` batches hold, padding included
-    (the compute it paid for) and not (the images' own patches); the batches are replayed epoch by epoch."""
-    sampler = samplers["train"]
-    padded = real = steps = epoch = 0
-    while steps < total:
-        sampler.set_epoch(epoch)
-        for batch in sampler.batches()[: total - steps]:
-            padded += len(batch) * int(sampler.lengths[batch].max())
-            real += int(sampler.lengths[batch].sum())
-            steps += 1
-        epoch += 1
-    sampler.set_epoch(0)
-    return {
-        "max_num_patches": data_args.naflex_max_num_patches,
-        "tokens_per_batch": sampler.max_tokens,
-        "train_tokens_padded": padded,
-        "train_tokens_real": real,
-    }
-
-
 def prepare_training(
     model_args: ModelArguments,
     data_args: DataArguments,
@@ -613,7 +592,8 @@ def prepare_training(
 
     args.warmup_steps, warmup_note = decaying_warmup(args.warmup_steps, total)
     n_eval = num_examples(evaluation, data_args.eval_split)
-    batch = f"<= {samplers['train'].max_tokens:,} tokens" if samplers else global_batch
+    batch_tokens = samplers["train"].max_tokens if samplers else None
+    batch = f"<= {batch_tokens:,} tokens" if samplers else global_batch
     if args.process_index == 0:
         sizes = dict(n_train=n_train, n_eval=n_eval, total=total, per_epoch=steps_per_epoch, batch=batch)
         print(training_plan(model.config, model_args, data_args, args, sizes, budget_examples, warmup_note), flush=True)
@@ -626,8 +606,8 @@ def prepare_training(
         "parameters": sum(p.numel() for p in model.parameters()),
         "epochs": args.num_train_epochs,
     }
-    if samplers:
-        record["naflex"] = naflex_record(samplers, total, data_args)
+    if samplers:  # the tokens trained on are added after training (NaFlexTrainer counts them)
+        record["naflex"] = {"max_num_patches": data_args.naflex_max_num_patches, "tokens_per_batch": batch_tokens}
     report = dict(
         start=start,
         card_config=model.config,
@@ -673,7 +653,18 @@ def train(prepared: Prepared, args: SoViTTrainingArguments, sources: list) -> di
         )  # fmt: skip
     trainer = build_trainer(prepared, args)
     check_output_dir(args.output_dir, sources, mark=True)  # checked again, and marked: the Trainer writes next
-    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    return fit(trainer, prepared)
+
+
+def fit(trainer: GuardedTrainer, prepared: Prepared) -> dict:
+    """``trainer.train()``, then :func:`~.finish.finish_run`; a NaFlex run's record gets the image tokens its
+    training batches held, padding included and not (this process's; a resumed run's since it resumed)."""
+    trainer.train(resume_from_checkpoint=trainer.args.resume_from_checkpoint)
+    if prepared.samplers:
+        counts = trainer.tokens_trained
+        prepared.report["record"]["naflex"].update(
+            train_tokens_padded=counts["padded"], train_tokens_real=counts["real"]
+        )
     return finish_run(trainer, **prepared.report)
 
 

@@ -121,9 +121,20 @@ class TokenBudgetLoaders:
     """Trainer mixin: train and eval batches from token-budget batch samplers (module docstring).
 
     Set ``self.batch_samplers = {"train": ..., "eval": ...}`` after ``__init__``; evaluating another dataset than
-    the Trainer's own ``eval_dataset`` falls back to the Trainer's loader."""
+    the Trainer's own ``eval_dataset`` falls back to the Trainer's loader. ``tokens_trained`` counts the image tokens
+    of the batches this process trained on: ``padded`` (the compute paid for) and ``real`` (the images' patches)."""
 
     batch_samplers: dict[str, TokenBudgetBatchSampler]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.tokens_trained = {"padded": 0, "real": 0}
+
+    def training_step(self, model, inputs, *args, **kwargs):
+        mask = inputs["pixel_attention_mask"]  # (B, L): 1 = patch, 0 = padding
+        self.tokens_trained["padded"] += mask.numel()
+        self.tokens_trained["real"] += int(mask.sum())
+        return super().training_step(model, inputs, *args, **kwargs)
 
     def _budget_loader(self, dataset, sampler: TokenBudgetBatchSampler):
         args = self.args

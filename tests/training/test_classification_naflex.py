@@ -13,13 +13,13 @@ import torch
 from sovit_hf import SoViTForImageClassification, SoViTNaFlexImageProcessor
 from sovit_hf.training.classification import (
     build_trainer,
+    fit,
     load_data,
     main,
     parse_args,
     preflight,
     prepare_training,
 )
-from sovit_hf.training.finish import finish_run
 from tests.conftest import needs
 from tests.training.helpers import budget_batches
 
@@ -120,10 +120,9 @@ def test_saved_folder_reproduces_the_runs_eval_predictions_image_by_image(shapes
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
     out = tmp_path / "out"
-    prepared, args, _, evaluation = _prepare(shapes_folder, out, "--max_steps", "6", "--learning_rate", "1e-2")
+    prepared, args, train, evaluation = _prepare(shapes_folder, out, "--max_steps", "6", "--learning_rate", "1e-2")
     trainer = build_trainer(prepared, args)
-    trainer.train()
-    metrics = finish_run(trainer, **prepared.report)
+    metrics = fit(trainer, prepared)
     batched = torch.as_tensor(trainer.predict(prepared.eval_ds).predictions)  # (N, classes), dataset order
 
     processor = AutoImageProcessor.from_pretrained(out)
@@ -140,8 +139,19 @@ def test_saved_folder_reproduces_the_runs_eval_predictions_image_by_image(shapes
     recorded = json.loads((out / "eval_results.json").read_text())["eval_accuracy"]
     accuracy = float((alone.argmax(-1).numpy() == np.asarray(evaluation["label"])).mean())
     assert accuracy == pytest.approx(recorded, abs=1e-9) and recorded == metrics["eval_accuracy"]
+    # The run record counts the tokens of the 6 batches it trained on: the sampler's rule written out, by hand
+    processor = SoViTNaFlexImageProcessor(patch_size=8, max_num_patches=PATCHES)
+    lengths = [
+        int(processor([im.convert("RGB")], return_tensors="pt")["spatial_shapes"].prod()) for im in train["image"]
+    ]
+    batches = budget_batches(lengths, budget=8 * PATCHES, seed=0)[:6]
     record = json.loads((out / "run_record.json").read_text())["naflex"]
-    assert record["max_num_patches"] == PATCHES and record["train_tokens_padded"] <= 6 * 8 * PATCHES
+    assert record == {
+        "max_num_patches": PATCHES,
+        "tokens_per_batch": 8 * PATCHES,
+        "train_tokens_padded": sum(len(b) * max(lengths[i] for i in b) for b in batches),
+        "train_tokens_real": sum(lengths[i] for b in batches for i in b),
+    }
 
 
 @pytest.mark.parametrize(
