@@ -454,7 +454,7 @@ def preflight(model_args: ModelArguments, data_args: DataArguments, args: SoViTT
 
 def check_naflex_flags(data_args: DataArguments, args: SoViTTrainingArguments) -> None:
     """One-line ``ValueError`` for NaFlex flags that cannot work (before any data is read)."""
-    data_args.check_naflex(args.per_device_train_batch_size)
+    data_args.check_naflex(args.per_device_train_batch_size, args.world_size)
     taken = [
         flag
         for flag, on in (

@@ -102,9 +102,12 @@ class NaFlexArguments:
             return self.naflex_tokens_per_batch
         return batch_size * self.naflex_max_num_patches
 
-    def check_naflex(self, batch_size: int) -> None:
-        """One-line ``ValueError`` for a patch budget below 1 or a token budget that cannot hold one image of
-        ``--naflex_max_num_patches`` patches."""
+    def check_naflex(self, batch_size: int, processes: int = 1) -> None:
+        """One-line ``ValueError`` for a patch budget below 1, a token budget that cannot hold one image of
+        ``--naflex_max_num_patches`` patches, or several processes (accelerate's ``BatchSamplerShard`` deals out
+        batches of one size; batches of varying sizes across ranks are not built here yet)."""
+        if processes > 1:
+            raise ValueError(f"--naflex_max_num_patches trains in one process for now (this run has {processes}).")
         patches, tokens = self.naflex_max_num_patches, self.naflex_tokens(batch_size)
         if patches < 1:
             raise ValueError(

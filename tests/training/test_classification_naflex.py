@@ -175,3 +175,12 @@ def test_naflex_flags_without_a_patch_budget_are_refused(shapes_folder, tmp_path
     argv = ["--dataset_name", str(shapes_folder), "--output_dir", str(tmp_path / "out"), "--naflex_tokens_per_batch"]
     assert main([*argv, "256", "--max_steps", "1"]) == 2
     assert "--naflex_max_num_patches must be at least 1" in capsys.readouterr().err
+
+
+def test_naflex_refuses_several_processes():
+    """accelerate deals out batches of one size to the ranks; token-budget batches vary, so one process only."""
+    from sovit_hf.training.naflex_recipe import NaFlexArguments
+
+    NaFlexArguments(naflex_max_num_patches=16).check_naflex(8, processes=1)
+    with pytest.raises(ValueError, match="trains in one process for now"):
+        NaFlexArguments(naflex_max_num_patches=16).check_naflex(8, processes=2)
