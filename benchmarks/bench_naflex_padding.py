@@ -3,12 +3,14 @@
     OMP_NUM_THREADS=1 python benchmarks/bench_naflex_padding.py [--reps 3]
 
 A padded batch computes every position of `(B, L)`, padding included; variable-length packing (FlashAttention's
-``cu_seqlens``) computes each image's ``n_i`` tokens only, attention within each image. Packing is not implemented in
-``sovit_hf``; its cost is taken here as the sum of each image's forward alone and unpadded (`(1, n_i)`: the same
-arithmetic as packing, plus one call per image, so it overstates packing's cost a little).
+``cu_seqlens``) computes each image's ``n_i`` tokens only: every per-token op on one `(sum n_i, W)` tensor, attention
+within each image. Packing is not implemented in ``sovit_hf``; here it is written out for one encoder block with the
+block's own modules (LayerNorms, q/k/v/out projections, MLP on the packed tokens; attention per image with the same
+backend: eager's softmax(q k^T) v or ``F.scaled_dot_product_attention``), and its output rows are checked against the
+padded block's real rows before timing.
 
-Model: one So400m/14 block (width 1152, MLP 4304, 16 heads) with its MAP head, float32, forward only (the backward
-scales with the same token counts), ``torch.no_grad``. Batches at the fills this package produces:
+Model: one So400m/14 encoder block (width 1152, MLP 4304, 16 heads), float32, forward only (the backward scales with
+the same token counts), ``torch.no_grad``. Batches at the fills this package produces:
 
 * ``inference_one_budget``: six 1000-px images of aspect ratios 1:1 to 3:1 at ``max_num_patches=256`` (the
   processor's resize rule; docs/naflex.md's table), one batch padded to its longest;
@@ -16,8 +18,8 @@ scales with the same token counts), ``torch.no_grad``. Batches at the fills this
   to 256 (the sampler test's draw), the epoch's first two batches;
 * ``random_batches``: batches of the same sizes from a random order (no length grouping).
 
-Each row: padded tokens / real tokens, the median wall time of the padded batch and of the per-image loop, and their
-ratio. Writes ``benchmarks/results/naflex_padding_cpu.json``.
+Each row: padded tokens / real tokens, the median wall time of the padded and of the packed block, and their ratio.
+Writes ``benchmarks/results/naflex_padding_cpu.json``.
 """
 
 from __future__ import annotations
@@ -32,12 +34,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.recipe_runs import write_json  # noqa: E402
 from sovit_hf import SoViTConfig, SoViTModel, SoViTNaFlexImageProcessor  # noqa: E402
+from sovit_hf.naflex import key_padding_bias  # noqa: E402
 from sovit_hf.training.naflex_batches import TokenBudgetBatchSampler  # noqa: E402
 
 RESULT = ROOT / "benchmarks" / "results" / "naflex_padding_cpu.json"
@@ -63,15 +67,26 @@ def batches() -> dict[str, list[list[int]]]:
     }
 
 
-def padded_inputs(counts: list[int], width: int) -> dict[str, torch.Tensor]:
-    """A padded NaFlex batch of images with ``counts`` patches, each a 1 x n grid (the grid's shape does not change
-    the cost)."""
-    length = max(counts)
-    generator = torch.Generator().manual_seed(0)
-    pixels = torch.randn(len(counts), length, width, generator=generator)  # (B, L, p*p*3)
-    shapes = torch.tensor([[1, n] for n in counts])  # (B, 2)
-    mask = (torch.arange(length)[None] < torch.tensor(counts)[:, None]).long()  # (B, L)
-    return {"pixel_values": pixels, "spatial_shapes": shapes, "pixel_attention_mask": mask}
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, implementation: str) -> torch.Tensor:
+    """One image's attention `(1, H, n, D)` with the backend the padded block uses."""
+    if implementation == "sdpa":
+        return F.scaled_dot_product_attention(q, k, v, scale=scale)
+    return torch.softmax(q @ k.transpose(-1, -2) * scale, dim=-1) @ v
+
+
+def packed_block(layer, x: torch.Tensor, counts: list[int], implementation: str) -> torch.Tensor:
+    """The block on packed tokens ``x`` `(1, S, W)`, S = sum(counts): per-token ops on all S, attention per image."""
+    attn = layer.self_attn
+    heads, dim = attn.num_heads, attn.head_dim
+    normed = layer.layer_norm1(x)
+    q, k, v = attn.q_proj(normed), attn.k_proj(normed), attn.v_proj(normed)  # (1, S, W) each
+    outs, start = [], 0
+    for n in counts:
+        split = [t[:, start : start + n].view(1, n, heads, dim).transpose(1, 2) for t in (q, k, v)]  # (1, H, n, D)
+        outs.append(attend(*split, attn.scale, implementation).transpose(1, 2).reshape(1, n, heads * dim))
+        start += n
+    hidden = x + attn.out_proj(torch.cat(outs, dim=1))
+    return hidden + layer.mlp(layer.layer_norm2(hidden))
 
 
 def median_time(fn, reps: int) -> float:
@@ -84,21 +99,27 @@ def median_time(fn, reps: int) -> float:
     return statistics.median(times)
 
 
-def measure(model: SoViTModel, counts: list[int], reps: int) -> dict:
-    patch_dim = PATCH * PATCH * 3
-    padded = padded_inputs(counts, patch_dim)
-    alone = [padded_inputs([n], patch_dim) for n in counts]
+def measure(layer, counts: list[int], implementation: str, reps: int) -> dict:
+    width, length = layer.config.hidden_size, max(counts)
+    x = torch.randn(len(counts), length, width, generator=torch.Generator().manual_seed(0))  # (B, L, W)
+    mask = torch.arange(length)[None] < torch.tensor(counts)[:, None]  # (B, L)
+    bias = key_padding_bias(mask, x.dtype, length)  # (B, 1, L, L)
+    packed = torch.cat([x[i, :n] for i, n in enumerate(counts)])[None]  # (1, S, W)
     with torch.no_grad():
-        t_padded = median_time(lambda: model(**padded), reps)
-        t_alone = median_time(lambda: [model(**a) for a in alone], reps)
-    length = max(counts)
+        reference = layer(x, attention_mask=bias)[0][mask]  # (S, W): the padded block's real rows
+        torch.testing.assert_close(
+            packed_block(layer, packed, counts, implementation)[0], reference, rtol=1e-4, atol=1e-4
+        )
+        t_padded = median_time(lambda: layer(x, attention_mask=bias), reps)
+        t_packed = median_time(lambda: packed_block(layer, packed, counts, implementation), reps)
     return {
+        "images": len(counts),
         "patch_counts": counts,
         "padded_over_real_tokens": round(len(counts) * length / sum(counts), 4),
         "padded_over_real_attention_scores": round(len(counts) * length**2 / sum(n * n for n in counts), 4),
         "padded_s": round(t_padded, 4),
-        "per_image_unpadded_s": round(t_alone, 4),
-        "padded_over_unpadded_time": round(t_padded / t_alone, 4),
+        "packed_s": round(t_packed, 4),
+        "padded_over_packed_time": round(t_padded / t_packed, 4),
     }
 
 
@@ -115,16 +136,15 @@ def main(argv: list[str] | None = None) -> int:
         config = SoViTConfig.from_variant("So400m/14", image_size=224, num_hidden_layers=1)
         config._attn_implementation = implementation
         torch.manual_seed(0)
-        model = SoViTModel(config).eval()
+        layer = SoViTModel(config).eval().encoder.layers[0]
         for scenario, scenario_batches in batches().items():
             for counts in scenario_batches:
-                rows.append(
-                    {"attn_implementation": implementation, "scenario": scenario, **measure(model, counts, args.reps)}
-                )
+                row = measure(layer, counts, implementation, args.reps)
+                rows.append({"attn_implementation": implementation, "scenario": scenario, **row})
                 print(rows[-1], flush=True)
     record = {
-        "what": "NaFlex padded batch vs each image alone unpadded (the arithmetic of packing), one So400m/14 block "
-        "+ MAP head, float32 forward (module docstring)",
+        "what": "NaFlex padded batch vs the same tokens packed (varlen), one So400m/14 encoder block, float32 "
+        "forward on CPU (module docstring)",
         "rows": rows,
         "reps": args.reps,
         "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores shared with other jobs, "
