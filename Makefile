@@ -91,14 +91,14 @@ test-compat: $(COMPAT_VENV)/.installed
 test-gpu: install
 	$(PY) -m pytest -q -m gpu
 
-# The whole GPU check in at most 8 minutes (benchmarks/gpu_check.sh): on the GPU machine, which has no package
-# registry, run `bash benchmarks/gpu_check.sh "$$OUT"` directly (no venv); here it uses this repository's venv.
+# The whole GPU check in at most 8 minutes (gpu_check/run.sh): on the GPU machine, which has no package
+# registry, run `bash gpu_check/run.sh "$$OUT"` directly (no venv); here it uses this repository's venv.
 OUT ?= /tmp/sovit_hf_gpu_check  # the device machine sets OUT itself
 gpu-check: install
-	PYTHON=$(PY) bash benchmarks/gpu_check.sh $(OUT)
+	PYTHON=$(PY) bash gpu_check/run.sh $(OUT)
 
 gpu-check-dry: install
-	PYTHON=$(PY) bash benchmarks/gpu_check.sh --dry $(OUT)
+	PYTHON=$(PY) bash gpu_check/run.sh --dry $(OUT)
 
 lint: install
 	$(VENV)/bin/ruff check .

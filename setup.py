@@ -14,10 +14,8 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    # The repository's top-level conversion/ folder installs as sovit_hf.conversion (no generic top-level package
-    # in site-packages); run from a checkout without installing, sovit_hf/_source_checkout.py finds the same name.
-    packages=[*find_packages(include=["sovit_hf", "sovit_hf.*"]), "sovit_hf.conversion"],
-    package_dir={"sovit_hf.conversion": "conversion"},
+    # Only sovit_hf (the converter is sovit_hf.conversion); the top-level conversion/ folder holds runnable scripts.
+    packages=find_packages(include=["sovit_hf", "sovit_hf.*"]),
     # The `sovit` command's entry point, outside the package so that `sovit --help` imports neither torch nor
     # transformers (importing any sovit_hf module first runs the package's __init__).
     py_modules=["sovit_cli"],

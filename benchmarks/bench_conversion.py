@@ -10,7 +10,6 @@ resident memory (``VmHWM``) next to the checkpoint size, and the memory of a pro
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -24,6 +23,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchmarks.readme_tables import splice_readme  # noqa: E402
+from sovit_hf.output_folder import write_json_atomic  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results" / "conversion_so400m.json"
 
 # Peak RSS is read from /proc/self/status (VmHWM) after resetting it through /proc/self/clear_refs: a forked child's
@@ -57,7 +59,6 @@ print("MAXRSS_KB", _peak_kb())
 )
 
 
-README = ROOT / "README.md"
 MARKERS = ("<!-- conversion-bench:start -->", "<!-- conversion-bench:end -->")
 
 
@@ -77,12 +78,6 @@ def render_markdown(payload: dict) -> str:
         f"torch {payload['torch']}; the import baseline is {payload['records'][0]['baseline_rss_mb']:.0f} MiB."
     )
     return "\n".join(rows)
-
-
-def update_readme(payload: dict, readme: Path = README) -> None:
-    text = readme.read_text()
-    start, end = text.index(MARKERS[0]) + len(MARKERS[0]), text.index(MARKERS[1])
-    readme.write_text(text[:start] + "\n" + render_markdown(payload) + "\n" + text[end:])
 
 
 def make_checkpoint(path: Path, scanned: bool) -> int:
@@ -156,9 +151,9 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%d"),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(payload, indent=2) + "\n")
+    write_json_atomic(args.out, payload)
     if args.out == RESULTS:
-        update_readme(payload)
+        splice_readme(MARKERS, render_markdown(payload))
     print(f"wrote {args.out}")
     return 0
 

@@ -35,6 +35,7 @@ import numpy as np  # noqa: E402
 import scipy  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from sovit_hf.output_folder import write_json_atomic  # noqa: E402
 from sovit_hf.scaling import FitError, fit_shape_laws  # noqa: E402
 from sovit_hf.scaling.paper import PAPER_STAR_GRIDS  # noqa: E402
 from sovit_hf.scaling.synthetic import PAPER_LIKE_LAWS, SEED_SPREAD, coverage_sweep, paper_like_law  # noqa: E402
@@ -131,9 +132,7 @@ def main() -> None:
         },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(document, indent=1) + "\n")
-    tmp.replace(args.out)
+    write_json_atomic(args.out, document, indent=1)
     print(f"wrote {args.out} ({document['wall_s']:.0f} s)")
 
 

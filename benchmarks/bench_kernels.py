@@ -31,7 +31,7 @@ benchmarked shape. Writes ``benchmarks/results/kernels_<gpu-name>.json`` (or ``-
 so a run cut short keeps what it measured: ``{"header": {...}, "records": [...], "autotune": [...]}``; a record has
 ``op, implementation, dtype, shape, ms, tflops, autotuned`` (+ ``gbps``, ``error`` where relevant).
 
-``--dry`` (for the CPU test of ``benchmarks/gpu_check.sh``): tiny shapes in float32 on the CPU, one input set, one
+``--dry`` (for the CPU test of ``gpu_check/run.sh``): tiny shapes in float32 on the CPU, one input set, one
 ``time.perf_counter`` call instead of ``do_bench``, no ``torch.compile``; the Triton kernels run when the process was
 started with ``TRITON_INTERPRET=1``. The file says ``"dry": true``: its times are not measurements of anything.
 Without ``--dry`` the script needs a CUDA GPU: without one it exits with status 1 and writes nothing.
@@ -147,12 +147,11 @@ class Bench:
     def write(self) -> None:
         """The whole file, atomically (temp file + rename): a run cut short leaves every finished record."""
         from sovit_hf.kernels._utils import autotune_winners
+        from sovit_hf.output_folder import write_json_atomic
 
         payload = {"header": self.header, "records": self.records, "autotune": autotune_winners()}
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.out.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(payload, indent=1) + "\n")
-        tmp.replace(self.out)
+        write_json_atomic(self.out, payload, indent=1)
 
 
 def header(dry: bool) -> dict:
@@ -409,8 +408,8 @@ def bench_over_budget() -> bool:
 
 
 def _print_ratios(bench: Bench) -> None:
-    """The measured ratios (``gpu_summary.kernel_lines``; never a number that was not measured)."""
-    from benchmarks.gpu_summary import kernel_lines
+    """The measured ratios (``gpu_check.summary.kernel_lines``; never a number that was not measured)."""
+    from gpu_check.summary import kernel_lines
 
     payload = {"records": bench.records, "autotune": json.loads(bench.out.read_text())["autotune"]}
     print("\nRatios (DRY RUN on the CPU: not measurements)" if bench.shapes.dry else "\nRatios (this run's records):")

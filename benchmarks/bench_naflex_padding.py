@@ -39,9 +39,9 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.recipe_runs import write_json  # noqa: E402
 from sovit_hf import SoViTConfig, SoViTModel, SoViTNaFlexImageProcessor  # noqa: E402
 from sovit_hf.naflex import key_padding_bias  # noqa: E402
+from sovit_hf.output_folder import write_json_atomic  # noqa: E402
 from sovit_hf.training.naflex_batches import TokenBudgetBatchSampler  # noqa: E402
 
 RESULT = ROOT / "benchmarks" / "results" / "naflex_padding_cpu.json"
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python benchmarks/bench_naflex_padding.py " + " ".join(sys.argv[1:] if argv is None else argv),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_json(args.out, record)
+    write_json_atomic(args.out, record)
     print(f"wrote {args.out}")
     return 0
 

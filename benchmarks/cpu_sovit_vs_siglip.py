@@ -11,7 +11,6 @@ Writes ``benchmarks/results/cpu_sovit_vs_siglip.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -25,10 +24,11 @@ import transformers
 from transformers import SiglipVisionConfig, SiglipVisionModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.readme_tables import splice_readme
 from sovit_hf.conversion.hf_siglip import load_siglip_as_sovit
+from sovit_hf.output_folder import write_json_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results" / "cpu_sovit_vs_siglip.json"
-README = Path(__file__).resolve().parents[1] / "README.md"
 MARKERS = ("<!-- cpu-bench:start -->", "<!-- cpu-bench:end -->")
 MAX_RATIO = 1.05  # issue #2: SoViT must not be slower than 1.05x SigLIP
 
@@ -84,12 +84,6 @@ def render_markdown(record: dict) -> str:
     )
 
 
-def update_readme(record: dict, readme: Path = README) -> None:
-    text = readme.read_text()
-    start, end = text.index(MARKERS[0]) + len(MARKERS[0]), text.index(MARKERS[1])
-    readme.write_text(text[:start] + "\n" + render_markdown(record) + "\n" + text[end:])
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--layers", type=int, default=2)
@@ -127,11 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.replace(args.out)
+    write_json_atomic(args.out, record)
     if args.out == RESULTS:
-        update_readme(record)
+        splice_readme(MARKERS, render_markdown(record))
     print(
         f"SoViT {median['sovit'] * 1e3:.1f} ms, SigLIP {median['siglip'] * 1e3:.1f} ms (median of {args.repeats}); "
         f"ratio {ratio:.3f} (limit {MAX_RATIO}); outputs differ by {diff:.1e}. Wrote {args.out}"

@@ -173,9 +173,9 @@ def main() -> None:
         "results": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    partial = args.out.with_suffix(".json.tmp")
-    partial.write_text(json.dumps(record, indent=2) + "\n")
-    partial.replace(args.out)
+    from sovit_hf.output_folder import write_json_atomic  # the repository's (measure put it on the path)
+
+    write_json_atomic(args.out, record)
     for row in results:
         print(
             f"tokens {row['tokens']}: before {row['median_s']['before'] * 1e3:.1f} ms, after "

@@ -35,11 +35,4 @@ def seed_spread(arguments: list[str], seeds: list[int], metric: Callable[[dict],
     return {"seeds": seeds, "values": values, "min": min(values), "max": max(values)}
 
 
-def write_json(path: Path, record: dict) -> None:
-    """Write ``record`` to ``path`` through a temporary file, so a crash never leaves half a record."""
-    partial = path.with_suffix(path.suffix + ".tmp")
-    partial.write_text(json.dumps(record, indent=2) + "\n")
-    partial.replace(path)
-
-
-__all__ = ["run_recipe", "seed_spread", "write_json"]
+__all__ = ["run_recipe", "seed_spread"]

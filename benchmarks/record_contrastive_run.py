@@ -20,8 +20,10 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from benchmarks.readme_tables import splice_readme  # noqa: E402
+
 RECORD = ROOT / "benchmarks" / "results" / "sovit_train_contrastive.json"
-README = ROOT / "README.md"
 MARKERS = ("<!-- contrastive-record:start -->", "<!-- contrastive-record:end -->")
 ARGS = ["--train_images", "1200", "--eval_images", "200", "--num_train_epochs", "10", "--per_device_train_batch_size",
         "64", "--learning_rate", "1e-3", "--warmup_steps", "20", "--lr_scheduler_type", "cosine", "--report_to", "none",
@@ -55,12 +57,6 @@ def render_markdown(record: dict) -> str:
     )
 
 
-def update_readme(record: dict, readme: Path = README) -> None:
-    text = readme.read_text()
-    start, end = text.index(MARKERS[0]) + len(MARKERS[0]), text.index(MARKERS[1])
-    readme.write_text(text[:start] + "\n" + render_markdown(record) + "\n" + text[end:])
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--from", dest="source", default=None, help="a finished run's output folder")
@@ -77,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         RECORD.write_text(json.dumps(record, indent=2) + "\n")
         if not args.source:
             shutil.rmtree(source.parent, ignore_errors=True)
-    update_readme(json.loads(RECORD.read_text()))
+    splice_readme(MARKERS, render_markdown(json.loads(RECORD.read_text())))
     print(f"wrote {RECORD} and the README table")
     return 0
 

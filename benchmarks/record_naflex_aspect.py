@@ -32,7 +32,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.recipe_runs import run_recipe, write_json  # noqa: E402
+from benchmarks.recipe_runs import run_recipe  # noqa: E402
+from sovit_hf.output_folder import write_json_atomic  # noqa: E402
 
 RESULT = ROOT / "benchmarks" / "results" / "naflex_aspect.json"
 PATCHES, BATCH = 16, 32
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python benchmarks/record_naflex_aspect.py " + " ".join(sys.argv[1:] if argv is None else argv),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_json(args.out, record)
+    write_json_atomic(args.out, record)
     print(json.dumps(summary, indent=2))
     print(f"wrote {args.out}")
     return 0

@@ -15,12 +15,13 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from recipe_runs import ROOT, run_recipe, seed_spread, write_json
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.readme_tables import splice_readme
+from benchmarks.recipe_runs import ROOT, run_recipe, seed_spread
+from sovit_hf.output_folder import write_json_atomic
 
 RESULTS = ROOT / "benchmarks" / "results"
 TASKS = ("captioning", "vqa")
-README = ROOT / "README.md"
 MARKERS = ("<!-- seq2seq-record:start -->", "<!-- seq2seq-record:end -->")
 METRIC = {"captioning": "eval_cider", "vqa": "eval_vqa_accuracy"}
 METRIC_NAME = {"captioning": "CIDEr", "vqa": "VQA accuracy"}
@@ -72,12 +73,6 @@ def load_records() -> list[dict]:
     return [json.loads(record_path(task).read_text()) for task in TASKS]
 
 
-def update_readme(records: list[dict], readme: Path = README) -> None:
-    text = readme.read_text()
-    start, end = text.index(MARKERS[0]) + len(MARKERS[0]), text.index(MARKERS[1])
-    readme.write_text(text[:start] + "\n" + render_markdown(records) + "\n" + text[end:])
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=TASKS)
@@ -92,9 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         if seeds:
             metric = METRIC[args.task]
             record["seed_spread"] = seed_spread(["--task", args.task], seeds, lambda r: r["metrics"][metric])
-        write_json(record_path(args.task), record)
+        write_json_atomic(record_path(args.task), record)
     records = load_records()
-    update_readme(records)
+    splice_readme(MARKERS, render_markdown(records))
     print(render_markdown(records))
     return 0
 

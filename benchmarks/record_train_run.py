@@ -14,12 +14,13 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from recipe_runs import ROOT, run_recipe, seed_spread, write_json
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.readme_tables import splice_readme
+from benchmarks.recipe_runs import ROOT, run_recipe, seed_spread
+from sovit_hf.output_folder import write_json_atomic
 
 RECORD = ROOT / "benchmarks" / "results" / "sovit_train_digits.json"
 PLOT = RECORD.with_suffix(".png")
-README = ROOT / "README.md"
 MARKERS = ("<!-- train-record:start -->", "<!-- train-record:end -->")
 
 
@@ -52,12 +53,6 @@ def render_markdown(record: dict) -> str:
     )
 
 
-def update_readme(record: dict, readme: Path = README) -> None:
-    text = readme.read_text()
-    start, end = text.index(MARKERS[0]) + len(MARKERS[0]), text.index(MARKERS[1])
-    readme.write_text(text[:start] + "\n" + render_markdown(record) + "\n" + text[end:])
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="", help="comma-separated extra seeds, e.g. 1,2")
@@ -66,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s]
     if seeds:
         record["seed_spread"] = seed_spread([], seeds, lambda r: r["eval_accuracy"])
-    write_json(RECORD, record)
-    update_readme(record)
+    write_json_atomic(RECORD, record)
+    splice_readme(MARKERS, render_markdown(record))
     print(render_markdown(record))
     return 0
 

@@ -11,9 +11,9 @@ run (benchmarks/results/sweep_pilot, commit c21b00b's trainer, 6 evaluations per
 import json
 import sys
 
-from sovit_hf.scaling.sweep.plan import _row, write_plan
-from sovit_hf.scaling.sweep.spec import CPU_TRAINER, preset
-from sovit_hf.scaling.sweeps import _run
+from sovit_hf.sweep.plan import _row, write_plan
+from sovit_hf.sweep.spec import CPU_TRAINER, preset
+from sovit_hf.sweep.star_grid import _run
 
 
 def main(folder: str, steps: str, copies: str, shapes: str) -> None:

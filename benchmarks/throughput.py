@@ -104,9 +104,11 @@ from benchmarks.throughput_lib.matrix import (
     CPU_MODELS,
     GPU_MODELS,
     Settings,
+    Unit,
     default_implementations,
     default_settings,
     parse_implementation,
+    plan_units,
     timm_version,
 )
 from benchmarks.throughput_lib.results import (
@@ -121,7 +123,7 @@ from benchmarks.throughput_lib.results import (
     update_readme,
     write_json,
 )
-from benchmarks.throughput_lib.run import Unit, measure_peak_tflops, plan_units, run_inference_unit, run_training_unit
+from benchmarks.throughput_lib.run import measure_peak_tflops, run_inference_unit, run_training_unit
 
 
 def _csv(text: str) -> list[str]:

@@ -19,7 +19,6 @@ from transformers import (
 )
 
 from . import ops_registry  # noqa: F401  registers attn_implementation="sovit_triton" (docs/kernels.md)
-from ._source_checkout import install as _install_checkout_finder
 from .configuration_sovit import VARIANTS, SoViTConfig, parse_variant
 from .configuration_sovit_generation import SoViTForConditionalGenerationConfig
 from .configuration_sovit_siglip import SoViTSiglipConfig, SoViTTextConfig
@@ -33,8 +32,6 @@ from .processing_sovit_siglip import SoViTSiglipProcessor
 from .tokenization_sovit_siglip import SoViTSiglipTokenizer
 
 __version__ = "0.1.0"
-
-_install_checkout_finder()  # `import sovit_hf.conversion` in a checkout run with PYTHONPATH and nothing installed
 
 AutoConfig.register(SoViTConfig.model_type, SoViTConfig, exist_ok=True)
 AutoModel.register(SoViTConfig, SoViTModel, exist_ok=True)

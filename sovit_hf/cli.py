@@ -204,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .scaling.cli import add_scaling_commands  # sovit shape / sovit fit
 
     add_scaling_commands(sub)
-    from .scaling.sweep.cli import add_sweep_command  # sovit sweep plan|run|fit|validate|all
+    from .sweep.cli import add_sweep_command  # sovit sweep plan|run|fit|validate|all
 
     add_sweep_command(sub)
     for name in _PASSTHROUGH:

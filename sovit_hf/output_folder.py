@@ -12,8 +12,9 @@ that nothing the user owns is ever lost.
 * Commands that fill their folder in place as they go (training recipes, sweeps) call ``claim_folder`` first: the
   folder must be new, empty or marked; it is marked at once, so a crashed run's folder stays recognisably ours.
   ``remove_own_folder`` deletes a folder only if it carries the marker.
-* Every single file (JSON, law, record, card) goes through ``write_text_atomic`` / ``write_json_atomic``: a temporary
-  file beside the target, flushed to disk, then renamed over it; a failed write (a full disk, a read-only folder)
+* Every single file (JSON, law, record, card, ``.npz``, plot) goes through ``write_file_atomic`` (or its
+  ``write_text_atomic`` / ``write_json_atomic``): a temporary file beside the target, flushed to disk, then renamed
+  over it; a failed write (a full disk, a read-only folder)
   removes the temporary file and leaves the previous file as it was.
 """
 
@@ -77,11 +78,12 @@ def _signals_held() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """SIGTERM raises ``SystemExit`` (so ``finally`` blocks run) instead of killing the process outright."""
+def sigterm_raises(error: Callable[[int], BaseException] = lambda signum: SystemExit(128 + signum)) -> Iterator[None]:
+    """SIGTERM raises ``error(signum)`` (by default ``SystemExit``, so ``finally`` blocks run) instead of killing the
+    process outright, on the main thread; elsewhere nothing changes."""
 
     def _raise(signum, frame):
-        raise SystemExit(128 + signum)
+        raise error(signum)
 
     try:
         previous = signal.signal(signal.SIGTERM, _raise)
@@ -100,7 +102,7 @@ def write_folder(out_dir: str | Path, fill: Callable[[Path], None], tool: str) -
     Call ``check_output_folder`` first; ``out_dir`` is replaced only after ``fill`` returned."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with _sigterm_raises():
+    with sigterm_raises():
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-new-", dir=out_dir.parent))
         old, swapped = None, False
         try:
@@ -184,16 +186,18 @@ def remove_own_folder(folder: str | Path) -> None:
     shutil.rmtree(folder)
 
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file beside it (flushed, then renamed over ``path``).
+def write_file_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, flush it to disk and rename it over ``path``.
 
-    A failure at any point removes the temporary file and leaves the previous ``path`` untouched."""
+    The one "temporary file, fsync, rename" of the repository (text, JSON, ``.npz``, plots). A failure at any point
+    removes the temporary file and leaves the previous ``path`` untouched. ``write`` gets a path without the target's
+    suffix: a writer that picks its format from the suffix (``savefig``) must be told the format."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
+        write(Path(tmp))
+        with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644 & ~_umask())  # mkstemp makes 0600
         os.replace(tmp, path)
@@ -202,6 +206,11 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through :func:`write_file_atomic`."""
+    return write_file_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def write_json_atomic(path: str | Path, document, indent: int = 2) -> Path:

@@ -1,10 +1,9 @@
-"""benchmarks/gpu_check.sh, the one GPU run (issue #17): its stage-d arguments are valid for throughput.py, and its
+"""gpu_check/run.sh, the one GPU run (issue #17): its stage-d arguments are valid for throughput.py, and its
 dry mode runs every stage's entry point on the CPU (tiny sizes, the kernels under Triton's interpreter), writing each
 stage's file, at most 8 in all, every one labelled dry."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"
+SCRIPT = ROOT / "gpu_check" / "run.sh"
 
 
 def _bash_array(name: str) -> list[str]:
@@ -28,11 +27,9 @@ def _bash_array(name: str) -> list[str]:
 
 
 def test_stage_d_arguments_parse_with_the_throughput_script():
+    from benchmarks import throughput as script
     from benchmarks.throughput_lib.matrix import parse_implementation
 
-    spec = importlib.util.spec_from_file_location("throughput_script", ROOT / "benchmarks" / "throughput.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
     for name in ("THROUGHPUT_GPU_ARGS", "THROUGHPUT_DRY_ARGS"):
         args = script.parse_args(_bash_array(name))
         assert args.models and args.implementations, name

@@ -1,16 +1,44 @@
-"""The package's import graph has no circle: every edge (module-level or inside a function) points down.
+"""The package's import graph has no circle, and its packages follow the layers: every edge (module-level, inside a
+function or under ``TYPE_CHECKING``) points down.
 
-Read from the source with ``ast`` (nothing is imported), over ``sovit_hf/`` and the converter, which installs as
-``sovit_hf.conversion`` from the repository's top-level ``conversion/`` folder.
+Read from the source with ``ast`` (nothing is imported), over ``sovit_hf/``. The layers, bottom to top, are
+:data:`LAYERS` (CONTRIBUTING.md, "Layers"): a module imports its own package and the layers below it, never a sibling
+on its own layer nor anything above.
 """
 
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = {"sovit_hf": ROOT / "sovit_hf", "sovit_hf.conversion": ROOT / "conversion"}
+PACKAGES = {"sovit_hf": ROOT / "sovit_hf"}
+
+# Bottom to top. "core": the modules at the package's top level (configurations, models, processors, the reference
+# math and its registry, position embeddings, NaFlex, the output-folder policy).
+LAYERS = (
+    ("kernels",),
+    ("core",),
+    ("scaling",),  # maths only: laws, fits, FLOPs, optimal shapes
+    ("model_card",),  # the cards of converted and trained folders (they print FLOPs from scaling)
+    ("conversion", "metrics"),
+    ("training",),
+    ("sweep",),
+    ("cli",),
+)
+SUBPACKAGES = {"kernels", "scaling", "conversion", "metrics", "training", "sweep"}
+TOP_LEVEL_LAYERS = {"model_card": "model_card", "cli": "cli", "_commands": "cli", "__main__": "cli"}
+# Old names that forward to a module's new home for one release (removed in 0.2): left out of the graph.
+DEPRECATED_ALIASES = {
+    "sovit_hf.scaling.sweep": "sovit_hf.sweep",
+    "sovit_hf.scaling.sweeps": "sovit_hf.sweep.star_grid",
+    "sovit_hf.training.text_metrics": "sovit_hf.metrics.text",
+}
 
 
 def _modules() -> dict[str, Path]:
@@ -74,6 +102,41 @@ def circles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+def package_of(module: str) -> str:
+    """The layer package of a ``sovit_hf`` module: its subpackage, else ``core`` or a :data:`TOP_LEVEL_LAYERS` entry."""
+    parts = module.split(".")
+    if len(parts) == 1:
+        return "core"
+    if parts[1] in SUBPACKAGES:
+        return parts[1]
+    return TOP_LEVEL_LAYERS.get(parts[1], "core")
+
+
+def package_graph(graph: dict[str, set[str]]) -> dict[str, dict[str, set[str]]]:
+    """``{package: {package it imports: {"module -> module", ...}}}`` (edges inside a package left out)."""
+    packages: dict[str, dict[str, set[str]]] = {}
+    for module, targets in graph.items():
+        source = package_of(module)
+        packages.setdefault(source, {})
+        for target in targets:
+            if package_of(target) != source:
+                packages[source].setdefault(package_of(target), set()).add(f"{module} -> {target}")
+    return packages
+
+
+def layering_violations(packages: dict[str, dict[str, set[str]]]) -> list[str]:
+    """Every package edge that does not point to a lower layer, and every circle of packages, one line each."""
+    level = {package: i for i, layer in enumerate(LAYERS) for package in layer}
+    found = [
+        f"{source} -> {target} (layer {level[source]} imports layer {level[target]}): {sorted(edges)[:3]}"
+        for source, targets in sorted(packages.items())
+        for target, edges in sorted(targets.items())
+        if level[target] >= level[source]
+    ]
+    found += [f"package circle: {' <-> '.join(c)}" for c in circles({p: set(t) for p, t in packages.items()})]
+    return found
+
+
 def test_circles_finds_a_hand_made_circle():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert circles(graph) == [["a", "b", "c"]]
@@ -93,3 +156,41 @@ def test_the_package_has_no_import_circle():
 def test_the_configuration_shipped_to_the_hub_imports_no_analysis_code():
     # configuration_sovit.py travels with save_pretrained folders (remote code): it must not know sovit_hf.scaling.
     assert not {m for m in import_graph()["sovit_hf.configuration_sovit"] if m.startswith("sovit_hf.scaling")}
+
+
+def test_the_layering_rules_catch_planted_violations():
+    clean = {"sovit_hf.sweep.trainers": {"sovit_hf.training.classification"}, "sovit_hf.training.classification": set()}
+    assert layering_violations(package_graph(clean)) == []
+    for source, target in [
+        ("sovit_hf.scaling.flops", "sovit_hf.training.data"),  # scaling is maths only
+        ("sovit_hf.metrics.functions", "sovit_hf.training.seq2seq"),  # training imports metrics, never the reverse
+        ("sovit_hf.conversion.big_vision", "sovit_hf.metrics.text"),  # siblings on one layer
+        ("sovit_hf.modeling_sovit", "sovit_hf.cli"),
+    ]:
+        (line,) = layering_violations(package_graph({source: {target}, target: set()}))
+        assert line.startswith(f"{package_of(source)} -> {package_of(target)} "), line
+    circle = {"sovit_hf.training.a": {"sovit_hf.sweep.b"}, "sovit_hf.sweep.b": {"sovit_hf.training.a"}}
+    assert "package circle: sweep <-> training" in layering_violations(package_graph(circle))
+
+
+def test_the_packages_follow_the_layers():
+    graph = {m: t - set(DEPRECATED_ALIASES) for m, t in import_graph().items() if m not in DEPRECATED_ALIASES}
+    packages = package_graph(graph)
+    assert set(packages) == {p for layer in LAYERS for p in layer}  # every layer is read, no package is unplaced
+    # imports inside functions count: the sweep's trainer imports the classification recipe when a row runs
+    assert "sovit_hf.sweep.trainers -> sovit_hf.training.classification" in packages["sweep"]["training"]
+    found = layering_violations(packages)
+    assert not found, "layering: " + "; ".join(found)
+
+
+@pytest.mark.parametrize("old, new", sorted(DEPRECATED_ALIASES.items()))
+def test_deprecated_aliases_warn_and_forward(old, new):
+    path = ROOT / (old.replace(".", "/") + ".py")
+    path = path if path.is_file() else path.with_suffix("") / "__init__.py"
+    assert import_graph()[old] <= {new, new.rpartition(".")[0]}, "an alias imports its new home only"
+    probe = f"import importlib, sys; a = importlib.import_module({old!r}); b = sys.modules[{new!r}]; assert a is b"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    run = lambda *flags: subprocess.run([sys.executable, *flags, "-c", probe], env=env, capture_output=True, text=True)
+    assert run("-W", "ignore::DeprecationWarning").returncode == 0
+    warned = run("-W", "error::DeprecationWarning")
+    assert warned.returncode != 0 and f"{old} moved to {new}" in warned.stderr, path

@@ -57,7 +57,7 @@ def wheel(tmp_path_factory) -> Path:
     src.mkdir()
     for name in ("setup.py", "pyproject.toml", "README.md", "sovit_cli.py"):
         shutil.copy(ROOT / name, src / name)
-    for folder in ("sovit_hf", "conversion"):
+    for folder in ("sovit_hf",):
         shutil.copytree(ROOT / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__"))
     build = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out), str(src)]
     subprocess.run(build, check=True, capture_output=True, timeout=PIP_TIMEOUT)

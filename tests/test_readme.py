@@ -7,9 +7,11 @@ measured by the benchmark scripts, and the behaviour they rest on is tested wher
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 from pathlib import Path
+
+import pytest
 
 from sovit_hf.cli import variants_markdown
 
@@ -17,10 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _load_benchmark_module(name: str = "cpu_sovit_vs_siglip"):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"benchmarks.{name}")
 
 
 def test_readme_variant_table_is_what_the_code_computes():
@@ -113,3 +112,17 @@ def test_readme_layout_matches_the_tree():
 def test_ci_lints_before_it_tests():
     steps = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines() if line.startswith("make ")]
     assert steps[0] == "make lint" and "make test" in steps
+
+
+def test_splice_replaces_only_the_block_between_its_markers(tmp_path):
+    """The benchmark scripts' one README splice (benchmarks/readme_tables.py), on a hand-written file."""
+    from benchmarks.readme_tables import splice_readme
+
+    readme = tmp_path / "README.md"
+    readme.write_text("a\n<!-- x:start -->\nold\nrows\n<!-- x:end -->\nb <!-- y:start -->\n")
+    splice_readme(("<!-- x:start -->", "<!-- x:end -->"), "| new |", readme)
+    assert readme.read_text() == "a\n<!-- x:start -->\n| new |\n<!-- x:end -->\nb <!-- y:start -->\n"
+    before = readme.read_bytes()
+    with pytest.raises(ValueError):  # a missing marker: nothing is written
+        splice_readme(("<!-- y:start -->", "<!-- y:end -->"), "| new |", readme)
+    assert readme.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["README.md"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import statistics
 import sys
 import types
@@ -24,9 +25,11 @@ from benchmarks.throughput_lib.matrix import (
     CPU_MODELS,
     GPU_MODELS,
     ModelSpec,
+    Unit,
     default_implementations,
     default_settings,
     parse_implementation,
+    plan_units,
 )
 from benchmarks.throughput_lib.results import (
     MARKERS,
@@ -42,14 +45,7 @@ from benchmarks.throughput_lib.results import (
     slug,
     write_json,
 )
-from benchmarks.throughput_lib.run import (
-    Unit,
-    largest_fitting_batch,
-    make_train_step,
-    plan_units,
-    run_inference_unit,
-    run_training_unit,
-)
+from benchmarks.throughput_lib.run import largest_fitting_batch, make_train_step, run_inference_unit, run_training_unit
 from sovit_hf.conversion.hf_siglip import siglip_to_sovit_state_dict
 from sovit_hf.scaling import count_flops
 
@@ -358,8 +354,6 @@ def test_json_is_written_atomically(tmp_path, monkeypatch):
     """The result file changes only through one rename of a complete temporary file: a crash before the rename (here
     the rename itself fails) or a payload that cannot be serialised leaves the previous file exactly as it was, and
     no temporary file behind."""
-    from benchmarks.throughput_lib import results
-
     path = tmp_path / "sub" / "out.json"
     write_json(path, {"a": [1.5, math.pi]})
     assert json.loads(path.read_text()) == {"a": [1.5, math.pi]}
@@ -369,7 +363,7 @@ def test_json_is_written_atomically(tmp_path, monkeypatch):
     def crash(src, dst):
         raise OSError("disk gone")
 
-    monkeypatch.setattr(results.os, "replace", crash)
+    monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(OSError, match="disk gone"):
         write_json(path, {"a": list(range(1000))})
     monkeypatch.undo()

@@ -9,20 +9,27 @@ import os
 import platform
 import re
 import statistics
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 import transformers
 
+from sovit_hf.output_folder import write_file_atomic, write_json_atomic
 from sovit_hf.scaling import count_flops
 
-from .matrix import ALL_MODELS, LOSS, TRAIN_LR, ModelSpec, Settings, parse_implementation, timm_version
-
-if TYPE_CHECKING:  # run imports this module
-    from .run import Unit
+from ..readme_tables import splice_readme
+from .matrix import (
+    ALL_MODELS,
+    LOSS,
+    TRAIN_LR,
+    ModelSpec,
+    Settings,
+    Unit,
+    parse_implementation,
+    record_key_of,
+    timm_version,
+)
 
 REQUIRED_FIELDS = (
     "model",
@@ -136,10 +143,6 @@ def unit_records(
     ]
 
 
-def record_key_of(model_key: str, mode: str, implementation: str, batch: int | None) -> tuple:
-    return (model_key, mode, implementation, batch if mode == "inference" else None)
-
-
 def record_key(record: dict) -> tuple:
     return record_key_of(record["model_key"], record["mode"], record["implementation"], record["batch"])
 
@@ -221,21 +224,10 @@ def load_payload(path: Path) -> dict | None:
 
 
 def write_json(path: Path, payload: dict) -> None:
-    """Write to a temporary file in the same folder, then rename: the file is never half-written."""
+    """The result file, through ``sovit_hf.output_folder.write_json_atomic`` (temporary file, rename): never
+    half-written; a payload that does not serialise fails before any file is touched."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(payload, indent=1) + "\n"  # a payload that does not serialise fails here, before any file
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as tmp:
-        try:
-            tmp.write(text)
-        except BaseException:
-            tmp.close()
-            os.unlink(tmp.name)
-            raise
-    try:
-        os.replace(tmp.name, path)
-    except BaseException:
-        os.unlink(tmp.name)
-        raise
+    write_json_atomic(path, payload, indent=1)
 
 
 def result_files(results_dir: Path = RESULTS_DIR) -> list[Path]:
@@ -358,9 +350,7 @@ def readme_block(payloads: list[dict]) -> str:
 
 def update_readme(readme: Path = README, results_dir: Path = RESULTS_DIR) -> None:
     payloads = [json.loads(p.read_text()) for p in result_files(results_dir)]
-    text = readme.read_text()
-    start, end = text.index(MARKERS[0]) + len(MARKERS[0]), text.index(MARKERS[1])
-    readme.write_text(text[:start] + "\n" + readme_block(payloads) + "\n" + text[end:])
+    splice_readme(MARKERS, readme_block(payloads), readme)
 
 
 def plot_payload(payload: dict, path: Path) -> Path | None:
@@ -400,8 +390,8 @@ def plot_payload(payload: dict, path: Path) -> Path | None:
     header = payload["header"]
     fig.suptitle(f"{header['device']} · torch {header['torch']}", fontsize=9)
     fig.tight_layout()
-    partial = path.with_name(path.stem + ".partial.png")
-    fig.savefig(partial, dpi=110)
-    plt.close(fig)
-    partial.replace(path)
+    try:
+        write_file_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    finally:
+        plt.close(fig)
     return path

@@ -54,7 +54,7 @@ def autotune(
 
 def autotune_winners() -> list[dict]:
     """Every config the autotuner picked in this process: kernel, the key it was tuned for (the key arguments' values,
-    then the tensors' dtypes, as Triton builds it), the config. For the benchmark records (``benchmarks/gpu_check``)."""
+    then the tensors' dtypes, as Triton builds it), the config. For the benchmark records (``gpu_check/``)."""
     winners = []
     for name, tuner in _AUTOTUNED.items():
         for tuning_key, config in getattr(tuner, "cache", {}).items():

@@ -1,7 +1,7 @@
 """``evaluate`` metric modules shipped with sovit_hf: ``accuracy``, ``cider``, ``bleu``, ``vqa_accuracy``.
 
 Each is a folder holding one ``evaluate.Metric`` script, loadable offline with ``evaluate.load(path(name))``; the
-numbers come from the field's reference implementations in ``sovit_hf.training.text_metrics`` (pycocoevalcap's CIDEr-D,
+numbers come from the field's reference implementations in ``sovit_hf.metrics.text`` (pycocoevalcap's CIDEr-D,
 sacrebleu's BLEU-4, the official VQA normalisation and soft score) and NumPy for accuracy.
 
 The recipes score through :func:`compute`: the ``evaluate`` module where ``evaluate`` is installed, else the same

@@ -1,5 +1,5 @@
 """The functions the metric modules wrap (one per module, same name): accuracy here, the text metrics from
-``sovit_hf.training.text_metrics`` (pycocoevalcap, sacrebleu, official VQA rules).
+``sovit_hf.metrics.text`` (pycocoevalcap, sacrebleu, official VQA rules).
 
 :func:`check_inputs` refuses what a metric cannot score, with one line naming the first bad entry, before anything
 is scored or converted: class ids that are not whole numbers (floats would be truncated, strings compared as text),
@@ -14,7 +14,7 @@ import numbers
 
 import numpy as np
 
-from ..training import text_metrics
+import sovit_hf.metrics.text as text_metrics
 
 VQA_MIN_ANSWERS = 4  # a prediction matching all N answers scores min(1, (N - 1) / 3): below 4 it can never reach 1
 
@@ -69,19 +69,19 @@ def accuracy(predictions, references) -> float:
 
 
 def bleu(predictions, references) -> float:
-    """Corpus BLEU-4 (:func:`sovit_hf.training.text_metrics.bleu`)."""
+    """Corpus BLEU-4 (:func:`sovit_hf.metrics.text.bleu`)."""
     check_inputs("bleu", predictions, references)
     return text_metrics.bleu(list(predictions), [list(r) for r in references])
 
 
 def cider(predictions, references) -> float:
-    """Corpus CIDEr-D (:func:`sovit_hf.training.text_metrics.cider`)."""
+    """Corpus CIDEr-D (:func:`sovit_hf.metrics.text.cider`)."""
     check_inputs("cider", predictions, references)
     return text_metrics.cider(list(predictions), [list(r) for r in references])
 
 
 def vqa_accuracy(predictions, references) -> float:
-    """Mean soft VQA accuracy (:func:`sovit_hf.training.text_metrics.vqa_accuracy`)."""
+    """Mean soft VQA accuracy (:func:`sovit_hf.metrics.text.vqa_accuracy`)."""
     check_inputs("vqa_accuracy", predictions, references)
     return text_metrics.vqa_accuracy(list(predictions), [list(r) for r in references])
 

@@ -1,6 +1,6 @@
 """Scaling-law helper for SoViT ("Getting ViT in Shape", arXiv 2305.13035) and "Scaling Vision Transformers"
 (arXiv 2106.04560): compute accounting, the shape law (Eq. 2) and the saturating law, fitting with bootstrap
-intervals, compute-optimal configs and sweep planning. See docs/scaling.md.
+intervals, compute-optimal configs. Sweeps (planning, running, fitting) are ``sovit_hf.sweep``. See docs/scaling.md.
 
 Not imported by ``import sovit_hf``; import ``sovit_hf.scaling`` explicitly. Plotting (``sovit_hf.scaling.plot``)
 needs matplotlib.
@@ -20,7 +20,6 @@ from .optimal import (
     variant_budget,
 )
 from .results import HoldoutCheck, SaturatingFit, ShapeFit
-from .sweeps import SweepRun, grid_optimum, plan_grid_sweep, plan_star_sweep, write_sweep_csv
 
 __all__ = [
     "DIMENSIONS",
@@ -34,7 +33,6 @@ __all__ = [
     "ScalingRule",
     "ShapeFit",
     "ShapeLaw",
-    "SweepRun",
     "compute_optimal_config",
     "compute_optimal_shape",
     "count_flops",
@@ -43,13 +41,22 @@ __all__ = [
     "fit_shape_law",
     "fit_shape_laws",
     "flops_breakdown",
-    "grid_optimum",
     "parameter_growth",
-    "plan_grid_sweep",
-    "plan_star_sweep",
     "shape_flops",
     "shape_params",
     "training_compute",
     "variant_budget",
-    "write_sweep_csv",
 ]
+
+
+# Deprecated, removed in 0.2: the sweep planners moved to sovit_hf.sweep.star_grid (via the sovit_hf.sweep.star_grid
+# alias, which warns).
+_MOVED_TO_SWEEP = ("SweepRun", "grid_optimum", "plan_grid_sweep", "plan_star_sweep", "write_sweep_csv")
+
+
+def __getattr__(name: str):
+    if name in _MOVED_TO_SWEEP:
+        from . import sweeps
+
+        return getattr(sweeps, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

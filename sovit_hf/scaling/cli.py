@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from ..configuration_sovit import SoViTConfig
+from ..output_folder import write_json_atomic
 from .fit import FitError, fit_shape_laws
 from .flops import count_flops, count_params
 from .identification import not_identified_section
@@ -164,7 +165,7 @@ def _fit(args: argparse.Namespace) -> int:
         save_shape_fits(args.out, identified, shared_c=not args.no_shared_c, metric=args.metric, anchor=anchor)
         document = json.loads(Path(args.out).read_text())
         document["not_identified"] = not_identified_section(fits)
-        Path(args.out).write_text(json.dumps(document, indent=2) + "\n")
+        write_json_atomic(args.out, document)
         print(f"wrote {args.out} (identified exponents only: {', '.join(identified)})")
     if args.plot:
         from .optimal import ScalingRule

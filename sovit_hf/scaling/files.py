@@ -4,7 +4,7 @@ Runs CSV: one row per training run, with a ``dim`` column naming the star-sweep 
 ``mlp_dim``; other values such as ``center`` are skipped), the shape columns ``width``, ``depth``, ``mlp_dim``, the
 metric (default column ``error``) and the compute, given as ``compute_gflops`` or as ``examples`` (then multiplied by
 ``gflops_per_image`` or, without it, by :func:`~sovit_hf.scaling.flops.count_flops` of the row's shape with the
-optional ``patch_size``, ``image_size`` and ``heads`` columns). :func:`~sovit_hf.scaling.sweeps.plan_star_sweep`
+optional ``patch_size``, ``image_size`` and ``heads`` columns). :func:`~sovit_hf.sweep.star_grid.plan_star_sweep`
 writes all of these but the metric.
 """
 

@@ -20,6 +20,8 @@ class token):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from ..configuration_sovit import SoViTConfig, pool_type_spec
 
 GIGA = 1e9
@@ -272,11 +274,30 @@ def two_tower_flops(config, image_size: int | None = None) -> dict[str, float]:
     return {"image": image, "text": text, "pair_logits": 2.0 * config.projection_dim / GIGA}
 
 
+def shape_fields(shape: Mapping[str, int], heads: int, patch_size: int, image_size: int) -> dict:
+    """The SoViTConfig fields of a ``{"width", "depth", "mlp_dim"}`` shape (MAP head, as the sweeps train it)."""
+    return dict(
+        hidden_size=shape["width"],
+        num_hidden_layers=shape["depth"],
+        intermediate_size=shape["mlp_dim"],
+        num_attention_heads=heads,
+        patch_size=patch_size,
+        image_size=image_size,
+    )
+
+
+def shape_config(shape: Mapping[str, int], heads: int, patch_size: int, image_size: int) -> SoViTConfig:
+    """The SoViTConfig of a ``{"width", "depth", "mlp_dim"}`` shape (:func:`shape_fields`)."""
+    return SoViTConfig(**shape_fields(shape, heads, patch_size, image_size))
+
+
 __all__ = [
     "count_flops",
     "count_params",
     "flops_breakdown",
     "num_tokens",
+    "shape_config",
+    "shape_fields",
     "shape_flops",
     "shape_flops_breakdown",
     "shape_params",

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .flops import count_flops
+from .flops import count_flops, shape_config
 from .laws import ShapeLaw
 from .paper import (
     PAPER_DATA_EXPONENT,
@@ -20,7 +20,6 @@ from .paper import (
     PAPER_STAR_STEPS,
     PAPER_SWEEP_BATCH_SIZE,
 )
-from .sweeps import shape_config
 
 # Examples seen by a star-sweep run of each length (SoViT App. B.2: 500K / 1M / 2M steps at batch 128, Table 5).
 STAR_EXAMPLES = tuple(float(steps * PAPER_SWEEP_BATCH_SIZE) for steps in PAPER_STAR_STEPS)

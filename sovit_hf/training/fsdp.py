@@ -33,24 +33,12 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
+from ..output_folder import write_json_atomic
 from .resume import FSDP_STATE_NAME as STATE_NAME
 
-# Each is sharded on its own (one all-gather per block), then the root takes the rest (embeddings, norms, head).
+# Each is sharded on its own (one all-gather per block, when the block is called), then the root takes the rest
+# (embeddings, norms, head). A block's sublayers (the decoder's cross-attention included) all run inside its forward.
 WRAP_CLASSES = ("SoViTEncoderLayer", "SoViTDecoderLayer", "SoViTMAPHead")
-# Parts of a block that stay in the root's unit (gathered for the whole forward): the captioning / VQA model projects
-# the image into every decoder layer's cross-attention keys and values once per call, before the layers run
-# (modeling_sovit_generation.py), so a whole-layer unit would still be sharded then; the rest of the layer is one
-# unit of its leaf modules, which gathers when the first of them is called, so the layer's norms (read through
-# apply_layer_norm, not called) stay in the root too (a few hundred values each).
-USED_OUTSIDE_FORWARD = {
-    "SoViTDecoderLayer": (
-        "cross_attn.k_proj",
-        "cross_attn.v_proj",
-        "self_attn_layer_norm",
-        "cross_attn_layer_norm",
-        "mlp_layer_norm",
-    )
-}
 
 
 def wants_cpu_fsdp(args) -> bool:
@@ -79,23 +67,9 @@ def shard_model(
     policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
     kwargs = dict(mesh=mesh, mp_policy=policy, reshard_after_forward=reshard_after_forward)
     for module in [m for m in model.modules() if type(m).__name__ in WRAP_CLASSES]:
-        outside = USED_OUTSIDE_FORWARD.get(type(module).__name__, ())
-        fully_shard(_units(module, outside) if outside else module, **kwargs)
+        fully_shard(module, **kwargs)
     fully_shard(model, **kwargs)
     return model
-
-
-def _units(module: torch.nn.Module, outside: tuple[str, ...]) -> list[torch.nn.Module]:
-    """The leaf modules of ``module`` (those holding parameters) except the paths in ``outside``: one FSDP unit,
-    gathered when the first of them is called (the layer calls its projections directly, not their parents)."""
-    return [
-        child
-        for name, child in module.named_modules()
-        if name
-        and not any(name == o or name.startswith(o + ".") for o in outside)
-        and not list(child.children())
-        and any(True for _ in child.parameters(recurse=False))
-    ]
 
 
 def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -283,9 +257,8 @@ def _save_checkpoint(folder: Path, model, optimizer, scheduler, step: int, histo
     dcp.save(state, checkpoint_id=str(folder))
     if dist.get_rank() == 0:
         torch.save(scheduler.state_dict(), folder / "scheduler.pt")
-        partial = folder / (STATE_NAME + ".partial")
-        partial.write_text(json.dumps({"global_step": step, "log_history": history}, indent=2))
-        partial.replace(folder / STATE_NAME)  # written last: a folder with it is complete
+        # written last: a folder with it is complete
+        write_json_atomic(folder / STATE_NAME, {"global_step": step, "log_history": history})
     dist.barrier()
 
 
@@ -307,10 +280,6 @@ def _load_checkpoint(folder: Path, model, optimizer, scheduler) -> tuple[int, li
     scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
     saved = json.loads((folder / STATE_NAME).read_text())
     return saved["global_step"], saved["log_history"]
-
-
-def is_fsdp_checkpoint(folder) -> bool:
-    return folder is not None and (Path(str(folder)) / STATE_NAME).is_file()
 
 
 __all__ = ["WRAP_CLASSES", "evaluate", "full_state_dict", "save_pretrained_full", "shard_model", "train_cpu"]

@@ -118,7 +118,7 @@ class Task:
 
     def constant_prediction(self, train) -> str:
         """Best constant output: the most frequent training caption / (normalised) answer."""
-        from .text_metrics import most_frequent, normalize_vqa_answer
+        from ..metrics.text import most_frequent, normalize_vqa_answer
 
         texts = [t for refs in train[self.text_column] for t in refs]
         if self.name == "captioning":

@@ -183,14 +183,20 @@ def test_export_of_truncated_weights_is_one_line(sovit_folder, tmp_path, capsys)
 
 
 def test_one_marker_and_atomic_writer_for_every_command():
-    """The converters, the recipes and the sweep share sovit_hf/output_folder.py: no second marker or writer."""
+    """The converters, the recipes, the sweep, the benchmark scripts and the GPU check share sovit_hf/output_folder.py:
+    no second marker or writer, no second "temporary file, then rename"."""
+    import re
     from pathlib import Path
 
     import sovit_hf
 
     root = Path(sovit_hf.__file__).parents[1]
-    sources = [*root.joinpath("sovit_hf").rglob("*.py"), *root.joinpath("conversion").rglob("*.py")]
+    folders = ("sovit_hf", "conversion", "benchmarks", "gpu_check")
+    sources = [p for folder in folders for p in root.joinpath(folder).rglob("*.py")]
+    assert len(sources) > 100 and root / "benchmarks" / "throughput_lib" / "results.py" in sources
     defining = [
         p.name for p in sources if ".sovit_hf_output.json" in p.read_text() or "def write_json_atomic" in p.read_text()
     ]
     assert defining == ["output_folder.py"]
+    renaming = re.compile(r"os\.replace\(|os\.rename\(|\.rename\(|\b(tmp|partial)\.replace\(")
+    assert [p.name for p in sources if renaming.search(p.read_text())] == ["output_folder.py"]

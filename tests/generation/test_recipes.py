@@ -11,7 +11,7 @@ from huggingface_hub import ModelCard
 
 from sovit_hf import SoViTForConditionalGeneration
 from sovit_hf.cli import main as sovit
-from sovit_hf.training import text_metrics as tm
+from sovit_hf.metrics import text as tm
 from sovit_hf.training.scenes import scenes_captioning, scenes_vqa
 from tests.conftest import needs
 

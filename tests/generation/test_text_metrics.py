@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sovit_hf.training import text_metrics as tm
+from sovit_hf.metrics import text as tm
 from tests.conftest import needs
 
 

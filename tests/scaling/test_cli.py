@@ -13,7 +13,7 @@ from sovit_hf import SoViTConfig
 from sovit_hf.scaling import compute_optimal_shape, count_flops, fit_shape_laws, variant_budget
 from sovit_hf.scaling.cli import add_scaling_commands
 from sovit_hf.scaling.files import load_runs_csv
-from sovit_hf.scaling.sweeps import plan_star_sweep, write_sweep_csv
+from sovit_hf.sweep.star_grid import plan_star_sweep, write_sweep_csv
 from tests.scaling.helpers import STAR_GRIDS, TRUE_LAWS, noisy, star_arm
 
 

@@ -3,7 +3,7 @@ memory, measured here again, supports the paper's claim."""
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 from pathlib import Path
 
@@ -11,12 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location(
-        "bench_optimizer_memory", ROOT / "benchmarks" / "bench_optimizer_memory.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("benchmarks.bench_optimizer_memory")
 
 
 def test_doc_memory_table_comes_from_the_result_file():
@@ -38,10 +33,7 @@ def test_optimizer_state_memory_supports_the_papers_claim():
 
 
 def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"benchmarks.{name}")
 
 
 def test_readme_quotes_the_multiprocess_and_data_scale_records():

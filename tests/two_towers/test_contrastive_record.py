@@ -4,7 +4,7 @@ tested by test_contrastive_recipe.py; the metrics' definitions by test_zero_shot
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 from pathlib import Path
 
@@ -12,10 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("record", ROOT / "benchmarks" / "record_contrastive_run.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("benchmarks.record_contrastive_run")
 
 
 def test_readme_contrastive_table_comes_from_the_record():

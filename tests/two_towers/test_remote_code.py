@@ -18,7 +18,7 @@ REMOTE_SCRIPT = textwrap.dedent(
 
     class Block(importlib.abc.MetaPathFinder):  # the installed package must not be used
         def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("sovit_hf", "conversion", "tests"):
+            if name.split(".")[0] in ("sovit_hf", "tests"):
                 raise ImportError("blocked " + name)
 
     sys.meta_path.insert(0, Block())
