@@ -95,7 +95,9 @@ def test_dry_run_writes_every_stage(tmp_path):
 def test_old_path_forwards_to_the_check():
     """`bash benchmarks/gpu_check.sh` (the path the GPU-session instructions name) runs gpu_check/run.sh: the same usage
     error for a missing OUT folder, from the same script."""
-    old = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], capture_output=True, text=True, timeout=60)
+    old = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], capture_output=True, text=True, timeout=60
+    )
     new = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, timeout=60)
     assert old.returncode == new.returncode == 1
     assert "usage: bash gpu_check/run.sh [--dry] OUT_FOLDER" in old.stderr
