@@ -14,7 +14,10 @@ PIL/NumPy only.
 
 from __future__ import annotations
 
-from transformers.models.siglip2.image_processing_pil_siglip2 import Siglip2ImageProcessorPil
+from transformers.models.siglip2.image_processing_pil_siglip2 import (
+    Siglip2ImageProcessorPil,
+    get_image_size_for_max_num_patches,
+)
 
 from .image_processing_sovit import as_image_list, prepare_image
 
@@ -45,6 +48,12 @@ class SoViTNaFlexImageProcessor(Siglip2ImageProcessorPil):
         rescale = self.do_rescale if rescale is None else rescale
         images = [prepare_image(image, i, rescale) for i, image in enumerate(as_image_list(images))]
         return super().preprocess(images, *args, **kwargs)
+
+    def patch_grid(self, height: int, width: int) -> tuple[int, int]:
+        """The ``(rows, columns)`` of patches an image of ``height x width`` pixels gets (the resize rule above),
+        without processing it: what a token-budget sampler counts before training."""
+        target_h, target_w = get_image_size_for_max_num_patches(height, width, self.patch_size, self.max_num_patches)
+        return target_h // self.patch_size, target_w // self.patch_size
 
 
 __all__ = ["SoViTNaFlexImageProcessor"]

@@ -1,4 +1,5 @@
-"""``SoViTSiglipProcessor``: images (``SoViTImageProcessor``) + texts (``SoViTSiglipTokenizer``) for the two towers.
+"""``SoViTSiglipProcessor``: images (``SoViTImageProcessor`` or ``SoViTNaFlexImageProcessor``) + texts
+(``SoViTSiglipTokenizer``) for the two towers.
 
 ``save_pretrained`` writes the image processor's settings, the SentencePiece model and the tokenizer's settings
 (``text_length``, ``lowercase``, ``canonicalize``); ``AutoProcessor.from_pretrained(folder)`` loads them back
@@ -10,6 +11,7 @@ from __future__ import annotations
 from transformers import BatchFeature, ProcessorMixin
 
 from .image_processing_sovit import SoViTImageProcessor
+from .image_processing_sovit_naflex import SoViTNaFlexImageProcessor
 from .tokenization_sovit_siglip import SoViTSiglipTokenizer
 
 _HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "proxies")
@@ -27,8 +29,12 @@ class SoViTSiglipProcessor(ProcessorMixin):
         """Both parts load as their own classes (not through the Auto classes, which would ask whether to run the
         folder's copies of them as remote code)."""
         hub = {k: v for k, v in kwargs.items() if k in _HUB_KWARGS}
+        settings, _ = SoViTImageProcessor.get_image_processor_dict(pretrained_model_name_or_path, **hub)
+        naflex = settings.get("image_processor_type") == SoViTNaFlexImageProcessor.__name__
         return [
-            SoViTImageProcessor.from_pretrained(pretrained_model_name_or_path, **hub),
+            (SoViTNaFlexImageProcessor if naflex else SoViTImageProcessor).from_pretrained(
+                pretrained_model_name_or_path, **hub
+            ),
             SoViTSiglipTokenizer.from_pretrained(pretrained_model_name_or_path, **hub),
         ]
 
@@ -43,7 +49,9 @@ class SoViTSiglipProcessor(ProcessorMixin):
         if text is not None:
             data.update(self.tokenizer(text, return_tensors=return_tensors, **kwargs))
         if images is not None:
-            data["pixel_values"] = self.image_processor(images, return_tensors=return_tensors)["pixel_values"]
+            pixels = self.image_processor(images, return_tensors=return_tensors)
+            keys = ("pixel_values", "pixel_attention_mask", "spatial_shapes")  # the last two: NaFlex only
+            data.update({key: pixels[key] for key in keys if key in pixels})
         return BatchFeature(data, tensor_type=return_tensors)
 
 

@@ -61,13 +61,15 @@ def class_embeddings(
 
 
 @torch.no_grad()
-def image_embeddings(model, pixel_values: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Normalised image embeddings `(N, D)`."""
+def image_embeddings(model, pixel_values: torch.Tensor, batch_size: int = 256, **naflex) -> torch.Tensor:
+    """Normalised image embeddings `(N, D)`; ``naflex``: ``spatial_shapes`` and ``pixel_attention_mask`` of NaFlex
+    ``pixel_values``, sliced with them."""
     device = next(model.parameters()).device
-    out = [
-        l2_normalize(model.get_image_features(pixel_values[i : i + batch_size].to(device)).pooler_output.float())
-        for i in range(0, len(pixel_values), batch_size)
-    ]
+    out = []
+    for i in range(0, len(pixel_values), batch_size):
+        extra = {k: v[i : i + batch_size].to(device) for k, v in naflex.items()}
+        features = model.get_image_features(pixel_values[i : i + batch_size].to(device), **extra)
+        out.append(l2_normalize(features.pooler_output.float()))
     return torch.cat(out)
 
 

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..scaling.laws import DIMENSIONS
+from .star_grid import grid_edges
 
 LEVELS = 24  # compute levels (log-spaced) at which the grid models are compared
 SMOOTH_MIN_MODELS = 15  # a quadratic surface in three log-dimensions has 10 coefficients
@@ -213,13 +214,7 @@ def find_anchor(
                 f"{mine[0]:.4g}-{mine[-1]:.4g} (none of its evaluations lies inside it); record more evaluations"
             )
     shape = {k: int(models[winner][k]) for k in DIMENSIONS}
-    boundary = {}
-    for dim in DIMENSIONS:
-        values_k = sorted(grid[dim])
-        if shape[dim] <= values_k[0]:
-            boundary[dim] = "low"
-        elif shape[dim] >= values_k[-1]:
-            boundary[dim] = "high"
+    boundary = grid_edges(shape, grid)
     for dim, side in boundary.items():
         multiple = heads if dim == "width" else 1
         messages.append(_rule1_message(dim, side, shape[dim], sorted(grid[dim]), multiple))

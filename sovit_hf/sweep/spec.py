@@ -92,10 +92,8 @@ class SweepSpec:
 # under 3 epochs; Sec. 3 assumes unlimited data). Star and validation rows evaluate once at the end; grid rows 5 times
 # (their curve of f against compute is what App. B.3 rule 2 reads). The lengths are long enough for the models to
 # learn (f 0.4-0.8 over the sweep, not 0.67-0.86 as at 40-160 steps), and sized so that the loop (75 trainings) fits
-# in an hour on 2 cores (40.4 min measured, benchmarks/results/sweep_cpu): the validation stage (12 rows at 4x the
-# largest sweep compute) is half of it. Extending the grid as rule 1 asked (width 24-40, depth 1-3, 10 evaluations)
-# put the optimum on the low edges again, and its validation shapes needed 10-26K steps each (over the hour):
-# benchmarks/results/sweep_cpu_grid_iteration2.
+# in an hour on 2 cores, the validation stage (12 rows at 4x the largest sweep compute) being half of it. The measured
+# runs of this preset, and what extending its grid gave, are in docs/sweep.md.
 CPU_TRAINER = {
     "name": "classification",
     "data": {"name": "hard_digits", "size": 16, "copies": 12, "noise": 0.35, "seed": 0},

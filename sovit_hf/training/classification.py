@@ -31,11 +31,14 @@ from transformers import HfArgumentParser, TrainerCallback, TrainingArguments
 
 from ..configuration_sovit import SoViTConfig
 from ..image_processing_sovit import SoViTImageProcessor, to_8bit
+from ..image_processing_sovit_naflex import SoViTNaFlexImageProcessor
 from ..modeling_sovit import SoViTForImageClassification
 from .data import IMAGE_CHECK_SAMPLE, first_line
 from .finish import finish_run
 from .fsdp import wants_cpu_fsdp
 from .guards import GuardedTrainer, check_batch_sizes, check_resume_shapes
+from .naflex_batches import TokenBudgetBatchSampler, naflex_collate
+from .naflex_recipe import NaFlexArguments, TokenBudgetLoaders, naflex_features, same_aspect_crop
 from .resume import check_resume_checkpoint
 from .tasks import task_usage
 from .transforms import flip_lr, inception_crop
@@ -66,7 +69,10 @@ class ModelArguments:
 
 
 @dataclass
-class DataArguments:
+class DataArguments(NaFlexArguments):
+    """The data flags; NaFlex evaluation batches hold ``--per_device_eval_batch_size`` x ``--naflex_max_num_patches``
+    padded tokens."""
+
     dataset_name: str = field(default="digits", metadata={"help": "digits | imagefolder | saved folder | Hub name"})
     dataset_config: str | None = field(default=None)
     data_dir: str | None = field(default=None)
@@ -90,6 +96,9 @@ class DataArguments:
         default=False, metadata={"help": "read the dataset as a datasets IterableDataset (Hub or local files)"}
     )
     shuffle_buffer: int = field(default=10_000, metadata={"help": "--streaming: shuffle buffer, in examples"})
+    naflex_bucket_size: int = field(
+        default=1024, metadata={"help": "NaFlex: images sorted by length together (larger: less padding)"}
+    )
 
 
 @dataclass
@@ -297,7 +306,7 @@ def _rgb(image, index: int):
 
 
 def make_transform(
-    processor: SoViTImageProcessor,
+    processor: SoViTImageProcessor | SoViTNaFlexImageProcessor,
     data_args: DataArguments,
     size: int,
     train: bool,
@@ -308,25 +317,33 @@ def make_transform(
     """Batch transform for ``Dataset.with_transform``: resize (eval) or inception crop [+ flip] (train). 16-bit and
     float images are first scaled to 8 bits by the image processor's rule (PIL's ``convert`` would clip them).
     ``num_labels``: labels outside ``[0, num_labels)`` are a one-line ``ValueError`` (a stream's rows past the ones
-    checked before training reach the loss only here)."""
+    checked before training reach the loss only here).
+
+    With a NaFlex processor the crop keeps the image's aspect ratio and size (``same_aspect_crop``) and each row is
+    an unpadded example (``pixel_values`` `(h*w, p*p*C)`, ``spatial_shapes``) for :func:`naflex_collate`."""
+    naflex = isinstance(processor, SoViTNaFlexImageProcessor)
 
     def transform(batch):
         images = [_rgb(image, i) for i, image in enumerate(batch[data_args.image_column])]
         if train and data_args.augment:
             current = epoch.epoch if epoch is not None else 0
             rngs = [np.random.default_rng([seed, current, int(i)]) for i in batch[INDEX_COLUMN]]
+            area = (data_args.crop_area_min, 1.0)
             images = [
-                inception_crop(im, size, rng, (data_args.crop_area_min, 1.0))
+                same_aspect_crop(im, rng, area) if naflex else inception_crop(im, size, rng, area)
                 for im, rng in zip(images, rngs, strict=True)
             ]
             if data_args.flip:
                 images = [flip_lr(im, rng) for im, rng in zip(images, rngs, strict=True)]
-        pixels = processor(images, return_tensors="pt")["pixel_values"]
+        if naflex:
+            features = naflex_features(processor, images)
+        else:
+            features = {"pixel_values": processor(images, return_tensors="pt")["pixel_values"]}
         labels = torch.as_tensor(batch[data_args.label_column])
         if num_labels is not None and labels.numel() and not ((labels >= 0) & (labels < num_labels)).all():
             bad = labels[(labels < 0) | (labels >= num_labels)][0].item()
             raise ValueError(f"a label {bad} outside the head's {num_labels} classes in '{data_args.label_column}'.")
-        return {"pixel_values": pixels, "labels": labels}
+        return {**features, "labels": labels}
 
     return transform
 
@@ -336,6 +353,10 @@ def collate(examples):
         "pixel_values": torch.stack([e["pixel_values"] for e in examples]),
         "labels": torch.stack([torch.as_tensor(e["labels"]) for e in examples]),
     }
+
+
+class NaFlexTrainer(TokenBudgetLoaders, GuardedTrainer):
+    """The recipe's Trainer with token-budget train and eval batches (``sovit_hf.training.naflex_recipe``)."""
 
 
 def compute_accuracy(prediction) -> dict[str, float]:
@@ -408,25 +429,12 @@ def plot_training_curves(log_history: list[dict], path: Path) -> Path | None:
     return path
 
 
-def run(
-    model_args: ModelArguments, data_args: DataArguments, args: SoViTTrainingArguments, command: str | None = None
-) -> dict:
-    """Train, evaluate and write the hub-ready folder; returns the final evaluation metrics. ``command`` is the
-    command line the model card gives (default: this process's arguments)."""
-    from ..model_card import hub_id
-    from .data import (
-        check_output_dir,
-        check_pretrained_path,
-        config_overrides,
-        input_paths,
-        is_stream,
-        label_names,
-        num_examples,
-        validate_dataset,
-    )
-    from .fewshot import FewShotCallback
+def preflight(model_args: ModelArguments, data_args: DataArguments, args: SoViTTrainingArguments):
+    """Every check that needs no data, before any work: batch sizes, output folder, checkpoint to resume from, model
+    folder, overrides, flags that do not go together. Returns ``(sources, resume)``: the run's input paths (the output
+    folder must not hold them) and the checkpoint to resume from (or None)."""
+    from .data import check_output_dir, check_pretrained_path, config_overrides, input_paths
 
-    start = time.perf_counter()
     args.remove_unused_columns = False
     set_loader_defaults(args)
     check_batch_sizes(args)
@@ -439,6 +447,33 @@ def run(
         raise ValueError("--streaming works with the Trainer path without --fewshot_shots (they need random access).")
     if wants_cpu_fsdp(args) and data_args.fewshot_shots:
         raise ValueError("--fewshot_shots is a Trainer callback: not with --fsdp on CPU (it evaluates at the end).")
+    if data_args.naflex:
+        check_naflex_flags(data_args, args)
+    return sources, resume
+
+
+def check_naflex_flags(data_args: DataArguments, args: SoViTTrainingArguments) -> None:
+    """One-line ``ValueError`` for NaFlex flags that cannot work (before any data is read)."""
+    data_args.check_naflex(args.per_device_train_batch_size, args.world_size)
+    taken = [
+        flag
+        for flag, on in (
+            ("--streaming", data_args.streaming),
+            ("--fewshot_shots", data_args.fewshot_shots),
+            ("--fsdp on CPU", wants_cpu_fsdp(args)),
+        )
+        if on
+    ]
+    if taken:  # the sampler reads every image's size before training; the probes batch fixed-size images
+        raise ValueError(f"--naflex_max_num_patches does not work with {', '.join(taken)}.")
+    if data_args.naflex_bucket_size < 1:
+        raise ValueError(f"--naflex_bucket_size must be at least 1, got {data_args.naflex_bucket_size}.")
+
+
+def load_data(data_args: DataArguments, args: SoViTTrainingArguments):
+    """The splits, checked: ``(train, evaluation, labels)`` (label names of the train split)."""
+    from .data import label_names, validate_dataset
+
     train, evaluation = prepare_data(data_args, args.seed)
     labels = label_names(train, data_args.label_column)
     if len(labels) < 2:  # one output would be a regression head, scored 1.0 whatever it learns
@@ -448,6 +483,56 @@ def run(
     sample = None if data_args.full_data_check else IMAGE_CHECK_SAMPLE
     for split, data in (("train", train), ("eval", evaluation)):
         validate_dataset(data, data_args.image_column, data_args.label_column, len(labels), split, sample, args.seed)
+    return train, evaluation, labels
+
+
+@dataclass
+class Prepared:
+    """What :func:`train` trains: the model, its image processor, the datasets, callbacks, step count, the NaFlex
+    batch samplers (None on the fixed-size path) and the report fields of :func:`~.finish.write_report`."""
+
+    model: SoViTForImageClassification
+    processor: SoViTImageProcessor | SoViTNaFlexImageProcessor
+    train_ds: object
+    eval_ds: object
+    epoch: AugmentationEpoch
+    callbacks: list
+    total: int
+    report: dict
+    samplers: dict | None = None
+
+
+def naflex_samplers(processor, train, evaluation, data_args: DataArguments, args) -> dict:
+    """Token-budget batch samplers over each image's patch count (read from the files' headers before training):
+    shuffled per epoch for training, in length order for evaluation (least padding)."""
+    from .naflex_recipe import image_sizes, patch_counts
+
+    lengths = {name: patch_counts(processor, image_sizes(split, data_args.image_column))
+               for name, split in (("train", train), ("eval", evaluation))}  # fmt: skip
+    train_tokens = data_args.naflex_tokens(args.per_device_train_batch_size)
+    eval_tokens = data_args.naflex_tokens(args.per_device_eval_batch_size, train=False)
+    train_sampler = TokenBudgetBatchSampler(
+        lengths["train"], train_tokens, data_args.naflex_bucket_size, shuffle=True, seed=args.seed
+    )
+    eval_sampler = TokenBudgetBatchSampler(lengths["eval"], eval_tokens, len(lengths["eval"]), shuffle=False)
+    return {"train": train_sampler, "eval": eval_sampler}
+
+
+def prepare_training(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    args: SoViTTrainingArguments,
+    train,
+    evaluation,
+    labels: list[str],
+    resume,
+    start: float,
+    command: str | None = None,
+) -> Prepared:
+    """The model, step count, datasets and report of a run on checked splits; prints the plan."""
+    from ..model_card import hub_id
+    from .data import is_stream, num_examples
+    from .fewshot import FewShotCallback
 
     transformers.set_seed(args.seed)
     model, budget_examples = build_model(model_args, labels)
@@ -472,17 +557,26 @@ def run(
             raise ValueError("--streaming: the stream's length is unknown; set --max_steps.")
         args.max_steps = int(-(-n_train // global_batch) * args.num_train_epochs)
     size = model.config.image_size
-    processor = SoViTImageProcessor(size={"height": size, "width": size})
+    if data_args.naflex_max_num_patches:
+        processor = SoViTNaFlexImageProcessor(
+            patch_size=model.config.patch_size, max_num_patches=data_args.naflex_max_num_patches
+        )
+    else:
+        processor = SoViTImageProcessor(size={"height": size, "width": size})
     epoch = AugmentationEpoch()
     classes = model.config.num_labels
     train_transform = make_transform(processor, data_args, size, True, args.seed, epoch, num_labels=classes)
     plain = make_transform(processor, data_args, size, train=False, num_labels=classes)
+    samplers = None
     if is_stream(train):  # shuffled per epoch (Trainer calls set_epoch); the index is the position in the epoch
         train_ds = train.shuffle(seed=args.seed, buffer_size=data_args.shuffle_buffer)
         train_ds = train_ds.map(_with_index, batched=True, with_indices=True).map(train_transform, batched=True)
         # a known length: the Trainer counts epochs in passes over it, not in max_steps
         train_ds = SizedStream(train_ds, n_train) if n_train else CheckedStream(train_ds, "train")
         eval_ds = CheckedStream(evaluation.map(plain, batched=True), "eval")
+    elif data_args.naflex_max_num_patches:  # rows of different lengths, batched by the samplers
+        train_ds, eval_ds = IndexedSplit(train, train_transform), IndexedSplit(evaluation, plain)
+        samplers = naflex_samplers(processor, train, evaluation, data_args, args)
     else:
         train_ds = IndexedSplit(train, train_transform)  # no per-row index column to write: O(1) setup
         eval_ds = evaluation.with_transform(plain)
@@ -492,26 +586,28 @@ def run(
         train_labels = _labels(train, data_args.label_column)
         eval_labels = _labels(evaluation, data_args.label_column)
         callbacks.append(FewShotCallback(train.with_transform(plain), train_labels, eval_ds, eval_labels, shots))
-    steps_per_epoch = -(-(n_train or 0) // global_batch)
+    steps_per_epoch = len(samplers["train"]) if samplers else -(-(n_train or 0) // global_batch)
     total = args.max_steps if args.max_steps > 0 else int(steps_per_epoch * args.num_train_epochs)
     from .schedules import decaying_warmup
 
     args.warmup_steps, warmup_note = decaying_warmup(args.warmup_steps, total)
     n_eval = num_examples(evaluation, data_args.eval_split)
+    batch_tokens = samplers["train"].max_tokens if samplers else None
+    batch = f"<= {batch_tokens:,} tokens" if samplers else global_batch
     if args.process_index == 0:
-        print(
-            training_plan(
-                model.config,
-                model_args,
-                data_args,
-                args,
-                dict(n_train=n_train, n_eval=n_eval, total=total, per_epoch=steps_per_epoch, batch=global_batch),
-                budget_examples,
-                warmup_note,
-            ),
-            flush=True,
-        )
+        sizes = dict(n_train=n_train, n_eval=n_eval, total=total, per_epoch=steps_per_epoch, batch=batch)
+        print(training_plan(model.config, model_args, data_args, args, sizes, budget_examples, warmup_note), flush=True)
     model_fields = ("hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads", "patch_size")
+    record = {
+        "dataset": data_args.dataset_name,
+        "train_examples": n_train,
+        "eval_examples": n_eval,
+        "model": {k: getattr(model.config, k) for k in (*model_fields, "image_size")},
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "epochs": args.num_train_epochs,
+    }
+    if samplers:  # the tokens trained on are added after training (NaFlexTrainer counts them)
+        record["naflex"] = {"max_num_patches": data_args.naflex_max_num_patches, "tokens_per_batch": batch_tokens}
     report = dict(
         start=start,
         card_config=model.config,
@@ -519,34 +615,70 @@ def run(
         source=f"trained with sovit_hf on '{data_args.dataset_name}'",
         command=command or training_command(sys.argv[1:]),
         dataset=data_args.dataset_name,
-        record={
-            "dataset": data_args.dataset_name,
-            "train_examples": n_train,
-            "eval_examples": n_eval,
-            "model": {k: getattr(model.config, k) for k in (*model_fields, "image_size")},
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "epochs": args.num_train_epochs,
-        },
+        record=record,
         record_metrics=lambda metrics: {"eval_accuracy": metrics.get("eval_accuracy")},
         plot=plot_training_curves,
     )
+    return Prepared(model, processor, train_ds, eval_ds, epoch, callbacks, total, report, samplers)
+
+
+def build_trainer(prepared: Prepared, args: SoViTTrainingArguments) -> GuardedTrainer:
+    """The run's Trainer (token-budget batches on the NaFlex path)."""
+    trainer_class = NaFlexTrainer if prepared.samplers else GuardedTrainer
+    trainer = trainer_class(
+        model=prepared.model,
+        args=args,
+        train_dataset=prepared.train_ds,
+        eval_dataset=prepared.eval_ds,
+        data_collator=naflex_collate if prepared.samplers else collate,
+        compute_metrics=compute_accuracy,
+        processing_class=prepared.processor,
+        callbacks=prepared.callbacks,
+        optimizers=build_optimizers(prepared.model, args, prepared.total),
+    )
+    if prepared.samplers:
+        trainer.batch_samplers = prepared.samplers
+    return trainer
+
+
+def train(prepared: Prepared, args: SoViTTrainingArguments, sources: list) -> dict:
+    """Train, evaluate and write the hub-ready folder; returns the final evaluation metrics."""
+    from .data import check_output_dir
+
     if wants_cpu_fsdp(args):  # accelerate shards only on GPUs: FSDP2 on CPU/gloo without the Trainer
         check_output_dir(args.output_dir, sources, mark=True)
-        return run_cpu_fsdp(model, train_ds, eval_ds, processor, args, epoch, report)
-    trainer = GuardedTrainer(
-        model=model,
-        args=args,
-        train_dataset=train_ds,
-        eval_dataset=eval_ds,
-        data_collator=collate,
-        compute_metrics=compute_accuracy,
-        processing_class=processor,
-        callbacks=callbacks,
-        optimizers=build_optimizers(model, args, total),
-    )
+        return run_cpu_fsdp(
+            prepared.model, prepared.train_ds, prepared.eval_ds, prepared.processor, args, prepared.epoch,
+            prepared.report,
+        )  # fmt: skip
+    trainer = build_trainer(prepared, args)
     check_output_dir(args.output_dir, sources, mark=True)  # checked again, and marked: the Trainer writes next
-    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
-    return finish_run(trainer, **report)
+    return fit(trainer, prepared)
+
+
+def fit(trainer: GuardedTrainer, prepared: Prepared) -> dict:
+    """``trainer.train()``, then :func:`~.finish.finish_run`; a NaFlex run's record gets the image tokens its
+    training batches held, padding included and not (this process's; a resumed run's since it resumed)."""
+    trainer.train(resume_from_checkpoint=trainer.args.resume_from_checkpoint)
+    if prepared.samplers:
+        counts = trainer.tokens_trained
+        prepared.report["record"]["naflex"].update(
+            train_tokens_padded=counts["padded"], train_tokens_real=counts["real"]
+        )
+    return finish_run(trainer, **prepared.report)
+
+
+def run(
+    model_args: ModelArguments, data_args: DataArguments, args: SoViTTrainingArguments, command: str | None = None
+) -> dict:
+    """Train, evaluate and write the hub-ready folder; returns the final evaluation metrics. ``command`` is the
+    command line the model card gives (default: this process's arguments). Checks first (:func:`preflight`), then
+    the data (:func:`load_data`), the model and datasets (:func:`prepare_training`), then :func:`train`."""
+    start = time.perf_counter()
+    sources, resume = preflight(model_args, data_args, args)
+    train_split, evaluation, labels = load_data(data_args, args)
+    prepared = prepare_training(model_args, data_args, args, train_split, evaluation, labels, resume, start, command)
+    return train(prepared, args, sources)
 
 
 def choose_threads(args: TrainingArguments) -> str | None:
@@ -598,7 +730,7 @@ def training_plan(config, model_args, data_args, args, sizes: dict, budget_examp
         f"plan: SoViT {shape}; {origin}",
         f"  data: {_count(n_train)} training examples (split '{data_args.train_split}'), {_count(n_eval)} evaluation "
         f"examples ({evaluation})",
-        f"  steps: {total:,} = {epochs:,.2f} epochs x {sizes['per_epoch']:,} steps of batch {sizes['batch']:,}; "
+        f"  steps: {total:,} = {epochs:,.2f} epochs x {sizes['per_epoch']:,} steps of batch {_count(sizes['batch'])}; "
         f"learning rate {args.learning_rate:g}, {schedule} after {int(args.warmup_steps):,} warm-up "
         f"steps ({args.optimizer})",
         f"  evaluation: {every}at the end, on {evaluation}"
@@ -611,8 +743,8 @@ def training_plan(config, model_args, data_args, args, sizes: dict, budget_examp
     return "\n".join(lines)
 
 
-def _count(n: int | None) -> str:
-    return "an unknown number of" if n is None else f"{n:,}"
+def _count(n: int | str | None) -> str:
+    return "an unknown number of" if n is None else n if isinstance(n, str) else f"{n:,}"
 
 
 def run_cpu_fsdp(model, train_ds, eval_ds, processor, args, epoch: AugmentationEpoch, report: dict) -> dict:

@@ -26,7 +26,9 @@ from transformers import HfArgumentParser, Trainer, TrainingArguments
 
 from ..configuration_sovit_siglip import CONTRASTIVE_LOSSES, SoViTSiglipConfig
 from ..image_processing_sovit import SoViTImageProcessor
+from ..image_processing_sovit_naflex import SoViTNaFlexImageProcessor
 from ..modeling_sovit_siglip import SoViTSiglipModel
+from .naflex_recipe import NaFlexArguments, TokenBudgetLoaders
 from .run_record import write_run_record
 from .scenes import COLOURS, SHAPES, SIZES, captions_for, make_scene
 from .tasks import task_usage
@@ -40,7 +42,7 @@ ZERO_SHOT_TASKS = (
 
 
 @dataclass
-class ContrastiveArguments:
+class ContrastiveArguments(NaFlexArguments):
     train_images: int = field(default=2000, metadata={"help": "embedded scenes to train on"})
     eval_images: int = field(default=200, metadata={"help": "held-out scenes to evaluate on"})
     image_size: int = field(default=32, metadata={"help": "scene resolution"})
@@ -116,6 +118,9 @@ def build_model(cargs: ContrastiveArguments, vocab: int) -> SoViTSiglipModel:
     return model
 
 
+NAFLEX_KEYS = ("spatial_shapes", "pixel_attention_mask")
+
+
 class ContrastiveTrainer(Trainer):
     """Trainer whose loss is the model's contrastive loss (chunked when asked) and whose evaluation is retrieval and
     zero-shot accuracy on held-out scenes."""
@@ -133,7 +138,8 @@ class ContrastiveTrainer(Trainer):
         from ..modeling_sovit_siglip import l2_normalize
 
         unwrapped = self.accelerator.unwrap_model(model)
-        zimg = l2_normalize(unwrapped.get_image_features(inputs["pixel_values"]).pooler_output)
+        naflex = {k: inputs[k] for k in NAFLEX_KEYS if k in inputs}  # NaFlex batches: the grids and the patch mask
+        zimg = l2_normalize(unwrapped.get_image_features(inputs["pixel_values"], **naflex).pooler_output)
         ztxt = l2_normalize(unwrapped.get_text_features(inputs["input_ids"]).pooler_output)
         loss = unwrapped.contrastive_loss(zimg, ztxt, chunk_size=self.chunk_size)
         return (loss, None) if return_outputs else loss
@@ -153,8 +159,8 @@ def evaluate_scenes(model, rows, tokenizer, image_processor) -> dict[str, float]
 
     was_training = model.training
     model.eval()
-    pixels = image_processor([r["image"] for r in rows], return_tensors="pt")["pixel_values"]
-    zimg = image_embeddings(model, pixels)
+    images = image_processor([r["image"] for r in rows], return_tensors="pt")
+    zimg = image_embeddings(model, images["pixel_values"], **{k: images[k] for k in NAFLEX_KEYS if k in images})
     texts = [c for r in rows for c in r["captions"]]
     owner = [i for i, r in enumerate(rows) for _ in r["captions"]]
     from ..modeling_sovit_siglip import l2_normalize
@@ -187,10 +193,35 @@ class SceneCollator:
 
     def __call__(self, rows: list[dict]) -> dict:
         captions = [self.rng.choice(r["captions"]) for r in rows]
-        return {
-            "pixel_values": self.image_processor([r["image"] for r in rows], return_tensors="pt")["pixel_values"],
-            "input_ids": self.tokenizer(captions, return_tensors="pt")["input_ids"],
-        }
+        images = self.image_processor([r["image"] for r in rows], return_tensors="pt")
+        batch = {"pixel_values": images["pixel_values"]}
+        if "spatial_shapes" in images:  # NaFlex: padded to the batch's longest image, not to max_num_patches
+            longest = int(images["spatial_shapes"].prod(-1).max())
+            batch = {"pixel_values": images["pixel_values"][:, :longest], "spatial_shapes": images["spatial_shapes"],
+                     "pixel_attention_mask": images["pixel_attention_mask"][:, :longest]}  # fmt: skip
+        return {**batch, "input_ids": self.tokenizer(captions, return_tensors="pt")["input_ids"]}
+
+
+class NaFlexContrastiveTrainer(TokenBudgetLoaders, ContrastiveTrainer):
+    """The two-tower Trainer with token-budget training batches (``sovit_hf.training.naflex_recipe``); its
+    evaluation reads the held-out scenes itself."""
+
+
+def image_processor_for(cargs: ContrastiveArguments):
+    """The fixed-size processor at ``--image_size``, or the NaFlex one at the image tower's patch size."""
+    if not cargs.naflex_max_num_patches:
+        return SoViTImageProcessor(size={"height": cargs.image_size, "width": cargs.image_size})
+    return SoViTNaFlexImageProcessor(patch_size=cargs.patch_size, max_num_patches=cargs.naflex_max_num_patches)
+
+
+def scene_sampler(rows: list[dict], image_processor, cargs: ContrastiveArguments, args: TrainingArguments):
+    """The token-budget batch sampler over the scenes' patch grids."""
+    from .naflex_batches import TokenBudgetBatchSampler
+    from .naflex_recipe import patch_counts
+
+    lengths = patch_counts(image_processor, [r["image"].size for r in rows])
+    budget = cargs.naflex_tokens(args.per_device_train_batch_size)
+    return TokenBudgetBatchSampler(lengths, budget, shuffle=True, seed=args.seed)
 
 
 def run(cargs: ContrastiveArguments, args: TrainingArguments, command: str) -> dict:
@@ -202,6 +233,10 @@ def run(cargs: ContrastiveArguments, args: TrainingArguments, command: str) -> d
         raise ValueError(f"--loss {cargs.loss!r}: expected one of {CONTRASTIVE_LOSSES}.")
     if cargs.lock_image and not cargs.vision_model_name_or_path:
         raise ValueError("--lock_image keeps a pre-trained image tower frozen: pass --vision_model_name_or_path.")
+    if cargs.naflex:
+        cargs.check_naflex(args.per_device_train_batch_size, args.world_size)
+        if cargs.vision_model_name_or_path:
+            raise ValueError("--naflex_max_num_patches: the patch size is --patch_size; not with a pre-trained tower.")
     check_output_dir(args.output_dir)
     args.remove_unused_columns = False
     train_rows = scene_rows(cargs.train_images, args.seed, cargs.image_size)
@@ -210,9 +245,9 @@ def run(cargs: ContrastiveArguments, args: TrainingArguments, command: str) -> d
 
     transformers.set_seed(args.seed)
     tokenizer = train_tokenizer(train_rows, Path(args.output_dir) / "tokenizer_source", cargs.text_length)
-    image_processor = SoViTImageProcessor(size={"height": cargs.image_size, "width": cargs.image_size})
+    image_processor = image_processor_for(cargs)
     model = build_model(cargs, tokenizer.vocab_size)
-    trainer = ContrastiveTrainer(
+    trainer = (NaFlexContrastiveTrainer if cargs.naflex_max_num_patches else ContrastiveTrainer)(
         model=model,
         args=args,
         train_dataset=train_rows,
@@ -222,6 +257,8 @@ def run(cargs: ContrastiveArguments, args: TrainingArguments, command: str) -> d
         image_processor=image_processor,
         chunk_size=cargs.loss_chunk_size,
     )
+    if cargs.naflex_max_num_patches:
+        trainer.batch_samplers = {"train": scene_sampler(train_rows, image_processor, cargs, args)}
     trainer.train()
     trainer.save_model(args.output_dir)  # before the final evaluation: nothing trained is lost if it fails
     SoViTSiglipProcessor(image_processor, tokenizer).save_pretrained(args.output_dir)

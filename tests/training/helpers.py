@@ -74,3 +74,21 @@ class FixedBatches(torch.utils.data.IterableDataset):
                 "pixel_values": self.pixels[start : start + batch_size],
                 "labels": self.labels[start : start + batch_size],
             }
+
+
+def budget_batches(lengths: list[int], budget: int, seed: int) -> list[list[int]]:
+    """Epoch 0's batches of ``TokenBudgetBatchSampler``'s rule (``sovit_hf.training.naflex_batches``), written out
+    for one bucket: permute with ``default_rng([seed, 0])``, sort by length (stable), cut greedily where the next
+    image would take the padded size ``len(batch) x longest`` past ``budget``, shuffle the batches with the same
+    generator."""
+    rng = np.random.default_rng([seed, 0])
+    order = rng.permutation(len(lengths))
+    order = order[np.argsort(np.asarray(lengths)[order], kind="stable")]
+    batches, batch = [], []
+    for index in order.tolist():
+        if batch and (len(batch) + 1) * max(lengths[i] for i in [*batch, index]) > budget:
+            batches.append(batch)
+            batch = []
+        batch.append(index)
+    batches.append(batch)
+    return [batches[i] for i in rng.permutation(len(batches))]
