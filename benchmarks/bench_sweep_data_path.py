@@ -8,10 +8,13 @@ batch 64, 16 px, 4 px patches, the preset's data (``hard_digits``, 12 copies) bu
 once per plan, not per row). Each row is trained at ``SHORT`` and ``LONG`` steps with one evaluation at the end and
 the preset's 10-draw final probe; per shape and path:
 
-* ``ms_per_step`` = (row wall at LONG - row wall at SHORT) / (LONG - SHORT): the marginal cost of a training step
-  (data + forward + backward + update), the fixed costs cancelled; median over repeats;
-* ``fixed_s`` = row wall at SHORT - SHORT x ms_per_step: what a row costs besides its steps (start, data loading,
-  evaluation, probe, writing the folder).
+* ``ms_per_step`` = (row CPU time at LONG - row CPU time at SHORT) / (LONG - SHORT): the marginal cost of a training
+  step (data + forward + backward + update), the fixed costs cancelled; median over repeats. CPU time (user + system
+  of this process: one thread, no DataLoader workers on a 2-core machine) rather than wall time, because the shared
+  machine's load (other processes) stretches wall time by 2-5x and made wall differences meaningless (a first run
+  measured by wall time gave negative differences); ``wall_ms_per_step`` is reported too;
+* ``fixed_cpu_s`` = row CPU time at SHORT - SHORT x ms_per_step: what a row costs besides its steps (data loading,
+  evaluation, probe, writing the folder; not the interpreter's start, which both paths pay once per row process).
 
 The two paths train differently (the recipe augments with inception crops; ``tensors`` does not), so the f values
 are listed, not compared. Writes ``benchmarks/results/sweep_data_path.json``.
@@ -27,6 +30,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
+import resource  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -37,49 +41,28 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sovit_hf.scaling.flops import count_flops  # noqa: E402
 from sovit_hf.sweep import preset  # noqa: E402
+from sovit_hf.sweep.plan import _row as plan_row  # noqa: E402
+from sovit_hf.sweep.star_grid import _run  # noqa: E402
 from sovit_hf.sweep.tensors import write_tensors  # noqa: E402
 from sovit_hf.sweep.trainers import TRAINERS, dataset_path  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "sweep_data_path.json"
-SHAPES = [(8, 6, 192), (24, 3, 64), (32, 6, 192), (48, 4, 192)]  # cpu preset: star arm ends and a grid model
-SHORT, LONG = 40, 200
+SHAPES = [(8, 6, 192), (24, 3, 64), (48, 4, 192)]  # cpu preset: a star arm's end, a grid model, a large star row
+SHORT, LONG = 20, 120
 PATHS = ("classification", "tensors")
 
 
 def _row(spec, shape, steps: int) -> dict:
-    from sovit_hf import SoViTConfig
-
     width, depth, mlp = shape
-    config = SoViTConfig(
-        hidden_size=width,
-        num_hidden_layers=depth,
-        intermediate_size=mlp,
-        num_attention_heads=spec.heads,
-        patch_size=spec.patch_size,
-        image_size=spec.image_size,
-    )
-    per_image = count_flops(config)
-    examples = steps * spec.batch_size
-    return dict(
-        index=0,
-        sweep="star",
-        dim="width",
-        name="bench",
-        width=width,
-        depth=depth,
-        mlp_dim=mlp,
-        heads=spec.heads,
-        patch_size=spec.patch_size,
-        image_size=spec.image_size,
-        steps=steps,
-        batch_size=spec.batch_size,
-        examples=examples,
-        gflops_per_image=per_image,
-        compute_gflops=per_image * examples,
-        seed=0,
-    )
+    dims = {"width": width, "depth": depth, "mlp_dim": mlp}
+    run = _run("star", "width", dims, steps, spec.batch_size, spec.heads, spec.patch_size, spec.image_size)
+    return plan_row(0, run, 0, "sweep", "bench")
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> int:
@@ -87,11 +70,17 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(1)
+    load_before = os.getloadavg()
     base = preset("cpu")
     folder = Path(tempfile.mkdtemp(prefix="sweep-data-path-"))
     specs = {name: preset("cpu", trainer={**base.trainer, "name": name}) for name in PATHS}
     write_tensors(folder, dataset_path(base, folder), base.image_size)  # built once per plan: not timed
+    for name in PATHS:  # untimed: the first row of each path imports its modules (seconds of CPU)
+        work = folder / "rows" / f"warmup-{name}"
+        work.mkdir(parents=True)
+        TRAINERS[name](_row(base, SHAPES[0], 2), specs[name], work)
     walls: dict = {}
+    cpus: dict = {}
     f_values: dict = {}
     for repeat in range(args.repeats):
         for shape in SHAPES:
@@ -99,28 +88,33 @@ def main() -> int:
                 for steps in (SHORT, LONG):
                     work = folder / "rows" / f"{name}-{shape}-{steps}-{repeat}"
                     work.mkdir(parents=True)
-                    start = time.perf_counter()
+                    start, cpu = time.perf_counter(), _cpu_s()
                     result = TRAINERS[name](_row(base, shape, steps), specs[name], work)
                     walls.setdefault((shape, name, steps), []).append(time.perf_counter() - start)
+                    cpus.setdefault((shape, name, steps), []).append(_cpu_s() - cpu)
                     f_values.setdefault((shape, name, steps), []).append(result["f"])
                     print(
-                        f"{shape} {name} {steps} steps: {walls[(shape, name, steps)][-1]:.1f} s, f {result['f']:.3f}",
+                        f"{shape} {name} {steps} steps: {walls[(shape, name, steps)][-1]:.1f} s wall, "
+                        f"{cpus[(shape, name, steps)][-1]:.1f} s CPU, f {result['f']:.3f}",
                         flush=True,
                     )
     rows = []
     for shape in SHAPES:
         for name in PATHS:
-            short, long_ = np.array(walls[(shape, name, SHORT)]), np.array(walls[(shape, name, LONG)])
+            short, long_ = np.array(cpus[(shape, name, SHORT)]), np.array(cpus[(shape, name, LONG)])
             per_step = (long_ - short) / (LONG - SHORT)
             ms = float(np.median(per_step) * 1e3)
+            wall_short, wall_long = np.array(walls[(shape, name, SHORT)]), np.array(walls[(shape, name, LONG)])
             rows.append(
                 {
                     "shape": dict(zip(("width", "depth", "mlp_dim"), shape, strict=True)),
                     "path": name,
                     "ms_per_step": ms,
                     "ms_per_step_repeats": [float(v * 1e3) for v in per_step],
-                    "fixed_s": float(np.median(short) - SHORT * ms / 1e3),
-                    "row_wall_s": {str(SHORT): float(np.median(short)), str(LONG): float(np.median(long_))},
+                    "fixed_cpu_s": float(np.median(short) - SHORT * ms / 1e3),
+                    "wall_ms_per_step": float(np.median((wall_long - wall_short) / (LONG - SHORT)) * 1e3),
+                    "row_cpu_s": {str(SHORT): float(np.median(short)), str(LONG): float(np.median(long_))},
+                    "row_wall_s": {str(SHORT): float(np.median(wall_short)), str(LONG): float(np.median(wall_long))},
                     "f_at_long": float(np.median(f_values[(shape, name, LONG)])),
                 }
             )
@@ -131,6 +125,7 @@ def main() -> int:
         "what": __doc__.strip().splitlines()[0],
         "command": "nice -n 15 python benchmarks/bench_sweep_data_path.py " + " ".join(sys.argv[1:]),
         "device": f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores), 1 torch thread",
+        "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
         "versions": {
             "python": platform.python_version(),
@@ -150,7 +145,7 @@ def main() -> int:
         json.dumps(
             {
                 "speedup": speedup,
-                "rows": [(r["shape"], r["path"], round(r["ms_per_step"], 1), round(r["fixed_s"], 1)) for r in rows],
+                "rows": [(r["shape"], r["path"], round(r["ms_per_step"], 1), round(r["fixed_cpu_s"], 1)) for r in rows],
             },
             indent=1,
         )

@@ -105,38 +105,29 @@ CPU_TRAINER = {
     "grid_curve_points": 5,
 }
 
+_CPU = dict(
+    center={"width": 48, "depth": 6, "mlp_dim": 192},
+    star_grids={"width": (8, 12, 20, 32), "depth": (1, 2, 3, 4), "mlp_dim": (12, 24, 48, 96)},
+    star_steps=(200, 400, 800),
+    include_center=False,
+    grid={"width": (16, 24, 32), "depth": (2, 3, 4), "mlp_dim": (48, 64, 80)},
+    grid_steps=400,
+    batch_size=64,
+    heads=4,
+    patch_size=4,
+    image_size=16,
+)
+
 PRESETS: dict[str, dict] = {
-    "cpu": dict(
-        center={"width": 48, "depth": 6, "mlp_dim": 192},
-        star_grids={"width": (8, 12, 20, 32), "depth": (1, 2, 3, 4), "mlp_dim": (12, 24, 48, 96)},
-        star_steps=(200, 400, 800),
-        include_center=False,
-        grid={"width": (16, 24, 32), "depth": (2, 3, 4), "mlp_dim": (48, 64, 80)},
-        grid_steps=400,
-        batch_size=64,
-        heads=4,
-        patch_size=4,
-        image_size=16,
-        trainer=CPU_TRAINER,
-    ),
-    # A few seconds per row: the whole loop in CI (tests/sweep/test_sweep_micro.py).
+    "cpu": dict(**_CPU, trainer=CPU_TRAINER),
     # Ours: the cpu preset's rows on the fast data path (trainer `tensors`: pre-processed tensors, no augmentation)
     # at a constant learning rate after warm-up, so that the grid models' intermediate evaluations compare at equal
     # compute (App. B.3 rule 2 is checked only then), with 10 evaluations per grid run (a wider common compute range).
     # Not run end to end here: its cost per step is benchmarks/results/sweep_data_path.json's.
     "cpu_fast": dict(
-        center={"width": 48, "depth": 6, "mlp_dim": 192},
-        star_grids={"width": (8, 12, 20, 32), "depth": (1, 2, 3, 4), "mlp_dim": (12, 24, 48, 96)},
-        star_steps=(200, 400, 800),
-        include_center=False,
-        grid={"width": (16, 24, 32), "depth": (2, 3, 4), "mlp_dim": (48, 64, 80)},
-        grid_steps=400,
-        batch_size=64,
-        heads=4,
-        patch_size=4,
-        image_size=16,
-        trainer={**CPU_TRAINER, "name": "tensors", "schedule": "constant", "grid_curve_points": 10},
+        **_CPU, trainer={**CPU_TRAINER, "name": "tensors", "schedule": "constant", "grid_curve_points": 10}
     ),
+    # A few seconds per row: the whole loop in CI (tests/sweep/test_sweep_micro.py).
     "micro": dict(
         center={"width": 16, "depth": 4, "mlp_dim": 32},
         star_grids={"width": (4, 8, 12), "depth": (1, 2, 3), "mlp_dim": (8, 16, 24)},
