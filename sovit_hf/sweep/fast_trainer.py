@@ -3,7 +3,8 @@ pre-processed tensors (:mod:`.tensors`), for small un-augmented sweeps.
 
 What is the same as ``classification`` (``sovit train``): the model (:func:`~sovit_hf.training.classification.
 build_model`, one seed per row through ``transformers.set_seed``), AdamW with the Trainer's defaults (betas 0.9 /
-0.999, eps 1e-8, weight decay on the Trainer's decay parameters only, gradient norm clipped at 1.0), the learning
+0.999, eps 1e-8, fused where the Trainer's default optimizer is, weight decay on the Trainer's decay parameters
+only, gradient norm clipped at 1.0), the learning
 rate, warm-up and schedule (``transformers.get_scheduler``), the few-shot probe at the evaluations (one draw of the
 shots, seed 0, as the recipe's callback) and at the end (``probe_draws`` draws), and the test error of the classifier.
 
@@ -66,7 +67,9 @@ def build_optimizer(model, learning_rate: float, steps: int, warmup: int, schedu
         {"params": [p for n, p in named if n in decay], "weight_decay": WEIGHT_DECAY},
         {"params": [p for n, p in named if n not in decay], "weight_decay": 0.0},
     ]
-    optimizer = torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, 0.999), eps=1e-8)
+    # the Trainer's default optimizer (TrainingArguments.optim): fused AdamW where transformers defaults to it
+    fused = "fused" in str(transformers.TrainingArguments.__dataclass_fields__["optim"].default)
+    optimizer = torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, 0.999), eps=1e-8, fused=fused or None)
     scheduler = transformers.get_scheduler(
         SCHEDULES[schedule], optimizer, num_warmup_steps=warmup, num_training_steps=steps
     )

@@ -78,7 +78,7 @@ def test_optimizer_and_schedule_are_the_ones_trainer_builds(tmp_path, schedule, 
 
     assert decay_of(ours) == decay_of(trainer.optimizer)
     assert sorted(set(decay_of(ours).values())) == [0.0, 0.05]  # both kinds present: the check can fail
-    for key in ("lr", "betas", "eps"):
+    for key in ("lr", "betas", "eps", "fused"):
         assert ours.defaults[key] == trainer.optimizer.defaults[key]
     theirs = trainer.lr_scheduler
     for _ in range(50):
