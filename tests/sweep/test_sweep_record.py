@@ -88,3 +88,22 @@ def test_the_record_identifies_width_only_and_says_why_not_depth_and_mlp():
     readme = " ".join((ROOT / "README.md").read_text().split())  # line breaks as spaces
     assert f"s_width = {report['exponents']['width']['s']:.3f} [{low:.3f}, {high:.3f}]" in readme
     assert "s_depth and s_MLP are not identified" in readme.replace("**", "")
+
+
+def test_the_arms_pilot_is_recomputed_from_its_results_and_docs_say_what_it_found(tmp_path):
+    """benchmarks/results/sweep_pilot_arms: pilot.json is what the pilot's analysis computes from results.jsonl (each
+    arm's models compared at equal compute along their curves); width's optimum is inside its arm, depth's and MLP's
+    at the arms' lowest values at every level, as docs/sweep.md says."""
+    import importlib
+
+    pilot = importlib.import_module("benchmarks.sweep_pilot_arms")
+    record = ROOT / "benchmarks" / "results" / "sweep_pilot_arms"
+    copy = tmp_path / "pilot"
+    shutil.copytree(record, copy, ignore=shutil.ignore_patterns("pilot.json", "logs.tar.xz"))
+    pilot.analyse(str(copy))
+    committed = json.loads((record / "pilot.json").read_text())
+    assert json.loads((copy / "pilot.json").read_text()) == committed
+    where = {dim: {level["where"] for level in arm["levels"]} for dim, arm in committed["arms"].items()}
+    assert where == {"width": {"inside"}, "depth": {"low end"}, "mlp_dim": {"low end"}}
+    docs = " ".join((ROOT / "docs" / "sweep.md").read_text().split())
+    assert "only the width optimum lies inside its arm" in docs
