@@ -66,9 +66,9 @@ lock:
 	{ sed -n '1,2p' $(LOCK); $(LATEST_PY) -m pip freeze --exclude-editable | grep -v '^sovit' | sed 's/+cpu$$//'; } \
 		> $(LOCK).tmp && mv $(LOCK).tmp $(LOCK)
 
-# The GPU machine's library versions (/work/.library/device: transformers 5.17, huggingface_hub 1.33, triton 3.6,
-# no datasets / evaluate) with sovit_hf installed --no-deps, as it is there: import and every test that does not need
-# a missing optional package. Catches what would break the GPU session before it starts.
+# The oldest supported library versions (transformers 5.17, huggingface_hub 1.33, triton 3.6, no datasets / evaluate)
+# with sovit_hf installed --no-deps, as on a GPU machine set up without the extras: import and every test that does not
+# need a missing optional package.
 COMPAT_VENV ?= .venv-compat
 COMPAT_PY := $(COMPAT_VENV)/bin/python
 COMPAT_SPEC ?= transformers==5.17.0 huggingface_hub==1.33.0 triton==3.6.0 accelerate safetensors scipy pillow tqdm \
@@ -91,9 +91,9 @@ test-compat: $(COMPAT_VENV)/.installed
 test-gpu: install
 	$(PY) -m pytest -q -m gpu
 
-# The whole GPU check in at most 8 minutes (gpu_check/run.sh): on the GPU machine, which has no package
-# registry, run `bash gpu_check/run.sh "$$OUT"` directly (no venv); here it uses this repository's venv.
-OUT ?= /tmp/sovit_hf_gpu_check  # the device machine sets OUT itself
+# The whole GPU check in at most 8 minutes (gpu_check/run.sh): on a GPU machine without a package registry, run
+# `bash gpu_check/run.sh OUT` directly (no venv, PYTHONPATH only); here it uses this repository's venv.
+OUT ?= /tmp/sovit_hf_gpu_check
 gpu-check: install
 	PYTHON=$(PY) bash gpu_check/run.sh $(OUT)
 

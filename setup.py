@@ -62,7 +62,7 @@ setup(
             "onnxscript>=0.3",
             "parameterized>=0.9",  # transformers' test mixins (tests/ecosystem) import it
             "sentencepiece>=0.2",
-            "triton==3.6.0; platform_system == 'Linux'",  # the version CI tests (and the GPU machine's)
+            "triton==3.6.0; platform_system == 'Linux'",  # the version CI tests
         ],
     },
     # evaluate metric scripts (sovit_hf/metrics/<name>/<name>.py) are data: evaluate.load copies and imports them.

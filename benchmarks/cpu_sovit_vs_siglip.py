@@ -30,7 +30,7 @@ from sovit_hf.output_folder import write_json_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results" / "cpu_sovit_vs_siglip.json"
 MARKERS = ("<!-- cpu-bench:start -->", "<!-- cpu-bench:end -->")
-MAX_RATIO = 1.05  # issue #2: SoViT must not be slower than 1.05x SigLIP
+MAX_RATIO = 1.05  # the bound: SoViT must not be slower than 1.05x SigLIP
 
 
 def build_pair(layers: int, image_size: int):

@@ -4,7 +4,7 @@
 
 Copies the run's ``run_record.json`` to ``benchmarks/results/sovit_train_<task>.json`` (with ``--seeds``, plus the
 metric of one fresh run per extra seed: how much the result varies between runs) and regenerates the README's
-captioning/VQA table from both records (issue #7 targets: VQA accuracy >= best constant answer + 30 points, CIDEr >=
+captioning/VQA table from both records (targets: VQA accuracy >= best constant answer + 30 points, CIDEr >=
 3x the most frequent caption's). Run it on an otherwise idle machine: the wall time is part of the record.
 """
 

@@ -1,5 +1,5 @@
 """End-to-end throughput: images/s, peak memory and MFU of SoViT (each kernel combination) against transformers'
-SiglipVisionModel with the same weights, and timm's so400m where timm is importable (issue #8).
+SiglipVisionModel with the same weights, and timm's so400m where timm is importable.
 
     python benchmarks/throughput.py [--device cuda|cpu] [--models so400m-224,...] [--implementations sdpa,...]
         [--modes inference,training] [--batches 256,32,1] [--repeats 20] [--warmup 5] [--max-train-batch 1024]
@@ -69,8 +69,8 @@ Output: ``benchmarks/results/throughput_<device>.json`` (``throughput_cpu.json``
 every unit. The README's table between ``<!-- throughput:start -->`` and ``<!-- throughput:end -->`` is generated from
 every ``throughput_*.json`` in ``benchmarks/results`` (default on when writing there).
 
-Splitting a GPU run over several calls of at most 10 minutes (the device machine's files do not persist; only $OUT
-comes back): copy the last returned file into benchmarks/results/ and run again with ``--resume``::
+Splitting a GPU run over several calls of at most 10 minutes (on a GPU machine whose files do not persist between
+calls; only $OUT comes back): copy the last returned file into benchmarks/results/ and run again with ``--resume``::
 
     python benchmarks/throughput.py --device cuda --out "$OUT" --resume --budget-s 480 \\
         --previous benchmarks/results/throughput_nvidia-h100-80gb-hbm3.json

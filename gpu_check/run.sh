@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The whole GPU check in one run of at most 8 minutes (issue #17), on an H100/H200 machine without a package registry:
+# The whole GPU check in one run of at most 8 minutes, on an H100/H200 machine without a package registry:
 #
-#   bash gpu_check/run.sh OUT          # on the GPU machine, from the repository root (OUT: e.g. "$OUT")
+#   bash gpu_check/run.sh OUT          # on a GPU machine, from the repository root
 #   bash gpu_check/run.sh --dry OUT    # on a CPU: every stage's entry point at tiny sizes, nothing measured
 #
 # Stages, each under its own `timeout` (no `set -e`: a failing stage does not skip the next), their files in OUT as

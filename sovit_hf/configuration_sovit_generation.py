@@ -14,7 +14,7 @@ from transformers import PreTrainedConfig
 
 try:  # transformers >= 5.18 describes sub-configs with SubConfigSpec
     from transformers.configuration_utils import SubConfigSpec
-except ImportError:  # transformers 5.17 (the GPU machine's version): a plain class mapping
+except ImportError:  # transformers 5.17 (the oldest supported): a plain class mapping
     SubConfigSpec = None
 
 from .configuration_sovit import (

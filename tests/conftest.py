@@ -16,7 +16,8 @@ BIG_VISION_FIXTURES = FIXTURES / "big_vision"
 
 
 # `make test` sets this: there every optional dependency must be present, so nothing is skipped for want of one.
-# `make test-compat` (the GPU machine's transformers 5.17 / huggingface_hub 1.33, no datasets/evaluate) leaves it unset.
+# `make test-compat` (the oldest supported transformers 5.17 / huggingface_hub 1.33, no datasets/evaluate) leaves
+# it unset.
 ALL_OPTIONAL = os.environ.get("SOVIT_HF_TEST_ALL_OPTIONAL") == "1"
 
 

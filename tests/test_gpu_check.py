@@ -1,4 +1,4 @@
-"""gpu_check/run.sh, the one GPU run (issue #17): its stage-d arguments are valid for throughput.py, and its
+"""gpu_check/run.sh, the one GPU run: its stage-d arguments are valid for throughput.py, and its
 dry mode runs every stage's entry point on the CPU (tiny sizes, the kernels under Triton's interpreter), writing each
 stage's file, at most 8 in all, every one labelled dry."""
 
@@ -90,3 +90,15 @@ def test_dry_run_writes_every_stage(tmp_path):
     assert {r["implementation"] for r in throughput["records"] if r["images_per_s"]} == {"sdpa", "siglip-sdpa"}
     summary = (out / "summary.txt").read_text()
     assert summary.startswith("== gpu_check summary (DRY RUN") and summary == run.stdout[-len(summary) :]
+
+
+def test_old_path_forwards_to_the_check():
+    """`bash benchmarks/gpu_check.sh` (the path the GPU-session instructions name) runs gpu_check/run.sh: the same usage
+    error for a missing OUT folder, from the same script."""
+    old = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], capture_output=True, text=True, timeout=60
+    )
+    new = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, timeout=60)
+    assert old.returncode == new.returncode == 1
+    assert "usage: bash gpu_check/run.sh [--dry] OUT_FOLDER" in old.stderr
+    assert old.stderr.split(": ", 2)[-1] == new.stderr.split(": ", 2)[-1]

@@ -1,4 +1,4 @@
-"""Hostile inputs (issue #14): each case is one line of ``CASES``, run by one parametrized test.
+"""Hostile inputs: each case is one line of ``CASES``, run by one parametrized test.
 
 A hostile input must end in a ONE-LINE ``ValueError`` naming the problem (or, through a recipe's ``main()``, exit
 code 2 with that line on stderr and no traceback), raised before work starts; or, where a rule says how to take the

@@ -47,7 +47,7 @@ def test_readme_conversion_table_comes_from_the_result_file():
 
 
 def test_committed_conversion_record_meets_the_memory_target():
-    """Issue #4's target (peak at most ~1.5x the checkpoint) in the committed measurement of
+    """The conversion target (peak at most ~1.5x the checkpoint) in the committed measurement of
     benchmarks/bench_conversion.py; memory is measured there, not in the test suite."""
     payload = json.loads(_load_benchmark_module("bench_conversion").RESULTS.read_text())
     assert all(r["peak_over_checkpoint"] <= 1.5 for r in payload["records"])
@@ -60,7 +60,7 @@ def test_readme_training_table_comes_from_the_run_record():
 
 
 def test_committed_training_record_meets_the_targets():
-    """Issue #6's targets for `sovit train` in the committed run record (benchmarks/record_train_run.py); that
+    """The targets of `sovit train` in the committed run record (benchmarks/record_train_run.py); that
     training through the recipe learns is tested by tests/training/test_classification.py."""
     record = json.loads(_load_benchmark_module("record_train_run").RECORD.read_text())
     assert record["eval_accuracy"] >= 0.95 and record["wall_s"] < 300
@@ -78,10 +78,10 @@ def test_readme_captioning_vqa_table_comes_from_the_run_records():
 
 
 def test_committed_captioning_vqa_records_meet_the_targets():
-    """Issue #7's targets in the committed run records (benchmarks/record_seq2seq_runs.py)."""
+    """The captioning / VQA targets in the committed run records (benchmarks/record_seq2seq_runs.py)."""
     records = _load_benchmark_module("record_seq2seq_runs").load_records()
     metrics = {r["task"]: r["metrics"] for r in records}
-    # issue #7 targets: +30 VQA points over the best constant answer, CIDEr >= 3x the most frequent caption's
+    # targets: +30 VQA points over the best constant answer, CIDEr >= 3x the most frequent caption's
     assert metrics["vqa"]["eval_vqa_accuracy"] - metrics["vqa"]["eval_vqa_accuracy_baseline"] >= 0.30
     assert metrics["captioning"]["eval_cider"] >= 3 * metrics["captioning"]["eval_cider_baseline"]
 
@@ -101,7 +101,7 @@ def test_readme_layout_matches_the_tree():
         for name in re.findall(r"`([\w./]+\.py)`", what):  # files named in the description live in that folder
             assert (folder / name).exists() or (ROOT / name).exists(), (path, name)
     listed = {re.findall(r"`([^`]+)`", cell)[0].split("/")[0] for cell, _ in rows}
-    try:  # the tracked folders (a copy of the tree without .git, as on the GPU machine, checks the paths only)
+    try:  # the tracked folders (a copy of the tree without .git checks the paths only)
         tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
     except OSError:
         tracked = []

@@ -10,7 +10,7 @@ from sovit_hf import SoViTConfig, SoViTModel
 from sovit_hf.conversion.hf_siglip import convert, load_siglip_as_sovit
 from tests.conftest import perturb_
 
-MAX_ABS = 1e-5  # issue #2 acceptance: <= 1e-5 max abs error in float32, layer by layer and pooled
+MAX_ABS = 1e-5  # the bound: <= 1e-5 max abs error in float32, layer by layer and pooled
 
 
 def _siglip_config(**overrides) -> SiglipVisionConfig:

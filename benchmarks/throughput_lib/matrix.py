@@ -237,7 +237,7 @@ def plan_units(
     """Per model: inference of all uncompiled implementations interleaved, per batch; training, one unit per
     implementation (GPU: each searches its own batch and needs the memory to itself) or all uncompiled ones
     interleaved (``interleave_training``, CPU); then every ``+compile`` implementation on its own (compiling g/14
-    alone takes minutes, and a unit must fit in one call of the device machine), inference per batch, then
+    alone takes minutes, and a unit must fit in one call of a time-limited GPU session), inference per batch, then
     training."""
     units = []
     for spec in specs:

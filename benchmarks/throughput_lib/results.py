@@ -332,7 +332,7 @@ def _training_text(records: list[dict]) -> str:
 
 NO_GPU_YET = (
     "**No GPU throughput has been measured yet**, so this README states no GPU number and no progress on the "
-    "H100/H200 targets of issue #8 (So400m/14 inference at 224 px, batch 256: >= 1.25x SigLIP sdpa and >= 60% MFU; "
+    "H100/H200 targets (So400m/14 inference at 224 px, batch 256: >= 1.25x SigLIP sdpa and >= 60% MFU; "
     "training step >= 1.2x and >= 45% MFU; So400m/14 at 384 px and So150m/14 at 224 px >= 1.25x). The table below is "
     "the CPU mode (CI-sized models, float32 reference paths), which shows regressions in the reference path, not "
     "kernel speed."

@@ -96,7 +96,7 @@ def _check_chunks(head_dim: int, chunks: tuple[int, int, int]) -> tuple[int, int
 
 
 # ----------------------------------------------------------------------------------------------------- autotuning
-# Six configs per kernel, so that tuning a new shape costs six compiles and timings, not twenty (issue #17). All are
+# Six configs per kernel, so that tuning a new shape costs six compiles and timings, not twenty. All are
 # spill-free in bf16 at head dims 55 and 72 on sm_90 (offline ptxas check). 16-bit dtypes use the tiles of at least
 # 64 x 32 (32-row tiles cannot use wgmma's 64-row MMAs; Hopper's FlashAttention-2/3 tiles are 64-128 x 64-128); fp32
 # uses IEEE dots on FMA units, where only small tiles fit in registers, and keeps the two small ones.

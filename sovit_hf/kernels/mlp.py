@@ -56,7 +56,7 @@ def _gemm_configs() -> list[triton.Config]:
         (128, 128, 64, 8, 4),
         (128, 64, 64, 4, 4),
         (64, 128, 64, 4, 4),
-    ]  # five 16-bit tiles and the fp32 one: six compiles and timings per new shape (issue #17)
+    ]  # five 16-bit tiles and the fp32 one: six compiles and timings per new shape
     return [_config(*shape) for shape in shapes] + [_FP32_CONFIG]
 
 

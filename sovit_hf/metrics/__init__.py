@@ -5,7 +5,7 @@ numbers come from the field's reference implementations in ``sovit_hf.metrics.te
 sacrebleu's BLEU-4, the official VQA normalisation and soft score) and NumPy for accuracy.
 
 The recipes score through :func:`compute`: the ``evaluate`` module where ``evaluate`` is installed, else the same
-function the module wraps (``evaluate`` is an optional dependency, absent on the GPU machine).
+function the module wraps (``evaluate`` is an optional dependency, of the ``[text]`` extra).
 """
 
 from __future__ import annotations

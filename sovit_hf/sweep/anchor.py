@@ -19,7 +19,9 @@ model's f is interpolated log-log along its curve. Then (the procedure is ours; 
 Intermediate evaluations compare models fairly only when their learning rate at that point does not depend on the
 run's length: constant learning rate, or big_vision-style cooldown branches (each evaluation after its own short
 cooldown). The cosine-to-zero schedule of the classification recipe anneals short runs earlier than long ones, which
-favours small models at the common compute; the message ``schedule`` says so when the trainer is known to do this.
+favours small models at the common compute. :func:`curves_comparable` says which trainers' curves compare; with a
+schedule known not to (``comparable=False``), rule 2 is reported as not holding (it cannot be checked), with the
+trainer option that fixes it; the grid optimum is still reported.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..scaling.laws import DIMENSIONS
+from .star_grid import grid_edges
 
 LEVELS = 24  # compute levels (log-spaced) at which the grid models are compared
 SMOOTH_MIN_MODELS = 15  # a quadratic surface in three log-dimensions has 10 coefficients
@@ -51,6 +54,8 @@ class Anchor:
         frontier: ``[(level, width, depth, mlp_dim, f)]``, the optimum at each level.
         optimal_range: (low, high) compute of the anchor's contiguous run of levels.
         smoothed: whether the optimum was taken on the quadratic surface over the grid.
+        comparable: whether the grid rows' intermediate evaluations compare at equal compute (``None``: unknown).
+        overlap: whether the grid models' compute ranges overlap (else they were compared at equal examples).
     """
 
     shape: dict[str, int]
@@ -64,9 +69,32 @@ class Anchor:
     frontier: list[tuple] = field(default_factory=list)
     optimal_range: tuple[float, float] | None = None
     smoothed: bool = False
+    comparable: bool | None = True
+    overlap: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def curves_comparable(trainer: dict) -> bool | None:
+    """Whether a trainer's intermediate evaluations compare across grid models at equal compute: ``synthetic``
+    (f follows the law at every compute) yes; ``classification`` / ``tensors`` only with ``"schedule": "constant"``
+    (the learning rate at an evaluation does not depend on the run's length); a custom trainer as its plan says
+    (``"comparable_curves": true``), else ``None`` (unknown)."""
+    name = trainer.get("name")
+    if name == "synthetic":
+        return True
+    if name in ("classification", "tensors"):
+        return trainer.get("schedule", "cosine") == "constant"
+    value = trainer.get("comparable_curves")
+    return None if value is None else bool(value)
+
+
+NOT_COMPARABLE = (
+    "rule 2 (App. B.3) cannot be checked: the grid rows ran a learning-rate schedule that anneals each run to its own "
+    "length (cosine), so at a common compute short runs are annealed and long ones are not; plan the grid with the "
+    'trainer option "schedule": "constant" (constant after warm-up)'
+)
 
 
 def _interpolate(curve: np.ndarray, level: float) -> float:
@@ -108,6 +136,13 @@ def next_grid(anchor: Anchor, grid: dict[str, Sequence[int]], heads: int = 1) ->
     own asks for longer training or replicate seeds, not a wider grid, and is reported as a stop."""
     if anchor.rule1_ok and anchor.rule2_ok:
         return {"stop": "rules 1 and 2 of App. B.3 hold"}
+    if anchor.comparable is False:
+        return {"stop": NOT_COMPARABLE}
+    if not anchor.overlap:  # at equal examples the largest model wins: extending would only repeat that
+        return {
+            "stop": "the grid models' compute ranges do not overlap, so no equal-compute optimum exists to extend "
+            "towards: record more evaluations per grid run (grid_curve_points) or pack the grid more tightly"
+        }
     if anchor.rule1_ok:
         return {"stop": "rule 2 fails with the optimum inside the grid: train the grid longer or add replicate seeds"}
     extended, stuck = {k: sorted(int(v) for v in grid[k]) for k in DIMENSIONS}, []
@@ -122,13 +157,17 @@ def next_grid(anchor: Anchor, grid: dict[str, Sequence[int]], heads: int = 1) ->
     return {"grid": extended, "cannot_extend": stuck}
 
 
-def find_anchor(models: Sequence[dict], grid: dict[str, Sequence[int]], heads: int = 1) -> Anchor:
+def find_anchor(
+    models: Sequence[dict], grid: dict[str, Sequence[int]], heads: int = 1, comparable: bool | None = True
+) -> Anchor:
     """Apply App. B.3's rules to grid-sweep results.
 
     Args:
         models: one dict per grid model: ``width``, ``depth``, ``mlp_dim`` and ``curve`` = [(t GFLOPs, f), ...].
         grid: the grid's values per dimension (to tell the interior from the edge).
         heads: attention heads (a width to add must be a multiple of them).
+        comparable: :func:`curves_comparable` of the grid's trainer; ``False`` fails rule 2 (it cannot be checked),
+            ``None`` adds a message that it is unknown.
     """
     if not models:
         raise ValueError("No finished grid-sweep rows: the anchor needs the grid sweep's results.")
@@ -175,18 +214,19 @@ def find_anchor(models: Sequence[dict], grid: dict[str, Sequence[int]], heads: i
                 f"{mine[0]:.4g}-{mine[-1]:.4g} (none of its evaluations lies inside it); record more evaluations"
             )
     shape = {k: int(models[winner][k]) for k in DIMENSIONS}
-    boundary = {}
-    for dim in DIMENSIONS:
-        values_k = sorted(grid[dim])
-        if shape[dim] <= values_k[0]:
-            boundary[dim] = "low"
-        elif shape[dim] >= values_k[-1]:
-            boundary[dim] = "high"
+    boundary = grid_edges(shape, grid)
     for dim, side in boundary.items():
         multiple = heads if dim == "width" else 1
         messages.append(_rule1_message(dim, side, shape[dim], sorted(grid[dim]), multiple))
-    rule2 = length >= 2
-    if not rule2:
+    rule2 = length >= 2 and comparable is not False
+    if comparable is False:
+        messages.append(NOT_COMPARABLE)
+    elif comparable is None:
+        messages.append(
+            "the plan's trainer does not say whether its intermediate evaluations compare at equal compute "
+            '(set "comparable_curves" in the trainer options): rule 2 assumes they do'
+        )
+    if length < 2:
         messages.append(
             "rule 2 (App. B.3) fails: no model is optimal over a contiguous range of compute (no model wins two "
             "neighbouring levels); train the grid longer, add replicate seeds, or pack it more tightly"
@@ -207,6 +247,8 @@ def find_anchor(models: Sequence[dict], grid: dict[str, Sequence[int]], heads: i
         frontier=frontier,
         optimal_range=(float(mine[0]), float(mine[-1])),
         smoothed=smoothed,
+        comparable=comparable,
+        overlap=bool(low < high),
     )
 
 

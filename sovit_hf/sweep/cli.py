@@ -5,6 +5,7 @@ sovit sweep run runs/my_sweep --jobs 2           # every pending row, 2 processe
 sovit sweep run runs/my_sweep --row 7            # one row (an array job's task: --row $SLURM_ARRAY_TASK_ID)
 sovit sweep fit runs/my_sweep                    # Eq. 2 per arm, s_k with intervals, anchor -> law.json
 sovit sweep plan runs/s2 --override '{"grid": {...}}' --reuse runs/my_sweep   # extended grid, old rows kept
+sovit sweep iterate runs/my_sweep --jobs 2       # run, fit, extend the grid (App. B.3) until the rules hold
 sovit sweep validate runs/my_sweep --jobs 2      # held-out budget: predicted shape vs 3 alternatives
 sovit sweep all runs/my_sweep --preset cpu --jobs 2
 """
@@ -55,6 +56,14 @@ def _plan(args: argparse.Namespace) -> int:
         f"{sum(r['sweep'] == 'grid' for r in rows)} grid); compute {min(r['compute_gflops'] for r in rows):.3g}"
         f"-{largest:.3g} GFLOPs"
     )
+    from .anchor import curves_comparable
+
+    trainer = _spec_of(args.folder).trainer
+    comparable = {True: "yes", False: "no: App. B.3 rule 2 cannot be checked", None: "unknown"}[
+        curves_comparable(trainer)
+    ]
+    schedule = trainer.get("schedule", "cosine" if trainer["name"] in ("classification", "tensors") else "-")
+    print(f"trainer {trainer['name']}, schedule {schedule}; grid evaluations comparable at equal compute: {comparable}")
     if getattr(args, "reuse", None):
         from .reuse import reuse_results
 
@@ -205,6 +214,29 @@ def _validate(args: argparse.Namespace) -> int:
     return 0 if document["outcome"] != "incomplete" else 1
 
 
+def _iterate(args: argparse.Namespace) -> int:
+    from .iterate import RECORD, iterate_grid
+
+    record = iterate_grid(
+        args.folder,
+        jobs=args.jobs,
+        max_iterations=args.max_iterations,
+        max_new_rows=args.max_new_rows,
+        max_gflops=args.max_gflops,
+        trust_code=args.trust_trainer_code,
+        progress=not args.no_progress,
+    )
+    for number, step in enumerate(record["steps"]):
+        anchor = step["anchor"] or {}
+        print(
+            f"iteration {number}: {step['folder']}: grid {step['grid']}; anchor {anchor.get('shape')}, rule 1 "
+            f"{step['rule1']}, rule 2 {step['rule2']}; trained {step['rows_trained']} rows"
+        )
+    print(f"stopped: {record['stop']}\nfinal sweep folder: {record['final']} (record: {Path(args.folder) / RECORD})")
+    last = record["steps"][-1] if record["steps"] else {}
+    return 0 if last.get("rule1") and last.get("rule2") else 1
+
+
 def _all(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     stamps = {}
@@ -289,6 +321,12 @@ def add_sweep_command(subparsers: argparse._SubParsersAction) -> None:
     fit = steps.add_parser("fit", help="fit Eq. 2 per arm, find the anchor, write law.json and plots")
     _add_common(fit, "fit")
     fit.set_defaults(func=_wrap(_fit))
+    iterate = steps.add_parser("iterate", help="run and fit, extending the grid (App. B.3) until the rules hold")
+    _add_common(iterate, "jobs")
+    iterate.add_argument("--max-iterations", type=int, default=3, help="grid extensions at most (default 3)")
+    iterate.add_argument("--max-new-rows", type=int, default=None, help="rows the extensions may train in all")
+    iterate.add_argument("--max-gflops", type=float, default=None, help="compute the extensions may train in all")
+    iterate.set_defaults(func=_wrap(_iterate))
     validate = steps.add_parser("validate", help="train the predicted shape and 3 alternatives at a held-out budget")
     _add_common(validate, "jobs", "validate")
     validate.set_defaults(func=_wrap(_validate))

@@ -31,6 +31,15 @@ def _distort(image: np.ndarray, size: int, rng: np.random.Generator, noise: floa
     return Image.fromarray((255.0 * pixels).round().astype(np.uint8), mode="L").convert("RGB")
 
 
+def hard_digits_train_size(copies: int, test_fraction: float = 0.2) -> int:
+    """Training images of :func:`hard_digits_dataset` (the originals outside the stratified test split, x copies),
+    without generating them."""
+    from sklearn.datasets import load_digits
+
+    counts = np.bincount(load_digits().target)
+    return int(sum(n - round(n * test_fraction) for n in counts)) * copies
+
+
 def hard_digits_dataset(
     size: int = 16, copies: int = 3, noise: float = 0.35, test_fraction: float = 0.2, seed: int = 0
 ):
@@ -96,3 +105,17 @@ def write_hard_digits(path: str | Path, **kwargs) -> Path:
         (folder / marker.name).write_text(json.dumps(stamp))
 
     return write_folder(path, fill, tool="sovit_hf.sweep.data")
+
+
+def dataset_path(spec, folder: Path) -> str:
+    """The dataset the recipe reads: the sweep's hard digits written under the sweep folder, or a name/path."""
+    data = spec.trainer.get("data", {"name": "digits"})
+    if data["name"] != "hard_digits":
+        return data["name"]
+    import fcntl
+
+    target = folder / "data"
+    with (folder / ".data.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # parallel rows: one writes, the others wait and reuse it
+        write_hard_digits(target, **{k: v for k, v in data.items() if k != "name"})
+    return str(target)

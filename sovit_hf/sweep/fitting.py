@@ -12,7 +12,7 @@ from ..scaling.files import save_shape_fits
 from ..scaling.fit import FitError, fit_shape_law, fit_shape_laws
 from ..scaling.identification import not_identified_section
 from ..scaling.laws import DIMENSIONS
-from .anchor import find_anchor, next_grid
+from .anchor import curves_comparable, find_anchor, next_grid
 from .plan import load_plan, write_json_atomic
 from .store import row_states
 
@@ -110,7 +110,8 @@ def fit_sweep(folder: str | Path, bootstrap: int | None = None, seed: int = 0) -
         }
         for r in grid_rows
     ]
-    anchor = find_anchor(models, spec.grid, heads=spec.heads) if ("grid", "grid") in planned else None
+    comparable = curves_comparable(spec.trainer)
+    anchor = find_anchor(models, spec.grid, spec.heads, comparable) if ("grid", "grid") in planned else None
     base = {
         "metric": METRIC,
         "confidence": spec.confidence,
@@ -210,6 +211,7 @@ def fit_sweep(folder: str | Path, bootstrap: int | None = None, seed: int = 0) -
         else {
             "rule1_inside_grid": anchor.rule1_ok,
             "rule2_optimal_over_range": anchor.rule2_ok,
+            "curves_comparable": anchor.comparable,
             "messages": anchor.messages,
         },
         "model": {"heads": spec.heads, "patch_size": spec.patch_size, "image_size": spec.image_size},

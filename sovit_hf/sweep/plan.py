@@ -40,15 +40,21 @@ def row_fingerprint(row: dict, trainer: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _name(run: SweepRun) -> str:
+    return f"{run.sweep}-{run.dim}-w{run.width}-d{run.depth}-m{run.mlp_dim}-s{run.steps}"
+
+
 def _row(index: int, run: SweepRun, seed: int, stage: str, name: str | None = None) -> dict:
     row = {"index": index, "stage": stage, **run.to_dict(), "seed": seed}
-    row["name"] = name or f"{run.sweep}-{run.dim}-w{run.width}-d{run.depth}-m{run.mlp_dim}-s{run.steps}"
+    row["name"] = name or _name(run)
     return row
 
 
 def plan_rows(spec: SweepSpec) -> list[dict]:
-    """Rows of the star sweep then the grid sweep (seed 0 each: one run per shape and length, as in the paper)."""
-    star_rows = (sum(map(len, spec.star_grids.values())) + spec.include_center) * len(spec.star_steps)
+    """Rows of the star sweep (one per shape, length and ``star_seeds`` seed) then the grid sweep (seed 0: one run
+    per shape, as in the paper)."""
+    seeds = spec.star_seeds
+    star_rows = (sum(map(len, spec.star_grids.values())) + spec.include_center) * len(spec.star_steps) * len(seeds)
     grid_rows = math.prod(len(spec.grid[k]) for k in spec.grid)
     if star_rows + grid_rows > MAX_ROWS:  # counted before a single row is built
         raise ValueError(f"the spec plans {star_rows + grid_rows:,} rows, over the {MAX_ROWS:,} a plan may have.")
@@ -56,7 +62,11 @@ def plan_rows(spec: SweepSpec) -> list[dict]:
     star = plan_star_sweep(spec.center, spec.star_grids, spec.star_steps, include_center=spec.include_center, **common)
     examples = spec.grid_steps * spec.batch_size
     grid = plan_grid_sweep(spec.grid["width"], spec.grid["depth"], spec.grid["mlp_dim"], examples, **common)
-    return [_row(i, run, 0, "sweep") for i, run in enumerate([*star, *grid])]
+    runs = [(run, seed) for run in star for seed in seeds] + [(run, 0) for run in grid]
+    return [
+        _row(i, run, seed, "sweep", None if len(seeds) == 1 or run.sweep == "grid" else f"{_name(run)}-seed{seed}")
+        for i, (run, seed) in enumerate(runs)
+    ]
 
 
 def write_plan(

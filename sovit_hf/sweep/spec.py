@@ -27,6 +27,8 @@ class SweepSpec:
         trainer: ``{"name": "classification" | "synthetic" | "module:function", ...options}``.
         validate_factor: held-out budget = this x the largest sweep compute (>= 4, ours).
         validate_seeds: seeds of every validation shape (>= 3, ours).
+        star_seeds: seeds of every star row (ours; the paper trains one): two or more give the fit its noise model
+            from the replicate spread (docs/scaling.md, "Identification").
         width_multiple: rounding step of widths and MLP dims of the validation shapes.
         fit_bootstrap: bootstrap replicates of the Eq. 2 fit.
         confidence: interval coverage of the fit (0.9).
@@ -46,6 +48,7 @@ class SweepSpec:
     include_center: bool = True
     validate_factor: float = 4.0
     validate_seeds: tuple[int, ...] = (0, 1, 2)
+    star_seeds: tuple[int, ...] = (0,)
     width_multiple: int = 8
     fit_bootstrap: int = 200
     confidence: float = 0.9
@@ -80,6 +83,7 @@ class SweepSpec:
         values["grid"] = {k: tuple(v) for k, v in values["grid"].items()}
         values["star_steps"] = tuple(values["star_steps"])
         values["validate_seeds"] = tuple(values["validate_seeds"])
+        values["star_seeds"] = tuple(values.get("star_seeds", (0,)))
         return cls(**values)
 
 
@@ -88,10 +92,8 @@ class SweepSpec:
 # under 3 epochs; Sec. 3 assumes unlimited data). Star and validation rows evaluate once at the end; grid rows 5 times
 # (their curve of f against compute is what App. B.3 rule 2 reads). The lengths are long enough for the models to
 # learn (f 0.4-0.8 over the sweep, not 0.67-0.86 as at 40-160 steps), and sized so that the loop (75 trainings) fits
-# in an hour on 2 cores (40.4 min measured, benchmarks/results/sweep_cpu): the validation stage (12 rows at 4x the
-# largest sweep compute) is half of it. Extending the grid as rule 1 asked (width 24-40, depth 1-3, 10 evaluations)
-# put the optimum on the low edges again, and its validation shapes needed 10-26K steps each (over the hour):
-# benchmarks/results/sweep_cpu_grid_iteration2.
+# in an hour on 2 cores, the validation stage (12 rows at 4x the largest sweep compute) being half of it. The measured
+# runs of this preset, and what extending its grid gave, are in docs/sweep.md.
 CPU_TRAINER = {
     "name": "classification",
     "data": {"name": "hard_digits", "size": 16, "copies": 12, "noise": 0.35, "seed": 0},
@@ -162,11 +164,12 @@ def check_field_types(spec: SweepSpec) -> None:
         "center": list(spec.center.values()),
         "star_steps": list(spec.star_steps),
         "validate_seeds": list(spec.validate_seeds),
+        "star_seeds": list(spec.star_seeds),
         **{f"star_grids.{k}": list(v) for k, v in spec.star_grids.items()},
         **{f"grid.{k}": list(v) for k, v in spec.grid.items()},
     }
     for name, items in values.items():
-        low = 0 if name == "validate_seeds" else 1
+        low = 0 if name in ("validate_seeds", "star_seeds") else 1
         if not items or not all(_whole(v, low) for v in items):
             raise ValueError(f"SweepSpec.{name} must be whole numbers >= {low}, got {items!r}.")
     for name in ("validate_factor", "confidence"):

@@ -219,6 +219,18 @@ class GridOptimum:
     boundary: dict[str, str]
 
 
+def grid_edges(shape: Mapping[str, int], grid: Mapping[str, Sequence[int]]) -> dict[str, str]:
+    """App. B.3 rule 1, the one check of it: ``{dimension: "low" | "high"}`` for each dimension in which ``shape`` is
+    not strictly inside ``grid`` (at or beyond its smallest or largest value); empty when the rule holds."""
+    boundary = {}
+    for dim in DIMENSIONS:
+        if shape[dim] <= min(grid[dim]):
+            boundary[dim] = "low"
+        elif shape[dim] >= max(grid[dim]):
+            boundary[dim] = "high"
+    return boundary
+
+
 def grid_optimum(runs: Sequence[SweepRun], losses: Sequence[float]) -> GridOptimum:
     """Find the grid-sweep optimum and check App. B.3 rule 1 (strictly inside the grid).
 
@@ -230,14 +242,8 @@ def grid_optimum(runs: Sequence[SweepRun], losses: Sequence[float]) -> GridOptim
         raise ValueError(f"runs and losses must be non-empty and of equal length, got {len(runs)}, {len(losses)}.")
     best = min(range(len(runs)), key=lambda i: losses[i])
     run = runs[best]
-    boundary = {}
-    for dim in DIMENSIONS:
-        values = sorted({getattr(r, dim) for r in runs})
-        value = getattr(run, dim)
-        if value == values[0]:
-            boundary[dim] = "low"
-        elif value == values[-1]:
-            boundary[dim] = "high"
+    grid = {dim: [getattr(r, dim) for r in runs] for dim in DIMENSIONS}
+    boundary = grid_edges({dim: getattr(run, dim) for dim in DIMENSIONS}, grid)
     return GridOptimum(run=run, loss=float(losses[best]), interior=not boundary, boundary=boundary)
 
 
@@ -266,6 +272,7 @@ __all__ = [
     "PAPER_STAR_STEPS",
     "GridOptimum",
     "SweepRun",
+    "grid_edges",
     "grid_optimum",
     "plan_grid_sweep",
     "plan_star_sweep",

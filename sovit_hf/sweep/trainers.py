@@ -5,6 +5,8 @@
   ridge probe of :mod:`sovit_hf.training.fewshot`) on frozen pre-logits, averaged over ``probe_draws`` draws of the
   shots; ``test_error`` is the classifier's error on the test split; ``curve`` is the probe error at the recipe's
   evaluations during training (used by the grid-sweep anchor's rule 2).
+* ``tensors``: the same model, optimizer and probe in a plain loop over pre-processed tensors, no augmentation, no
+  per-row card or plot (:mod:`.fast_trainer`: the fast data path of small sweeps).
 * ``synthetic``: no training; f follows a known decomposable law (SoViT Eq. 3, which gives Eq. 2 along each star arm
   with one shared c) times (1 + noise), for testing that the loop recovers s_k.
 * ``"module:function"``: any callable with the same signature. A plan file names it, so it is code that a shared
@@ -23,6 +25,8 @@ import numpy as np
 
 from ..output_folder import remove_own_folder
 from ..scaling.laws import DIMENSIONS
+from .data import dataset_path
+from .fast_trainer import SCHEDULES, schedule_of, train_tensors
 from .spec import SweepSpec
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -73,22 +77,6 @@ def train_synthetic(row: dict, spec: SweepSpec, workdir: Path) -> dict:
 # classification: the package's recipe
 
 
-def dataset_path(spec: SweepSpec, folder: Path) -> str:
-    """The dataset the recipe reads: the sweep's hard digits written under the sweep folder, or a name/path."""
-    data = spec.trainer.get("data", {"name": "digits"})
-    if data["name"] != "hard_digits":
-        return data["name"]
-    import fcntl
-
-    from .data import write_hard_digits
-
-    target = folder / "data"
-    with (folder / ".data.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # parallel rows: one writes, the others wait and reuse it
-        write_hard_digits(target, **{k: v for k, v in data.items() if k != "name"})
-    return str(target)
-
-
 def _recipe_argv(row: dict, spec: SweepSpec, data: str, out: Path) -> list[str]:
     options = spec.trainer
     overrides = {
@@ -131,6 +119,8 @@ def _recipe_argv(row: dict, spec: SweepSpec, data: str, out: Path) -> list[str]:
         "true",
         "--use_cpu",
         "true",
+        "--lr_scheduler_type",
+        SCHEDULES[schedule_of(options)],
         *options.get("extra_args", ()),
     ]
 
@@ -187,7 +177,7 @@ def train_classification(row: dict, spec: SweepSpec, workdir: Path) -> dict:
     return {"f": f, "test_error": 1.0 - float(metrics["eval_accuracy"]), "curve": curve}
 
 
-TRAINERS = {"synthetic": train_synthetic, "classification": train_classification}
+TRAINERS = {"synthetic": train_synthetic, "classification": train_classification, "tensors": train_tensors}
 
 
 def get_trainer(spec: SweepSpec, trust_code: bool = False):

@@ -17,6 +17,12 @@ The test (ours): for each alternative, a one-sided Welch t-test of "the alternat
 predicted shape's" over the seeds, with Holm's correction over the alternatives at family-wise level 0.05. With 3
 seeds per shape the test has little power: a difference must be large against the seed spread to count.
 
+The data regime (ours): validation rows train on 4x the sweep's largest compute, so on the sweep's data they would
+repeat it many more times (the committed cpu run: 20-30 epochs against at most 3). With the sweep's generated
+``hard_digits``, the validation plan draws more distortions of the same digits from the same generator (``copies``
+raised) so that no validation row sees more epochs than the sweep's most-repeated row; the plan and the summary
+record both epoch counts. Another dataset cannot grow: its epochs are recorded and the summary says they differ.
+
 The rows form a plan of their own in ``FOLDER/validate`` (run with the same runner; ``--row`` works there too).
 """
 
@@ -128,6 +134,34 @@ def fallback_rule(folder: Path) -> ScalingRule:
     )
 
 
+def _train_size(trainer: dict) -> int | None:
+    """Training examples of the trainer's data when known without loading it (the sweep's ``hard_digits``)."""
+    data = trainer.get("data") or {}
+    if data.get("name") != "hard_digits":
+        return None
+    from .data import hard_digits_train_size
+
+    return hard_digits_train_size(int(data.get("copies", 3)), float(data.get("test_fraction", 0.2)))
+
+
+def same_regime(spec, sweep_examples: int, validate_examples: int):
+    """``(spec for the validation rows, epochs)``: with ``hard_digits``, copies raised (never lowered) so that the
+    validation rows' largest epoch count is at most the sweep rows' largest; ``epochs`` = {sweep_max, validate_max}
+    (``None`` where the data's size is unknown)."""
+    import dataclasses
+
+    size = _train_size(spec.trainer)
+    if size is None:
+        return spec, {"sweep_max": None, "validate_max": None}
+    sweep_epochs = sweep_examples / size
+    copies = int(spec.trainer["data"].get("copies", 3))
+    needed = max(copies, math.ceil(copies * validate_examples / sweep_examples))
+    if needed > copies:
+        data = {**spec.trainer["data"], "copies": needed}
+        spec = dataclasses.replace(spec, trainer={**spec.trainer, "data": data})
+    return spec, {"sweep_max": sweep_epochs, "validate_max": validate_examples / _train_size(spec.trainer)}
+
+
 def plan_validation(folder: str | Path, fallback: bool = False) -> Path:
     """Write ``FOLDER/validate/plan.json`` from the sweep's results and law; returns the validation folder.
 
@@ -217,8 +251,10 @@ def plan_validation(folder: str | Path, fallback: bool = False) -> Path:
             }
             out.append(row)
             index += 1
+    spec, epochs = same_regime(spec, max(r["examples"] for r in rows), max(r["examples"] for r in out))
     target = folder / VALIDATE_DIR
     extra = {
+        "epochs": epochs,
         "budget_gflops": budget,
         "largest_sweep_gflops": largest,
         "law": str(law) if isinstance(law, Path) else law.source,
@@ -302,6 +338,7 @@ def summarise_validation(folder: str | Path) -> dict:
         "largest_sweep_gflops": plan["largest_sweep_gflops"],
         "factor": plan["budget_gflops"] / plan["largest_sweep_gflops"],
         "law": plan["law"],
+        "epochs": plan.get("epochs"),
         "shapes": table,
         "ranking_by_mean_f": ranking,
         "tests": tests,
@@ -351,6 +388,14 @@ def validation_markdown(document: dict) -> str:
             f"{row['steps']} | {row['seeds']} | {cell(row['f_mean'], row['f_std'])} | "
             f"{cell(row['test_error_mean'], row['test_error_std'])} |"
         )
+    epochs = document.get("epochs") or {}
+    if epochs.get("sweep_max") is not None:
+        same = epochs["validate_max"] <= epochs["sweep_max"] * (1 + 1e-9)
+        lines += [
+            "",
+            f"Data regime: the sweep's rows see at most {epochs['sweep_max']:.2f} epochs of their data, the validation "
+            f"rows at most {epochs['validate_max']:.2f} ({'the same regime' if same else 'NOT the same regime'}).",
+        ]
     tests = document.get("tests") or {}
     if tests:
         lines += ["", "| alternative | one-sided Welch p | Holm threshold | predicted better |", "|---|---|---|---|"]

@@ -1,4 +1,4 @@
-"""``--overwrite`` replaces only what a converter wrote, atomically; nothing else is ever deleted (issue #14)."""
+"""``--overwrite`` replaces only what a converter wrote, atomically; nothing else is ever deleted."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue #7 acceptance: long questions, empty text and unknown characters get a clear error or a documented
+"""Long questions, empty text and unknown characters get a clear error or a documented
 truncation, never a crash inside ``generate``."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Autotuning stays affordable (issue #17: at most six configs per kernel, the spilling LayerNorm-backward config
+"""Autotuning stays affordable (at most six configs per kernel, the spilling LayerNorm-backward config
 gone, batch and heads in the attention key) and its winners can be recorded with the benchmark results."""
 
 from __future__ import annotations

@@ -119,7 +119,7 @@ def _saved_activation_elements(fn, inputs) -> int:
 
 
 def test_fused_mlp_keeps_only_the_gelu_input_for_backward():
-    """Activation memory (issue #8): the fused MLP saves the pre-activation Z and recomputes GELU in backward, so it
+    """Activation memory: the fused MLP saves the pre-activation Z and recomputes GELU in backward, so it
     keeps tokens x mlp_dim elements where the eager MLP also keeps GELU's output (and tanh-GELU's temporaries)."""
     batch, tokens, width, mlp_dim = 2, 7, 36, 40
     inputs = [t.requires_grad_() if t is not None else t for t in _mlp_inputs(batch, tokens, width, mlp_dim)]

@@ -9,7 +9,7 @@ import pytest
 
 from sovit_hf.scaling import count_flops, fit_shape_laws
 from sovit_hf.scaling.files import load_runs_csv
-from sovit_hf.sweep.star_grid import grid_optimum, plan_grid_sweep, plan_star_sweep, write_sweep_csv
+from sovit_hf.sweep.star_grid import grid_edges, grid_optimum, plan_grid_sweep, plan_star_sweep, write_sweep_csv
 from tests.scaling.helpers import STAR_CENTER, STAR_GRIDS, TRUE_LAWS
 
 
@@ -59,6 +59,19 @@ def test_grid_optimum_interior_and_boundary():
     assert best.interior and (best.run.width, best.run.depth, best.run.mlp_dim) == target
     edge = grid_optimum(runs, [distance(r, (900, 10, 500)) for r in runs])
     assert not edge.interior and edge.boundary == {"width": "high", "mlp_dim": "low"}
+
+
+def test_grid_edges_is_rule_1_by_hand():
+    """App. B.3 rule 1 on a 3 x 2 x 3 grid, worked by hand: the planner's optimum and the sweep's anchor both ask it."""
+    grid = {"width": (16, 24, 32), "depth": (2, 3), "mlp_dim": (48, 64, 80)}
+    assert grid_edges({"width": 24, "depth": 2, "mlp_dim": 64}, grid) == {"depth": "low"}
+    assert grid_edges({"width": 32, "depth": 3, "mlp_dim": 48}, grid) == {
+        "width": "high",
+        "depth": "high",
+        "mlp_dim": "low",
+    }
+    assert grid_edges({"width": 40, "depth": 1, "mlp_dim": 64}, grid) == {"width": "high", "depth": "low"}  # outside
+    assert grid_edges({"width": 24, "depth": 3, "mlp_dim": 64}, {**grid, "depth": (2, 3, 4)}) == {}
 
 
 def test_star_sweep_csv_round_trip_into_a_fit(tmp_path):
