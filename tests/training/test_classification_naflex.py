@@ -187,3 +187,27 @@ def test_naflex_refuses_several_processes():
     NaFlexArguments(naflex_max_num_patches=16).check_naflex(8, processes=1)
     with pytest.raises(ValueError, match="trains in one process for now"):
         NaFlexArguments(naflex_max_num_patches=16).check_naflex(8, processes=2)
+
+
+@pytest.mark.parametrize("layout", ["imagefolder", "saved"])
+def test_patch_grids_read_from_headers_match_the_decoded_images(tmp_path, layout):
+    """The sampler's lengths come from file headers (no decoding); they equal the grids of the decoded images."""
+    from PIL import Image
+
+    from sovit_hf.training.data import load_classification_dataset
+    from sovit_hf.training.naflex_recipe import image_sizes, patch_counts
+
+    sizes = [(70, 20), (20, 90), (33, 33), (128, 40)]
+    for i, size in enumerate(sizes):
+        (tmp_path / "data" / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", size, (i * 40, 0, 0)).save(tmp_path / "data" / f"c{i % 2}" / f"{i}.png")
+    dataset = load_classification_dataset("imagefolder", str(tmp_path / "data"))
+    if layout == "saved":
+        dataset.save_to_disk(str(tmp_path / "saved"))
+        dataset = load_classification_dataset(str(tmp_path / "saved"))
+    split = dataset["train"]
+    decoded = [image.size for image in split["image"]]
+    assert sorted(decoded) == sorted(sizes) and image_sizes(split, "image") == decoded
+    processor = SoViTNaFlexImageProcessor(patch_size=8, max_num_patches=PATCHES)
+    grids = [int(processor([im.convert("RGB")], return_tensors="pt")["spatial_shapes"].prod()) for im in split["image"]]
+    assert patch_counts(processor, image_sizes(split, "image")) == grids
