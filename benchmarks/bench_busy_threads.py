@@ -11,7 +11,6 @@ patch 4, 16 px) at batch 64, AdamW; rounds alternate the thread counts so both s
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import platform
@@ -23,6 +22,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # sovit_hf (its output_folder writes the record) from this checkout
 RESULTS = ROOT / "benchmarks" / "results" / "busy_threads.json"
 
 
@@ -85,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(record, indent=2) + "\n")
+    from sovit_hf.output_folder import write_json_atomic
+
+    write_json_atomic(RESULTS, record)
     for n in counts:
         print(f"{n} thread(s): median {medians[n]:.2f} s for {args.steps} steps")
     print(f"default ({default}) / 1 thread: {record['ratio_default_over_1_thread']:.2f}")

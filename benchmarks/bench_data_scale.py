@@ -29,6 +29,7 @@ from io import BytesIO
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # sovit_hf (its output_folder writes the record) from this checkout
 RESULTS = ROOT / "benchmarks" / "results" / "data_scale.json"
 TINY = '{"hidden_size": 32, "num_hidden_layers": 1, "intermediate_size": 48, "num_attention_heads": 2, "patch_size": 8}'
 
@@ -217,7 +218,9 @@ def main() -> None:
         "old_ref": args.old_ref,
         "runs": rows,
     }
-    RESULTS.write_text(json.dumps(record, indent=2) + "\n")
+    from sovit_hf.output_folder import write_json_atomic
+
+    write_json_atomic(RESULTS, record)
     print(f"wrote {RESULTS}")
 
 

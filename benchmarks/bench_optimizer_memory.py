@@ -13,7 +13,6 @@ formulas ``adafactor_state_bytes`` / ``adamw_state_bytes``. Writes ``benchmarks/
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 from pathlib import Path
@@ -143,7 +142,9 @@ def main() -> None:
         "variants": {variant: measure(variant, args.num_labels) for variant in args.variants},
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    from sovit_hf.output_folder import write_json_atomic
+
+    write_json_atomic(RESULTS, results)
     print(render_markdown(results))
     print(f"wrote {RESULTS.relative_to(ROOT)}")
 

@@ -188,7 +188,9 @@ def main() -> None:
         "python": platform.python_version(),
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    from sovit_hf.output_folder import write_json_atomic
+
+    write_json_atomic(RESULTS, result)
     print(json.dumps(result["median_s"], indent=2))
     print(json.dumps(result["study"], indent=2))
 

@@ -10,7 +10,6 @@ with it, since a shared machine slows both.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -21,6 +20,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # sovit_hf (its output_folder writes the record) from this checkout
 RESULTS = ROOT / "benchmarks" / "results" / "cli_startup.json"
 
 
@@ -56,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(),
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(record, indent=2) + "\n")
+    from sovit_hf.output_folder import write_json_atomic
+
+    write_json_atomic(RESULTS, record)
     for name, value in record["median_s"].items():
         print(f"{name}: median {value:.3f} s over {args.rounds} rounds")
     return 0

@@ -70,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run(command + ARGS, check=True, cwd=ROOT)
         record = json.loads((source / "run_record.json").read_text())
         record["command"] = record["command"].replace(f"--output_dir {source}", "--output_dir OUT")
-        RECORD.write_text(json.dumps(record, indent=2) + "\n")
+        from sovit_hf.output_folder import write_json_atomic
+
+        write_json_atomic(RECORD, record)
         if not args.source:
             shutil.rmtree(source.parent, ignore_errors=True)
     splice_readme(MARKERS, render_markdown(json.loads(RECORD.read_text())))

@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # sovit_hf (its output_folder writes the record) from this checkout
 RESULTS = ROOT / "benchmarks" / "results" / "multiprocess_cpu.json"
 TINY = '{"hidden_size": 32, "num_hidden_layers": 1, "intermediate_size": 48, "num_attention_heads": 2, "patch_size": 8}'
 COMMON = (
@@ -98,7 +99,9 @@ def main() -> None:
         "versions": {"torch": torch.__version__},
         "runs": runs,
     }
-    RESULTS.write_text(json.dumps(record, indent=2) + "\n")
+    from sovit_hf.output_folder import write_json_atomic
+
+    write_json_atomic(RESULTS, record)
     print(json.dumps(record, indent=2))
 
 

@@ -112,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(rows[-1]), flush=True)
     if args.out:
         header = {"target": "sm_90a (offline, no GPU)", "triton": triton.__version__, "dtype": "bfloat16"}
-        args.out.write_text(json.dumps({"header": header, "rows": rows}, indent=1) + "\n")
+        from sovit_hf.output_folder import write_json_atomic
+
+        write_json_atomic(args.out, {"header": header, "rows": rows}, indent=1)
     return 0
 
 

@@ -518,22 +518,9 @@ def naflex_samplers(processor, train, evaluation, data_args: DataArguments, args
     return {"train": train_sampler, "eval": eval_sampler}
 
 
-def prepare_training(
-    model_args: ModelArguments,
-    data_args: DataArguments,
-    args: SoViTTrainingArguments,
-    train,
-    evaluation,
-    labels: list[str],
-    resume,
-    start: float,
-    command: str | None = None,
-) -> Prepared:
-    """The model, step count, datasets and report of a run on checked splits; prints the plan."""
-    from ..model_card import hub_id
-    from .data import is_stream, num_examples
-    from .fewshot import FewShotCallback
-
+def run_model(model_args: ModelArguments, args: SoViTTrainingArguments, labels: list[str], resume):
+    """The model to train (seeded) and the examples its compute budget pays for (or None), checked against the
+    training flags and the checkpoint to resume from."""
     transformers.set_seed(args.seed)
     model, budget_examples = build_model(model_args, labels)
     if args.label_smoothing_factor > 0 and model.config.classification_loss == "sigmoid":
@@ -543,6 +530,14 @@ def prepare_training(
             "use --label_smoothing (smoothing inside the model's loss)."
         )
     check_resume_shapes(resume, model)
+    return model, budget_examples
+
+
+def fit_length_to_data(train, data_args: DataArguments, args: SoViTTrainingArguments, budget_examples):
+    """Sets ``args.num_train_epochs`` or ``args.max_steps`` from the compute budget and, for a stream, its length;
+    returns ``(n_train, global_batch)`` (``n_train`` None for a stream of unknown length)."""
+    from .data import is_stream, num_examples
+
     n_train = num_examples(train, data_args.train_split)
     if data_args.streaming:
         n_train = min(n_train, data_args.max_train_samples or n_train) if n_train else data_args.max_train_samples
@@ -556,6 +551,15 @@ def prepare_training(
         if n_train is None:
             raise ValueError("--streaming: the stream's length is unknown; set --max_steps.")
         args.max_steps = int(-(-n_train // global_batch) * args.num_train_epochs)
+    return n_train, global_batch
+
+
+def run_datasets(model, train, evaluation, n_train, data_args: DataArguments, args: SoViTTrainingArguments):
+    """``(processor, train_ds, eval_ds, epoch, samplers)``: the image processor (NaFlex with
+    ``--naflex_max_num_patches``), the transformed splits, the augmentation's epoch and the NaFlex batch samplers
+    (None on the fixed-size path)."""
+    from .data import is_stream
+
     size = model.config.image_size
     if data_args.naflex_max_num_patches:
         processor = SoViTNaFlexImageProcessor(
@@ -580,16 +584,38 @@ def prepare_training(
     else:
         train_ds = IndexedSplit(train, train_transform)  # no per-row index column to write: O(1) setup
         eval_ds = evaluation.with_transform(plain)
+    return processor, train_ds, eval_ds, epoch, samplers
+
+
+def prepare_training(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    args: SoViTTrainingArguments,
+    train,
+    evaluation,
+    labels: list[str],
+    resume,
+    start: float,
+    command: str | None = None,
+) -> Prepared:
+    """The model, step count, datasets and report of a run on checked splits; prints the plan."""
+    from .data import num_examples
+    from .fewshot import FewShotCallback
+    from .schedules import decaying_warmup
+
+    model, budget_examples = run_model(model_args, args, labels, resume)
+    n_train, global_batch = fit_length_to_data(train, data_args, args, budget_examples)
+    processor, train_ds, eval_ds, epoch, samplers = run_datasets(model, train, evaluation, n_train, data_args, args)
     callbacks = [epoch]
     if data_args.fewshot_shots:  # pools read in batches: memory independent of the splits' sizes
         shots = [int(s) for s in data_args.fewshot_shots.split(",")]
+        config = model.config
+        plain = make_transform(processor, data_args, config.image_size, train=False, num_labels=config.num_labels)
         train_labels = _labels(train, data_args.label_column)
         eval_labels = _labels(evaluation, data_args.label_column)
         callbacks.append(FewShotCallback(train.with_transform(plain), train_labels, eval_ds, eval_labels, shots))
     steps_per_epoch = len(samplers["train"]) if samplers else -(-(n_train or 0) // global_batch)
     total = args.max_steps if args.max_steps > 0 else int(steps_per_epoch * args.num_train_epochs)
-    from .schedules import decaying_warmup
-
     args.warmup_steps, warmup_note = decaying_warmup(args.warmup_steps, total)
     n_eval = num_examples(evaluation, data_args.eval_split)
     batch_tokens = samplers["train"].max_tokens if samplers else None
@@ -597,18 +623,27 @@ def prepare_training(
     if args.process_index == 0:
         sizes = dict(n_train=n_train, n_eval=n_eval, total=total, per_epoch=steps_per_epoch, batch=batch)
         print(training_plan(model.config, model_args, data_args, args, sizes, budget_examples, warmup_note), flush=True)
+    report = run_report(model, model_args, data_args, args, dict(n_train=n_train, n_eval=n_eval), start, command)
+    if samplers:  # the tokens trained on are added after training (NaFlexTrainer counts them)
+        naflex = {"max_num_patches": data_args.naflex_max_num_patches, "tokens_per_batch": batch_tokens}
+        report["record"]["naflex"] = naflex
+    return Prepared(model, processor, train_ds, eval_ds, epoch, callbacks, total, report, samplers)
+
+
+def run_report(model, model_args, data_args, args, sizes: dict, start: float, command: str | None) -> dict:
+    """The fields of :func:`~.finish.write_report` for this run (model card, run record, plot)."""
+    from ..model_card import hub_id
+
     model_fields = ("hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads", "patch_size")
     record = {
         "dataset": data_args.dataset_name,
-        "train_examples": n_train,
-        "eval_examples": n_eval,
+        "train_examples": sizes["n_train"],
+        "eval_examples": sizes["n_eval"],
         "model": {k: getattr(model.config, k) for k in (*model_fields, "image_size")},
         "parameters": sum(p.numel() for p in model.parameters()),
         "epochs": args.num_train_epochs,
     }
-    if samplers:  # the tokens trained on are added after training (NaFlexTrainer counts them)
-        record["naflex"] = {"max_num_patches": data_args.naflex_max_num_patches, "tokens_per_batch": batch_tokens}
-    report = dict(
+    return dict(
         start=start,
         card_config=model.config,
         base_model=hub_id(model_args.model_name_or_path),
@@ -619,7 +654,6 @@ def prepare_training(
         record_metrics=lambda metrics: {"eval_accuracy": metrics.get("eval_accuracy")},
         plot=plot_training_curves,
     )
-    return Prepared(model, processor, train_ds, eval_ds, epoch, callbacks, total, report, samplers)
 
 
 def build_trainer(prepared: Prepared, args: SoViTTrainingArguments) -> GuardedTrainer:

@@ -2,8 +2,9 @@
 read before training (for the token-budget sampler), the NaFlex augmentation, and a Trainer whose train and eval
 loaders draw their batches from :class:`~sovit_hf.training.naflex_batches.TokenBudgetBatchSampler`.
 
-Trainer's own loaders take a batch *size*; transformers 5.24 passes a ``BatchRebalanceSampler`` through as a batch
-sampler, 5.17 has no such hook. :class:`TokenBudgetLoaders` therefore overrides ``get_train_dataloader`` and
+Trainer's own loaders take a batch *size*; the only batch sampler they pass through (5.17 through 5.25) is the one
+Trainer builds itself for ``train_sampling_strategy="batch_rebalance"`` (a fixed number of examples per step), and
+there is no argument for a caller's. :class:`TokenBudgetLoaders` therefore overrides ``get_train_dataloader`` and
 ``get_eval_dataloader`` (public, documented "subclass and override" points on 5.17 through 5.25) and builds the
 ``DataLoader`` with ``batch_sampler=`` itself, prepared by accelerate as the Trainer's are. Trainer calls
 ``set_epoch`` on the prepared loader each epoch, which accelerate forwards to the batch sampler: each epoch's

@@ -14,7 +14,7 @@ from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 
 from sovit_hf.training.fsdp import shard_model
-from tests.training.test_distributed import _generation_model
+from tests.training.test_distributed import _generation_batch, _generation_model
 
 
 def main(out: str) -> None:
@@ -25,12 +25,7 @@ def main(out: str) -> None:
     decoder = [m for m in sharded.modules() if type(m).__name__.endswith("SoViTDecoderLayer")]
     # every decoder parameter is a DTensor of which this rank holds a part: (its rows, all rows) per parameter
     rows = [(p.to_local().shape[0], p.shape[0]) for layer in decoder for p in layer.parameters()]
-    generator = torch.Generator().manual_seed(0)
-    batch = {
-        "pixel_values": torch.randn(2, 3, 36, 36, generator=generator),
-        "input_ids": torch.randint(0, 50, (2, 6), generator=generator),
-    }
-    batch["labels"] = batch["input_ids"].clone()
+    batch = _generation_batch()
     expected, got = plain(**batch).loss, sharded(**batch).loss
     expected.backward()
     got.backward()  # each rank's gradients are reduced over both ranks (same batch: the mean is the plain gradient)

@@ -20,7 +20,7 @@ from sovit_hf.training.classification import (
     preflight,
     prepare_training,
 )
-from tests.conftest import needs
+from tests.conftest import AUTO_IMAGE_PROCESSOR_WORKS, needs
 from tests.training.helpers import budget_batches
 
 pytestmark = needs("datasets")
@@ -125,8 +125,11 @@ def test_saved_folder_reproduces_the_runs_eval_predictions_image_by_image(shapes
     metrics = fit(trainer, prepared)
     batched = torch.as_tensor(trainer.predict(prepared.eval_ds).predictions)  # (N, classes), dataset order
 
-    processor = AutoImageProcessor.from_pretrained(out)
-    assert type(processor).__name__ == "SoViTNaFlexImageProcessor"
+    # transformers < 5.18: AutoImageProcessor itself needs torchvision; the folder names its class either way
+    saved = json.loads((out / "preprocessor_config.json").read_text())["image_processor_type"]
+    loader = AutoImageProcessor if AUTO_IMAGE_PROCESSOR_WORKS else SoViTNaFlexImageProcessor
+    processor = loader.from_pretrained(out)
+    assert type(processor).__name__ == saved == "SoViTNaFlexImageProcessor"
     assert processor.max_num_patches == PATCHES and processor.patch_size == 8
     model = AutoModelForImageClassification.from_pretrained(out).eval()
     images = [image.convert("RGB") for image in evaluation["image"]]
@@ -184,3 +187,50 @@ def test_naflex_refuses_several_processes():
     NaFlexArguments(naflex_max_num_patches=16).check_naflex(8, processes=1)
     with pytest.raises(ValueError, match="trains in one process for now"):
         NaFlexArguments(naflex_max_num_patches=16).check_naflex(8, processes=2)
+
+
+@pytest.mark.parametrize("layout", ["imagefolder", "saved"])
+def test_patch_grids_read_from_headers_match_the_decoded_images(tmp_path, layout):
+    """The sampler's lengths come from file headers (no decoding); they equal the grids of the decoded images."""
+    from PIL import Image
+
+    from sovit_hf.training.data import load_classification_dataset
+    from sovit_hf.training.naflex_recipe import image_sizes, patch_counts
+
+    sizes = [(70, 20), (20, 90), (33, 33), (128, 40)]
+    for i, size in enumerate(sizes):
+        (tmp_path / "data" / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", size, (i * 40, 0, 0)).save(tmp_path / "data" / f"c{i % 2}" / f"{i}.png")
+    dataset = load_classification_dataset("imagefolder", str(tmp_path / "data"))
+    if layout == "saved":
+        dataset.save_to_disk(str(tmp_path / "saved"))
+        dataset = load_classification_dataset(str(tmp_path / "saved"))
+    split = dataset["train"]
+    decoded = [image.size for image in split["image"]]
+    assert sorted(decoded) == sorted(sizes) and image_sizes(split, "image") == decoded
+    processor = SoViTNaFlexImageProcessor(patch_size=8, max_num_patches=PATCHES)
+    grids = [int(processor([im.convert("RGB")], return_tensors="pt")["spatial_shapes"].prod()) for im in split["image"]]
+    assert patch_counts(processor, image_sizes(split, "image")) == grids
+
+
+def test_naflex_resume_is_exact(shapes_folder, tmp_path):
+    """Token-budget batches are a function of (seed, epoch): resuming mid-epoch from a checkpoint replays the same
+    batches and crops, so the losses after the checkpoint and the final weights equal an uninterrupted run's."""
+    from safetensors.torch import load_file
+
+    common = ["--max_steps", "14", "--save_strategy", "steps", "--save_steps", "9", "--eval_strategy", "no"]
+    common += ["--logging_steps", "1", "--learning_rate", "1e-2", "--report_to", "none"]
+    data = ["--dataset_name", str(shapes_folder), *TINY, *common]
+    assert main(["--output_dir", str(tmp_path / "straight"), *data]) == 0
+    checkpoint = str(tmp_path / "straight" / "checkpoint-9")  # mid epoch 1: 6-7 batches an epoch
+    assert main(["--output_dir", str(tmp_path / "resumed"), *data, "--resume_from_checkpoint", checkpoint]) == 0
+
+    def losses(folder):
+        history = json.loads((folder / "trainer_state.json").read_text())["log_history"]
+        return {r["step"]: r["loss"] for r in history if "loss" in r}
+
+    straight, resumed = losses(tmp_path / "straight"), losses(tmp_path / "resumed")
+    assert [resumed[s] for s in range(10, 15)] == [straight[s] for s in range(10, 15)]
+    a, b = load_file(tmp_path / "straight" / "model.safetensors"), load_file(tmp_path / "resumed" / "model.safetensors")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)

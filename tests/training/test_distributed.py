@@ -126,6 +126,17 @@ def _generation_model():
     return perturb_(SoViTForConditionalGeneration(config))
 
 
+def _generation_batch() -> dict[str, torch.Tensor]:
+    """Two seeded images and captions for :func:`_generation_model` (the captions are the labels)."""
+    generator = torch.Generator().manual_seed(0)
+    batch = {
+        "pixel_values": torch.randn(2, 3, 36, 36, generator=generator),
+        "input_ids": torch.randint(0, 50, (2, 6), generator=generator),
+    }
+    batch["labels"] = batch["input_ids"].clone()
+    return batch
+
+
 @pytest.mark.parametrize("checkpointing", [False, True])
 def test_shard_model_wraps_every_block_and_keeps_the_math(one_rank_group, checkpointing):
     """Loss and gradients of the sharded captioning model equal the plain model's (encoder and decoder blocks)."""
@@ -142,12 +153,7 @@ def test_shard_model_wraps_every_block_and_keeps_the_math(one_rank_group, checkp
     assert len(encoder) == len(decoder) == 2 and all(isinstance(m, FSDPModule) for m in encoder + decoder)
     assert set(WRAP_CLASSES) == {"SoViTEncoderLayer", "SoViTDecoderLayer", "SoViTMAPHead"}
     assert isinstance(sharded, FSDPModule)
-    generator = torch.Generator().manual_seed(0)
-    batch = {
-        "pixel_values": torch.randn(2, 3, 36, 36, generator=generator),
-        "input_ids": torch.randint(0, 50, (2, 6), generator=generator),
-    }
-    batch["labels"] = batch["input_ids"].clone()
+    batch = _generation_batch()
     expected, got = plain(**batch).loss, sharded(**batch).loss
     expected.backward()
     got.backward()
