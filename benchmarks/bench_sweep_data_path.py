@@ -41,6 +41,7 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from sovit_hf.output_folder import write_json_atomic  # noqa: E402
 from sovit_hf.sweep import preset  # noqa: E402
 from sovit_hf.sweep.plan import _row as plan_row  # noqa: E402
 from sovit_hf.sweep.star_grid import _run  # noqa: E402
@@ -140,7 +141,7 @@ def main() -> int:
         "rows": rows,
         "recipe_over_tensors_ms_per_step": speedup,
     }
-    OUT.write_text(json.dumps(record, indent=1) + "\n")
+    write_json_atomic(OUT, record, indent=1)
     print(
         json.dumps(
             {

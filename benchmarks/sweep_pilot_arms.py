@@ -16,12 +16,13 @@ or at the high end: an exponent can only be identified where the optimum is insi
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # sovit_hf from this checkout
+from sovit_hf.output_folder import write_json_atomic
 from sovit_hf.sweep import finished_rows, plan_rows, preset, write_plan
 from sovit_hf.sweep.spec import CPU_TRAINER
 
@@ -81,7 +82,7 @@ def analyse(folder: str) -> None:
             "inside_at": [t["compute_gflops"] for t in table if t["where"] == "inside"],
         }
     path = Path(folder) / "pilot.json"
-    path.write_text(json.dumps(out, indent=1) + "\n")
+    write_json_atomic(path, out, indent=1)
     for dim, entry in out["arms"].items():
         print(dim, [(f"{t['compute_gflops']:.3g}", t["best"], t["where"]) for t in entry.get("levels", [])])
     print(f"wrote {path}")
