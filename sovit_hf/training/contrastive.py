@@ -234,7 +234,11 @@ def run(cargs: ContrastiveArguments, args: TrainingArguments, command: str) -> d
     if cargs.lock_image and not cargs.vision_model_name_or_path:
         raise ValueError("--lock_image keeps a pre-trained image tower frozen: pass --vision_model_name_or_path.")
     if cargs.naflex:
-        cargs.check_naflex(args.per_device_train_batch_size, args.world_size)
+        cargs.check_naflex(args.per_device_train_batch_size)
+        if args.world_size > 1:  # its loss takes the unwrapped model and this rank's negatives: untested under DDP
+            raise ValueError(
+                f"--naflex_max_num_patches: the two-tower recipe trains in one process ({args.world_size} here)."
+            )
         if cargs.vision_model_name_or_path:
             raise ValueError("--naflex_max_num_patches: the patch size is --patch_size; not with a pre-trained tower.")
     check_output_dir(args.output_dir)
