@@ -13,12 +13,15 @@ batches are a function of ``(seed, epoch)`` only.
 Several processes (DDP): each rank's train sampler holds its own batches (``num_replicas``/``rank``: the epoch's
 batch list dealt out round-robin, padded to a multiple of the ranks by repeating its first batches), so the loader is
 prepared as for one process (accelerate's ``prepare_data_loader`` with ``num_processes=1``: device placement and
-``set_epoch``, no second dealing). Through ``Accelerator.prepare`` (accelerate 1.15) the loader would be wrapped in
-``BatchSamplerShard``, whose ``set_epoch`` does not reach a batch sampler without a ``sampler`` attribute (every
-epoch would repeat epoch 0's batches). Evaluation on several processes uses the Trainer's own loader
+``set_epoch``, no second dealing). ``Accelerator.prepare`` would wrap the one-process sampler in
+``BatchSamplerShard``; on accelerate 1.15 that deals a batch sampler without ``batch_size`` out the same way, and
+Trainer (5.17 and 5.24 read) calls ``set_epoch`` through the wrapper itself, but both are private behaviour: the rule
+lives in the sampler, where it is tested. Evaluation on several processes uses the Trainer's own loader
 (``--per_device_eval_batch_size`` images in dataset order, each batch padded to its longest image, at most the same
 tokens as the eval budget): accelerate deals those batches out and ``gather_for_metrics`` drops its padding, so every
-eval image is scored exactly once, in order. DDP averages the ranks' gradients, each rank's loss the mean over its
+eval image is scored exactly once, in order (predictions and accuracy; ``eval_loss`` averages batch means, so
+unless the eval split is a multiple of ranks x batch size the repeated images of the last padded batch count in it,
+as on the fixed-size path). DDP averages the ranks' gradients, each rank's loss the mean over its
 own batch: a step's loss is the mean over ranks of the per-batch means (batches of different sizes weigh the same).
 
 Steps per epoch: Trainer counts an epoch as ``len(loader)`` batches, taken once, at epoch 0. The number of batches a
