@@ -807,6 +807,7 @@ def run_cpu_fsdp(model, train_ds, eval_ds, processor, args, epoch: AugmentationE
         processor=processor,
         set_epoch=set_epoch,
     )
+    report["record"]["epochs"] = history[-1]["epoch"]  # what ran: --max_steps may end it before the epochs
     if dist.get_rank() == 0:
         out = Path(args.output_dir)
         write_json_atomic(out / "eval_results.json", metrics)

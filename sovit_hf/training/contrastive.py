@@ -276,7 +276,7 @@ def run(cargs: ContrastiveArguments, args: TrainingArguments, command: str) -> d
             "train_examples": len(train_rows),
             "eval_examples": len(eval_rows),
             "parameters": sum(p.numel() for p in model.parameters()),
-            "epochs": args.num_train_epochs,
+            "epochs": trainer.state.epoch,  # what ran: --max_steps may end it before --num_train_epochs
             "seed": args.seed,
             "wall_time_s": round(time.perf_counter() - start, 1),
             "metrics": metrics,

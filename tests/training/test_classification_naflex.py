@@ -235,7 +235,8 @@ def test_two_ddp_processes_train_as_one_process_on_the_union_of_their_batches(sh
     cmd = [*TORCHRUN, "-m", "sovit_hf.training.classification", *argv]
     result = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
-    assert json.loads((out / "run_record.json").read_text())["processes"] == 2
+    record = json.loads((out / "run_record.json").read_text())
+    assert record["processes"] == 2
 
     prepared, _, train, evaluation = _prepare(shapes_folder, tmp_path / "ref", *step_args)
     model = SoViTForImageClassification(prepared.model.config)
@@ -246,6 +247,7 @@ def test_two_ddp_processes_train_as_one_process_on_the_union_of_their_batches(sh
     lengths = [int(processor([im], return_tensors="pt")["spatial_shapes"].prod()) for im in images]
     dealt = [_dealt(budget_batches(lengths, budget=8 * PATCHES, seed=0, epoch=epoch), 2) for epoch in range(2)]
     assert len(dealt[0][0]) < steps  # the run crossed into epoch 1
+    assert record["epochs"] == pytest.approx(steps / len(dealt[0][0]))  # what ran, not --num_train_epochs (30)
     rounds = [pair for ranks in dealt for pair in zip(*ranks, strict=True)]  # (rank 0's, rank 1's) per step
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     for pair in rounds[:steps]:
