@@ -101,8 +101,8 @@ class NaFlexArguments:
     naflex_tokens_per_batch: int | None = field(
         default=None,
         metadata={
-            "help": "NaFlex: padded image tokens per training batch (default: --per_device_train_batch_size x "
-            "--naflex_max_num_patches)"
+            "help": "NaFlex: padded image tokens per training batch, per process (default: "
+            "--per_device_train_batch_size x --naflex_max_num_patches)"
         },
     )
 
