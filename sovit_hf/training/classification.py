@@ -454,7 +454,7 @@ def preflight(model_args: ModelArguments, data_args: DataArguments, args: SoViTT
 
 def check_naflex_flags(data_args: DataArguments, args: SoViTTrainingArguments) -> None:
     """One-line ``ValueError`` for NaFlex flags that cannot work (before any data is read)."""
-    data_args.check_naflex(args.per_device_train_batch_size, args.world_size)
+    data_args.check_naflex(args.per_device_train_batch_size)
     taken = [
         flag
         for flag, on in (
@@ -504,7 +504,8 @@ class Prepared:
 
 def naflex_samplers(processor, train, evaluation, data_args: DataArguments, args) -> dict:
     """Token-budget batch samplers over each image's patch count (read from the files' headers before training):
-    shuffled per epoch for training, in length order for evaluation (least padding)."""
+    shuffled per epoch for training (this rank's share on several processes), in length order for evaluation (least
+    padding; one process only, several evaluate through the Trainer's loader: ``naflex_recipe``)."""
     from .naflex_recipe import image_sizes, patch_counts
 
     lengths = {name: patch_counts(processor, image_sizes(split, data_args.image_column))
@@ -512,8 +513,11 @@ def naflex_samplers(processor, train, evaluation, data_args: DataArguments, args
     train_tokens = data_args.naflex_tokens(args.per_device_train_batch_size)
     eval_tokens = data_args.naflex_tokens(args.per_device_eval_batch_size, train=False)
     train_sampler = TokenBudgetBatchSampler(
-        lengths["train"], train_tokens, data_args.naflex_bucket_size, shuffle=True, seed=args.seed
-    )
+        lengths["train"], train_tokens, data_args.naflex_bucket_size, shuffle=True, seed=args.seed,
+        num_replicas=args.world_size, rank=args.process_index,
+    )  # fmt: skip
+    if args.world_size > 1:
+        return {"train": train_sampler}
     eval_sampler = TokenBudgetBatchSampler(lengths["eval"], eval_tokens, len(lengths["eval"]), shuffle=False)
     return {"train": train_sampler, "eval": eval_sampler}
 
@@ -803,6 +807,7 @@ def run_cpu_fsdp(model, train_ds, eval_ds, processor, args, epoch: AugmentationE
         processor=processor,
         set_epoch=set_epoch,
     )
+    report["record"]["epochs"] = history[-1]["epoch"]  # what ran: --max_steps may end it before the epochs
     if dist.get_rank() == 0:
         out = Path(args.output_dir)
         write_json_atomic(out / "eval_results.json", metrics)

@@ -234,7 +234,11 @@ def run(cargs: ContrastiveArguments, args: TrainingArguments, command: str) -> d
     if cargs.lock_image and not cargs.vision_model_name_or_path:
         raise ValueError("--lock_image keeps a pre-trained image tower frozen: pass --vision_model_name_or_path.")
     if cargs.naflex:
-        cargs.check_naflex(args.per_device_train_batch_size, args.world_size)
+        cargs.check_naflex(args.per_device_train_batch_size)
+        if args.world_size > 1:  # its loss takes the unwrapped model and this rank's negatives: untested under DDP
+            raise ValueError(
+                f"--naflex_max_num_patches: the two-tower recipe trains in one process ({args.world_size} here)."
+            )
         if cargs.vision_model_name_or_path:
             raise ValueError("--naflex_max_num_patches: the patch size is --patch_size; not with a pre-trained tower.")
     check_output_dir(args.output_dir)
@@ -272,7 +276,7 @@ def run(cargs: ContrastiveArguments, args: TrainingArguments, command: str) -> d
             "train_examples": len(train_rows),
             "eval_examples": len(eval_rows),
             "parameters": sum(p.numel() for p in model.parameters()),
-            "epochs": args.num_train_epochs,
+            "epochs": trainer.state.epoch,  # what ran: --max_steps may end it before --num_train_epochs
             "seed": args.seed,
             "wall_time_s": round(time.perf_counter() - start, 1),
             "metrics": metrics,

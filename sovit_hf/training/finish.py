@@ -35,14 +35,18 @@ def save_trained_model(trainer) -> None:
 
 def finish_run(trainer, **report_fields) -> dict:
     """Save the model (every rank), evaluate, and on the main process write the Trainer's metrics and state, then
-    :func:`write_report`. Returns the final evaluation metrics. Every file is written atomically; the Trainer's
-    ``training_args.bin`` pickle is removed only when this run wrote it."""
+    :func:`write_report` (a record's ``epochs`` set to the epochs trained). Returns the final evaluation metrics.
+    Every file is written atomically; the Trainer's ``training_args.bin`` pickle is removed only when this run wrote
+    it."""
     args_file = Path(trainer.args.output_dir) / "training_args.bin"
     ours = not args_file.exists()
     save_trained_model(trainer)
     if ours:
         args_file.unlink(missing_ok=True)  # Trainer's pickle: no place in a hub-ready folder
     metrics = trainer.evaluate()
+    record = report_fields.get("record", {})
+    if "epochs" in record and trainer.state.epoch is not None:  # what ran (--max_steps may end it before the epochs)
+        record["epochs"] = trainer.state.epoch
     if trainer.is_world_process_zero():
         out = Path(trainer.args.output_dir)
         results = json.dumps(metrics, indent=4, sort_keys=True)  # as Trainer.save_metrics writes them

@@ -191,7 +191,7 @@ def train_cpu(
                 break
     save_pretrained_full(model, args.output_dir, processor)  # before anything else can fail
     metrics = evaluate(model, eval_ds, collate, args.per_device_eval_batch_size)
-    history.append({"step": step, **metrics})
+    history.append({"step": step, "epoch": step / steps_per_epoch, **metrics})  # as Trainer's evaluation logs it
     return metrics, history, step
 
 

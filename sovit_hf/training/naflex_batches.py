@@ -7,6 +7,12 @@ images of similar patch counts, as timm's NaFlex loader does: the epoch's indice
 ``len(batch) * max(length)`` stays within ``max_tokens``; the batches are then shuffled. Batch sizes vary (many short
 images or few long ones), the token count per step stays near the budget. The order depends only on ``seed`` and the
 epoch (``set_epoch``), so a resumed run sees the same batches.
+
+Several processes (``num_replicas`` > 1): every rank builds the same epoch's batch list (same seed and epoch) and
+takes every ``num_replicas``-th batch from its ``rank`` on: step ``s`` of rank ``r`` is global batch
+``s * num_replicas + r``. A list whose length is not a multiple of ``num_replicas`` is padded by repeating its first
+batches (as ``DistributedSampler`` and accelerate's ``even_batches`` do), so every rank takes the same number of
+steps and every image is trained on at least once per epoch.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ class TokenBudgetBatchSampler(torch.utils.data.Sampler[list[int]]):
         bucket_size: images sorted together (larger: less padding, less randomness in batch composition).
         shuffle: shuffle indices and batches each epoch (else: buckets in index order, batches in bucket order).
         max_batch_size: optional cap on images per batch.
+        num_replicas, rank: the processes sharing the epoch and this one's index (module docstring).
     """
 
     def __init__(
@@ -37,6 +44,8 @@ class TokenBudgetBatchSampler(torch.utils.data.Sampler[list[int]]):
         shuffle: bool = True,
         seed: int = 0,
         max_batch_size: int | None = None,
+        num_replicas: int = 1,
+        rank: int = 0,
     ):
         lengths = np.asarray(lengths, dtype=np.int64)
         if lengths.ndim != 1 or lengths.size == 0:
@@ -50,14 +59,26 @@ class TokenBudgetBatchSampler(torch.utils.data.Sampler[list[int]]):
             )
         if bucket_size < 1 or (max_batch_size is not None and max_batch_size < 1):
             raise ValueError("bucket_size and max_batch_size must be at least 1.")
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} is not one of {num_replicas} processes.")
         self.lengths, self.max_tokens, self.bucket_size = lengths, int(max_tokens), int(bucket_size)
         self.shuffle, self.seed, self.max_batch_size, self.epoch = shuffle, int(seed), max_batch_size, 0
+        self.num_replicas, self.rank = int(num_replicas), int(rank)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
     def batches(self) -> list[list[int]]:
-        """This epoch's batches."""
+        """This rank's batches of this epoch: :meth:`global_batches` dealt out round-robin (module docstring)."""
+        batches = self.global_batches()
+        if self.num_replicas == 1:
+            return batches
+        padding = -len(batches) % self.num_replicas
+        batches = batches + [batches[i % len(batches)] for i in range(padding)]  # the first ones again
+        return batches[self.rank :: self.num_replicas]
+
+    def global_batches(self) -> list[list[int]]:
+        """This epoch's batches over all ranks (what one process trains on)."""
         rng = np.random.default_rng([self.seed, self.epoch])
         order = rng.permutation(self.lengths.size) if self.shuffle else np.arange(self.lengths.size)
         batches: list[list[int]] = []

@@ -10,6 +10,20 @@ there is no argument for a caller's. :class:`TokenBudgetLoaders` therefore overr
 ``set_epoch`` on the prepared loader each epoch, which accelerate forwards to the batch sampler: each epoch's
 batches are a function of ``(seed, epoch)`` only.
 
+Several processes (DDP): each rank's train sampler holds its own batches (``num_replicas``/``rank``: the epoch's
+batch list dealt out round-robin, padded to a multiple of the ranks by repeating its first batches), so the loader is
+prepared as for one process (accelerate's ``prepare_data_loader`` with ``num_processes=1``: device placement and
+``set_epoch``, no second dealing). ``Accelerator.prepare`` would wrap the one-process sampler in
+``BatchSamplerShard``; on accelerate 1.15 that deals a batch sampler without ``batch_size`` out the same way, and
+Trainer (5.17 and 5.24 read) calls ``set_epoch`` through the wrapper itself, but both are private behaviour: the rule
+lives in the sampler, where it is tested. Evaluation on several processes uses the Trainer's own loader
+(``--per_device_eval_batch_size`` images in dataset order, each batch padded to its longest image, at most the same
+tokens as the eval budget): accelerate deals those batches out and ``gather_for_metrics`` drops its padding, so every
+eval image is scored exactly once, in order (predictions and accuracy; ``eval_loss`` averages batch means, so
+unless the eval split is a multiple of ranks x batch size the repeated images of the last padded batch count in it,
+as on the fixed-size path). DDP averages the ranks' gradients, each rank's loss the mean over its
+own batch: a step's loss is the mean over ranks of the per-batch means (batches of different sizes weigh the same).
+
 Steps per epoch: Trainer counts an epoch as ``len(loader)`` batches, taken once, at epoch 0. The number of batches a
 token budget cuts depends only on the sorted lengths inside each bucket of ``bucket_size`` images; with one bucket
 (datasets of at most ``bucket_size`` images) it is the same every epoch, with several it can differ by a batch or two
@@ -87,8 +101,8 @@ class NaFlexArguments:
     naflex_tokens_per_batch: int | None = field(
         default=None,
         metadata={
-            "help": "NaFlex: padded image tokens per training batch (default: --per_device_train_batch_size x "
-            "--naflex_max_num_patches)"
+            "help": "NaFlex: padded image tokens per training batch, per process (default: "
+            "--per_device_train_batch_size x --naflex_max_num_patches)"
         },
     )
 
@@ -103,12 +117,9 @@ class NaFlexArguments:
             return self.naflex_tokens_per_batch
         return batch_size * self.naflex_max_num_patches
 
-    def check_naflex(self, batch_size: int, processes: int = 1) -> None:
-        """One-line ``ValueError`` for a patch budget below 1, a token budget that cannot hold one image of
-        ``--naflex_max_num_patches`` patches, or several processes (accelerate's ``BatchSamplerShard`` deals out
-        batches of one size; batches of varying sizes across ranks are not built here yet)."""
-        if processes > 1:
-            raise ValueError(f"--naflex_max_num_patches trains in one process for now (this run has {processes}).")
+    def check_naflex(self, batch_size: int) -> None:
+        """One-line ``ValueError`` for a patch budget below 1 or a token budget that cannot hold one image of
+        ``--naflex_max_num_patches`` patches."""
         patches, tokens = self.naflex_max_num_patches, self.naflex_tokens(batch_size)
         if patches < 1:
             raise ValueError(
@@ -124,8 +135,9 @@ class NaFlexArguments:
 class TokenBudgetLoaders:
     """Trainer mixin: train and eval batches from token-budget batch samplers (module docstring).
 
-    Set ``self.batch_samplers = {"train": ..., "eval": ...}`` after ``__init__``; evaluating another dataset than
-    the Trainer's own ``eval_dataset`` falls back to the Trainer's loader. ``tokens_trained`` counts the image tokens
+    Set ``self.batch_samplers = {"train": ..., "eval": ...}`` after ``__init__``; without ``"eval"`` (several
+    processes), or evaluating another dataset than the Trainer's own ``eval_dataset``, evaluation uses the Trainer's
+    loader. ``tokens_trained`` counts the image tokens
     of the batches this process trained on: ``padded`` (the compute paid for) and ``real`` (the images' patches)."""
 
     batch_samplers: dict[str, TokenBudgetBatchSampler]
@@ -150,13 +162,21 @@ class TokenBudgetLoaders:
             pin_memory=args.dataloader_pin_memory,
             persistent_workers=args.dataloader_persistent_workers and args.dataloader_num_workers > 0,
         )
-        return self.accelerator.prepare(loader)
+        if sampler.num_replicas == 1:
+            return self.accelerator.prepare(loader)
+        from accelerate.data_loader import prepare_data_loader
+
+        # this rank's batches already (module docstring): placed on the device, not dealt out again
+        return prepare_data_loader(
+            loader, self.accelerator.device, num_processes=1, process_index=0, put_on_device=True
+        )
 
     def get_train_dataloader(self):
         return self._budget_loader(self.train_dataset, self.batch_samplers["train"])
 
     def get_eval_dataloader(self, eval_dataset=None):
-        if eval_dataset is None or eval_dataset is self.eval_dataset:
+        own = eval_dataset is None or eval_dataset is self.eval_dataset
+        if own and "eval" in self.batch_samplers:
             return self._budget_loader(self.eval_dataset, self.batch_samplers["eval"])
         return super().get_eval_dataloader(eval_dataset)
 

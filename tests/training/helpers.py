@@ -76,12 +76,12 @@ class FixedBatches(torch.utils.data.IterableDataset):
             }
 
 
-def budget_batches(lengths: list[int], budget: int, seed: int) -> list[list[int]]:
-    """Epoch 0's batches of ``TokenBudgetBatchSampler``'s rule (``sovit_hf.training.naflex_batches``), written out
-    for one bucket: permute with ``default_rng([seed, 0])``, sort by length (stable), cut greedily where the next
+def budget_batches(lengths: list[int], budget: int, seed: int, epoch: int = 0) -> list[list[int]]:
+    """An epoch's batches of ``TokenBudgetBatchSampler``'s rule (``sovit_hf.training.naflex_batches``), written out
+    for one bucket: permute with ``default_rng([seed, epoch])``, sort by length (stable), cut greedily where the next
     image would take the padded size ``len(batch) x longest`` past ``budget``, shuffle the batches with the same
     generator."""
-    rng = np.random.default_rng([seed, 0])
+    rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(len(lengths))
     order = order[np.argsort(np.asarray(lengths)[order], kind="stable")]
     batches, batch = [], []

@@ -180,13 +180,99 @@ def test_naflex_flags_without_a_patch_budget_are_refused(shapes_folder, tmp_path
     assert "--naflex_max_num_patches must be at least 1" in capsys.readouterr().err
 
 
-def test_naflex_refuses_several_processes():
-    """accelerate deals out batches of one size to the ranks; token-budget batches vary, so one process only."""
-    from sovit_hf.training.naflex_recipe import NaFlexArguments
+def _dealt(batches: list[list[int]], ranks: int) -> list[list[list[int]]]:
+    """Each rank's share of an epoch's batches, written out: padded with the first batches to a multiple of the
+    ranks, rank r takes batches r, r + ranks, ..."""
+    padded = batches + batches[: -len(batches) % ranks]
+    return [padded[r::ranks] for r in range(ranks)]
 
-    NaFlexArguments(naflex_max_num_patches=16).check_naflex(8, processes=1)
-    with pytest.raises(ValueError, match="trains in one process for now"):
-        NaFlexArguments(naflex_max_num_patches=16).check_naflex(8, processes=2)
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_ranks_take_disjoint_budget_batches_that_cover_the_epoch(ranks):
+    """Several processes: every rank takes as many steps; its batches are the epoch's batches dealt round-robin
+    (the one-process rule written out independently), disjoint from the other ranks' but for the padding, and
+    together they hold every image at least once; the next epoch deals a new shuffle."""
+    from sovit_hf.training.naflex_batches import TokenBudgetBatchSampler
+
+    lengths = np.random.default_rng(5).integers(1, PATCHES + 1, size=45).tolist()
+    for epoch in (0, 1):
+        samplers = [
+            TokenBudgetBatchSampler(lengths, 4 * PATCHES, seed=7, num_replicas=ranks, rank=r) for r in range(ranks)
+        ]
+        for sampler in samplers:
+            sampler.set_epoch(epoch)
+        got = [list(sampler) for sampler in samplers]
+        reference = budget_batches(lengths, budget=4 * PATCHES, seed=7, epoch=epoch)
+        assert got == _dealt(reference, ranks)
+        assert len({len(g) for g in got}) == 1 and len(samplers[0]) == -(-len(reference) // ranks)
+        distinct = {tuple(b) for g in got for b in g}
+        assert sorted(i for b in distinct for i in b) == list(range(len(lengths)))  # disjoint, and cover the epoch
+    assert got[0] != _dealt(budget_batches(lengths, budget=4 * PATCHES, seed=7), ranks)[0]
+    with pytest.raises(ValueError, match="rank 2 is not one of 2 processes"):
+        TokenBudgetBatchSampler(lengths, 4 * PATCHES, num_replicas=2, rank=2)
+
+
+@needs("sklearn")
+def test_two_ddp_processes_train_as_one_process_on_the_union_of_their_batches(shapes_folder, tmp_path):
+    """torchrun, 2 CPU processes (gloo), NaFlex, 5 steps crossing into epoch 1: the weights equal a hand-written
+    one-process loop that takes, at every step, rank 0's and rank 1's batches (the sampler's rule written out) and
+    averages their mean losses as DDP averages gradients (AdamW, clipping at 1); evaluation scores every test image
+    once: its loss and accuracy equal each image's alone under the final weights."""
+    import subprocess
+
+    from safetensors.torch import load_file
+
+    from tests.training.test_distributed import ENV, ROOT, TORCHRUN
+
+    lr, steps = 1e-2, 5
+    step_args = ["--max_steps", str(steps), "--augment", "False", "--learning_rate", str(lr), "--warmup_steps", "0"]
+    step_args += ["--lr_scheduler_type", "constant", "--weight_decay", "0", "--max_grad_norm", "1.0"]
+    overrides = json.loads(TINY[1]) | {"head_zero_init": False}
+    step_args += ["--model_overrides", json.dumps(overrides), "--use_cpu", "True", "--report_to", "none"]
+    out = tmp_path / "ddp"
+    argv = ["--dataset_name", str(shapes_folder), "--output_dir", str(out), *TINY, *step_args]
+    argv += ["--per_device_eval_batch_size", "5"]  # 20 test images = 2 rounds of 2 ranks x 5: no eval padding
+    cmd = [*TORCHRUN, "-m", "sovit_hf.training.classification", *argv]
+    result = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    record = json.loads((out / "run_record.json").read_text())
+    assert record["processes"] == 2
+
+    prepared, _, train, evaluation = _prepare(shapes_folder, tmp_path / "ref", *step_args)
+    model = SoViTForImageClassification(prepared.model.config)
+    model.load_state_dict(prepared.model.state_dict())  # the seeded initial weights both runs start from
+    model.train()
+    images = [image.convert("RGB") for image in train["image"]]
+    processor = SoViTNaFlexImageProcessor(patch_size=8, max_num_patches=PATCHES)
+    lengths = [int(processor([im], return_tensors="pt")["spatial_shapes"].prod()) for im in images]
+    dealt = [_dealt(budget_batches(lengths, budget=8 * PATCHES, seed=0, epoch=epoch), 2) for epoch in range(2)]
+    assert len(dealt[0][0]) < steps  # the run crossed into epoch 1
+    assert record["epochs"] == pytest.approx(steps / len(dealt[0][0]))  # what ran, not --num_train_epochs (30)
+    rounds = [pair for ranks in dealt for pair in zip(*ranks, strict=True)]  # (rank 0's, rank 1's) per step
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    for pair in rounds[:steps]:
+        losses = [model(**_padded_batch([images[i] for i in b], [train["label"][i] for i in b])).loss for b in pair]
+        (sum(losses) / len(losses)).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+    trained = load_file(out / "model.safetensors")
+    for name, value in model.state_dict().items():
+        if name.endswith("k_proj.bias"):  # adds one score to all keys of a query: softmax ignores it, its gradient
+            continue  # is float rounding noise (summed in another order by DDP), which Adam scales up to the lr
+        torch.testing.assert_close(trained[name], value, rtol=1e-5, atol=1e-6, msg=name)
+
+    model.eval()
+    eval_images = [image.convert("RGB") for image in evaluation["image"]]
+    labels = torch.as_tensor(evaluation["label"])
+    with torch.no_grad():
+        alone = [
+            model(**processor([im], return_tensors="pt"), labels=labels[i : i + 1]) for i, im in enumerate(eval_images)
+        ]
+    logits = torch.cat([o.logits for o in alone])
+    metrics = json.loads((out / "eval_results.json").read_text())
+    assert metrics["eval_loss"] == pytest.approx(float(sum(o.loss for o in alone)) / len(alone), rel=1e-5)
+    assert metrics["eval_accuracy"] == pytest.approx((logits.argmax(-1) == labels).double().mean().item(), abs=1e-12)
 
 
 @pytest.mark.parametrize("layout", ["imagefolder", "saved"])

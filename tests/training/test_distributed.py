@@ -53,6 +53,9 @@ def _assert_same_run(one: dict, two: dict, a: Path, b: Path, exact: bool = False
     assert sorted(wa) == sorted(wb)
     for key in wa:
         torch.testing.assert_close(wa[key], wb[key], **(dict(rtol=0, atol=0) if exact else {}), msg=key)
+    for folder in (a, b):  # the epochs that ran: 4 steps of a global batch of 16 (not --num_train_epochs)
+        record = json.loads((folder / "run_record.json").read_text())
+        assert record["epochs"] == pytest.approx(4 / -(-record["train_examples"] // 16)), folder
 
 
 @needs("datasets", "sklearn")

@@ -109,3 +109,17 @@ def test_a_budget_below_one_image_stops_before_work(tmp_path, capsys):
     assert sovit([*argv, "4"]) == 2
     assert "--naflex_tokens_per_batch 4 is below --naflex_max_num_patches 12" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_several_processes_stop_before_work(tmp_path, capsys, monkeypatch):
+    """The two-tower recipe's NaFlex path is tested in one process only: a run of two stops with one line."""
+    from transformers import TrainingArguments
+
+    from sovit_hf.cli import main as sovit
+
+    monkeypatch.setattr(TrainingArguments, "world_size", property(lambda self: 2))
+    argv = ["train", "--task", "contrastive", "--output_dir", str(tmp_path / "x"), *ARGS]
+    assert sovit(argv) == 2
+    err = capsys.readouterr().err
+    assert "the two-tower recipe trains in one process (2 here)" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "x").exists()
