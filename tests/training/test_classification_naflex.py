@@ -157,6 +157,27 @@ def test_saved_folder_reproduces_the_runs_eval_predictions_image_by_image(shapes
     }
 
 
+def test_image_classification_pipeline_on_a_naflex_folder(shapes_folder, tmp_path):
+    """transformers' image-classification pipeline on a NaFlex run's folder scores each image as the model does on
+    the processor's output for that image alone: the same labels and the same softmax probabilities (<= 1e-6)."""
+    from transformers import AutoModelForImageClassification, pipeline
+
+    out = tmp_path / "out"
+    prepared, args, _, evaluation = _prepare(shapes_folder, out, "--max_steps", "3", "--learning_rate", "1e-2")
+    fit(build_trainer(prepared, args), prepared)
+    model = AutoModelForImageClassification.from_pretrained(out).eval()
+    processor = SoViTNaFlexImageProcessor.from_pretrained(out)  # AutoImageProcessor needs torchvision before 5.18
+    classify = pipeline("image-classification", model=model, image_processor=processor, top_k=None)
+    images = [image.convert("RGB") for image in evaluation["image"]][:6]
+    for image, scores in zip(images, classify(images), strict=True):
+        with torch.no_grad():
+            probabilities = model(**processor([image], return_tensors="pt")).logits.softmax(-1)[0]
+        expected = {model.config.id2label[i]: float(p) for i, p in enumerate(probabilities)}
+        assert {s["label"] for s in scores} == set(expected)
+        for s in scores:
+            assert s["score"] == pytest.approx(expected[s["label"]], abs=1e-6)
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [
