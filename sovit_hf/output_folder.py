@@ -219,6 +219,26 @@ def write_json_atomic(path: str | Path, document, indent: int = 2) -> Path:
     return write_text_atomic(path, json.dumps(document, indent=indent) + "\n")
 
 
+def read_json_document(path: str | Path, what: str, file_format: str, max_bytes: int) -> dict:
+    """The JSON object in ``path``, read back as :func:`write_json_atomic` wrote it, checked before any use: at most
+    ``max_bytes`` on disk, valid JSON, an object whose ``"format"`` is ``file_format``.
+
+    Raises:
+        ValueError: one line naming the file and what is wrong with it (``what`` names the kind of file).
+    """
+    path = Path(path)
+    if path.is_file() and path.stat().st_size > max_bytes:
+        raise ValueError(f"{path}: {path.stat().st_size:,} bytes, over the {max_bytes:,} a {what} may have.")
+    try:
+        document = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); a partial or damaged {what}.") from err
+    if not isinstance(document, dict) or document.get("format") != file_format:
+        found = document.get("format") if isinstance(document, dict) else type(document).__name__
+        raise ValueError(f"{path} is not a {what} of format {file_format!r} (format {found!r}).")
+    return document
+
+
 def portable(text: str | Path) -> str:
     """``text`` without the machine's absolute paths: an absolute path (or ``path:SUBTREE``) becomes its file name, so
     a model card records what was converted, not where it lay on the converting machine."""

@@ -11,14 +11,13 @@ writes all of these but the metric.
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
 from ..configuration_sovit import SoViTConfig
-from ..output_folder import write_json_atomic
+from ..output_folder import read_json_document, write_json_atomic
 from .flops import count_flops
 from .laws import DIMENSIONS, ShapeLaw
 from .results import ShapeFit
@@ -115,15 +114,7 @@ def load_shape_laws(path: str | Path) -> tuple[dict[str, ShapeLaw], dict[str, fl
         path: file written by :func:`save_shape_fits`.
     """
     path = Path(path)
-    if path.is_file() and path.stat().st_size > MAX_LAW_BYTES:
-        raise ValueError(f"{path}: {path.stat().st_size:,} bytes, over the {MAX_LAW_BYTES:,} a law file may have.")
-    try:
-        document = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path} is not valid JSON ({err}); a partial or damaged law file.") from err
-    if not isinstance(document, dict) or document.get("format") != LAW_FILE_FORMAT:
-        found = document.get("format") if isinstance(document, dict) else type(document).__name__
-        raise ValueError(f"{path} is not a law file of format {LAW_FILE_FORMAT!r} (format {found!r}).")
+    document = read_json_document(path, "law file", LAW_FILE_FORMAT, MAX_LAW_BYTES)
     dimensions = document.get("dimensions")
     if not isinstance(dimensions, dict) or not dimensions:
         raise ValueError(f"{path}: field 'dimensions' must be an object of fitted laws.")

@@ -16,7 +16,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..output_folder import claim_folder, write_json_atomic
+from ..output_folder import claim_folder, read_json_document, write_json_atomic
 from .spec import SweepSpec
 from .star_grid import SweepRun, plan_grid_sweep, plan_star_sweep
 
@@ -110,15 +110,7 @@ def load_plan(folder: str | Path) -> dict:
     path = Path(folder) / PLAN_FILE
     if not path.is_file():
         raise ValueError(f"{path}: no plan here (run `sovit sweep plan {folder}` first).")
-    if path.stat().st_size > MAX_PLAN_BYTES:
-        raise ValueError(f"{path}: {path.stat().st_size:,} bytes, over the {MAX_PLAN_BYTES:,} a plan may have.")
-    try:
-        document = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path} is not valid JSON ({err}); a partial or damaged plan.") from err
-    if not isinstance(document, dict) or document.get("format") != PLAN_FORMAT:
-        found = document.get("format") if isinstance(document, dict) else type(document).__name__
-        raise ValueError(f"{path} is not a sweep plan (format {found!r}).")
+    document = read_json_document(path, "sweep plan", PLAN_FORMAT, MAX_PLAN_BYTES)
     if not isinstance(document.get("spec"), dict):
         raise ValueError(f"{path}: field 'spec' must be an object of SweepSpec fields.")
     try:

@@ -272,3 +272,25 @@ def test_sigterm_stops_the_rows_and_records_them_interrupted(tmp_path, ctrl_c):
     assert sorted(started.read_text().split()) == ["0", "1"]  # no row went on or started after the signal
     with pytest.raises(ProcessLookupError):  # the row processes are gone with the sweep's session
         os.killpg(process.pid, 0)
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda text: text[: len(text) // 2], "is not valid JSON"),
+        (lambda text: text.replace('"format": "', '"format": "x', 1), "is not a law file of format"),
+        (lambda text: "[1, 2]", "is not a law file of format"),
+        (lambda text: text + " " * 17 * 2**20, "a law file may have"),  # MAX_LAW_BYTES is 16 MiB
+    ],
+)
+def test_a_damaged_law_file_is_one_line(tmp_path, damage, message):
+    """A truncated, foreign, mis-tagged or oversized law.json is refused in one line naming the file (the same reader
+    as the sweep plan's, `output_folder.read_json_document`)."""
+    from sovit_hf.scaling.files import load_shape_laws, save_shape_fits
+
+    law = tmp_path / "law.json"
+    save_shape_fits(law, _fits(), shared_c=True)
+    law.write_text(damage(law.read_text()))
+    with pytest.raises(ValueError, match=message) as err:
+        load_shape_laws(law)
+    assert str(law) in str(err.value) and "\n" not in str(err.value)
